@@ -1,0 +1,27 @@
+"""Qwen knowledge for recipes: the genuine Qwen tokenizer, the embedded tiny Qwen2 model, module
+names per architecture, the ChatML template, and the bundled recipes and sample data.
+
+Importing this package is cheap (no torch): ``recipes validate`` uses it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).parent
+DATA_DIR = PACKAGE_DIR / "data"
+RECIPES_DIR = PACKAGE_DIR / "recipes"
+CHATML_TEMPLATE_PATH = PACKAGE_DIR / "templates" / "chatml.jinja"
+
+# bundled:NAME model sources -> what builds them (see qwen_recipes.tiny)
+BUNDLED_MODELS = ("tiny-qwen2",)
+
+
+def bundled_recipes() -> dict[str, Path]:
+    """Bundled recipe name -> file."""
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.toml"))}
+
+
+def chatml_template() -> str:
+    """Qwen2.5's ChatML chat template (system default, tools), without <think> tags."""
+    return CHATML_TEMPLATE_PATH.read_text(encoding="utf-8")

@@ -1,0 +1,147 @@
+"""A stage's data: read records through the format plugins, then tokens and labels.
+
+- Pre-training: documents joined with ``<|endoftext|>`` and cut into ``cutoff_len`` blocks; every
+  token is a label. The last, shorter block is kept (no token is dropped).
+- SFT: each conversation rendered with the tokenizer's own chat template (Qwen's ChatML), so that
+  training and inference see the same text; labels only on assistant turns: their text and the
+  ``<|im_end|>`` that closes them. Conversations longer than ``cutoff_len`` are truncated; one left
+  with no label is dropped, and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qwen_recipes.architectures import END_OF_TEXT, TURN_END
+from recipes.errors import RecipeError
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class DataStats:
+    records: int = 0
+    examples: int = 0
+    tokens: int = 0
+    label_tokens: int = 0
+    truncated: int = 0
+    dropped: int = 0
+    notes: list = field(default_factory=list)
+
+
+def read_records(sources) -> list[dict]:
+    """``sources``: (DataFormat, options instance, [files]) triples, in recipe order."""
+    records = []
+    for fmt, options, files in sources:
+        for path in files:
+            records.extend(fmt.read(Path(path), options))
+    return records
+
+
+def special_id(tokenizer, token: str) -> int | None:
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    return token_id if isinstance(token_id, int) and token_id != tokenizer.unk_token_id else None
+
+
+def pretrain_examples(records: list[dict], tokenizer, cutoff_len: int, stats: DataStats) -> list[dict]:
+    separator = special_id(tokenizer, END_OF_TEXT)
+    if separator is None:
+        separator = tokenizer.eos_token_id
+    if separator is None:
+        raise RecipeError(f"the tokenizer has neither {END_OF_TEXT} nor an eos token to separate documents")
+    texts = [r["text"] for r in records]
+    stream: list[int] = []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        stream.extend(ids)
+        stream.append(separator)
+    examples = []
+    for start in range(0, len(stream), cutoff_len):
+        block = stream[start:start + cutoff_len]
+        examples.append({"input_ids": block, "labels": list(block)})
+    stats.records, stats.examples = len(records), len(examples)
+    stats.tokens = stats.label_tokens = len(stream)
+    return examples
+
+
+def check_conversation(messages: list[dict], where: str) -> None:
+    roles = [m["role"] for m in messages]
+    body = roles[1:] if roles[:1] == ["system"] else roles
+    if not body:
+        raise RecipeError(f"{where}: the conversation has no user or assistant message")
+    for index, role in enumerate(body):
+        expected = "user" if index % 2 == 0 else "assistant"
+        if role != expected:
+            raise RecipeError(f"{where}: message roles must be an optional system, then user and assistant "
+                              f"in turn; found {roles}")
+    if body[-1] != "assistant":
+        raise RecipeError(f"{where}: the conversation must end with an assistant message (nothing to learn)")
+
+
+def render_conversation(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """The conversation as the chat template renders it, and the character spans to learn:
+    each assistant message's text plus the turn terminator (not the newline after it)."""
+    spans = []
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = tokenizer.apply_chat_template(messages[:index], tokenize=False, add_generation_prompt=True)
+        upto = tokenizer.apply_chat_template(messages[:index + 1], tokenize=False)
+        if not upto.startswith(prompt):
+            raise RecipeError("the tokenizer's chat template renders a conversation differently from its "
+                              "prefix; labels cannot be placed. Use a template whose turns append (ChatML)")
+        end = upto.rfind(TURN_END, len(prompt))
+        end = end + len(TURN_END) if end >= 0 else len(upto.rstrip())
+        spans.append((len(prompt), end))
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    return text, spans
+
+
+def sft_examples(records: list[dict], tokenizer, cutoff_len: int, stats: DataStats) -> list[dict]:
+    if not getattr(tokenizer, "chat_template", None):
+        from qwen_recipes import chatml_template
+
+        tokenizer.chat_template = chatml_template()
+        stats.notes.append("the tokenizer had no chat template: using Qwen's ChatML")
+    examples = []
+    for record in records:
+        messages = record["messages"]
+        check_conversation(messages, record.get("_where", "a record"))
+        text, spans = render_conversation(tokenizer, messages)
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+        labels = [token if any(s <= start and end <= e for s, e in spans) and end > start else IGNORE_INDEX
+                  for token, (start, end) in zip(ids, offsets)]
+        stats.tokens += len(ids)
+        if len(ids) > cutoff_len:
+            ids, labels = ids[:cutoff_len], labels[:cutoff_len]
+            stats.truncated += 1
+        learned = sum(1 for label in labels if label != IGNORE_INDEX)
+        if not learned:
+            stats.dropped += 1
+            continue
+        stats.label_tokens += learned
+        examples.append({"input_ids": ids, "labels": labels})
+    stats.records, stats.examples = len(records), len(examples)
+    return examples
+
+
+@dataclass
+class PadCollator:
+    """Pads a batch to its longest example: pad id for inputs, 0 in the attention mask, -100 labels."""
+
+    pad_id: int
+
+    def __call__(self, batch: list[dict]) -> dict:
+        import torch
+
+        width = max(len(example["input_ids"]) for example in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, example in enumerate(batch):
+            n = len(example["input_ids"])
+            ids[row, :n] = torch.tensor(example["input_ids"])
+            labels[row, :n] = torch.tensor(example["labels"])
+            mask[row, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}

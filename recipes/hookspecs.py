@@ -1,0 +1,123 @@
+"""The plugin contract.
+
+A plugin is a module or object with functions marked ``@hookimpl`` whose names match the hooks
+below. Third-party plugins are found through the entry-point group ``recipes.plugins``::
+
+    [project.entry-points."recipes.plugins"]
+    my_format = "my_package.plugin"
+
+Each hook returns a list of *provider objects* (``DataFormat``, ``QuantizationBackend``,
+``CallbackPlugin``): the host collects them from every plugin (pluggy's collect-all call), indexes
+them by name, and refuses two providers of the same name. Collect-all rather than
+``firstresult`` because validation needs the whole set of names: to suggest "did you mean", to list
+them in ``recipes plugins`` and to put each provider's options model into ``recipes schema``.
+
+The hooks are called when the registry is first built, before any recipe is read. They must be
+cheap and must not import torch or transformers: ``recipes validate`` calls them. Import heavy
+libraries inside the provider's functions, which run only when a stage runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Literal, Optional
+
+import pluggy
+from pydantic import BaseModel, ConfigDict
+
+PROJECT = "recipes"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class NoOptions(BaseModel):
+    """The options model of a provider that takes none: any key is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    """A way to read data files into records.
+
+    ``yields`` says what the records are:
+
+    - ``"documents"``: ``{"text": str}`` each, for ``pretrain`` stages;
+    - ``"conversations"``: ``{"messages": [{"role": "system"|"user"|"assistant", "content": str},
+      ...]}`` each, for ``sft`` stages. The host renders them with the tokenizer's chat template and
+      puts the loss on assistant turns.
+
+    ``read(path, options)`` is called once per file matched by a data source, with ``options`` an
+    instance of ``options_model`` (validated when the recipe is loaded), and returns an iterable of
+    records. It raises ``recipes.errors.RecipeError`` for bad content, naming the file and record.
+    """
+
+    name: str
+    yields: Literal["documents", "conversations"]
+    read: Callable[[Any, BaseModel], Iterable[dict]]
+    options_model: type[BaseModel] = NoOptions
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class QuantizationBackend:
+    """A way to load the model's weights (``[quantization] backend = NAME``).
+
+    - ``model_kwargs(options, dtype)`` returns extra keyword arguments for
+      ``AutoModelForCausalLM.from_pretrained`` (for example ``quantization_config``); ``dtype`` is the
+      torch dtype the stage computes in.
+    - ``prepare(model, options, gradient_checkpointing)`` is called on the loaded model before the
+      LoRA adapter is added, and returns the model to train (for example after
+      ``peft.prepare_model_for_kbit_training``).
+    - ``quantizes``: True when the loaded weights are quantized. Then a stage's adapter is never
+      merged into them: the host reloads the base unquantized to merge.
+    """
+
+    name: str
+    model_kwargs: Callable[[BaseModel, Any], dict]
+    prepare: Callable[[Any, BaseModel, bool], Any]
+    options_model: type[BaseModel] = NoOptions
+    quantizes: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a callback factory learns about the stage it will watch."""
+
+    run_dir: Any  # pathlib.Path of the run folder
+    stage_name: str
+    stage_index: int
+    stage_count: int
+    console: Any  # rich.console.Console the run prints to
+    metrics_path: Any  # pathlib.Path of metrics.jsonl
+
+
+@dataclass(frozen=True)
+class CallbackPlugin:
+    """A training callback.
+
+    ``build(context)`` is called at the start of each stage with a ``StageContext`` and returns a
+    ``transformers.TrainerCallback`` (or None to sit this stage out). ``default``: used when the recipe
+    has no ``callbacks`` list; a recipe's ``callbacks = [...]`` names exactly the ones to use.
+    """
+
+    name: str
+    build: Callable[[StageContext], Optional[Any]]
+    default: bool = True
+    description: str = ""
+
+
+@hookspec
+def register_data_formats() -> list[DataFormat]:
+    """Return the data formats this plugin provides (a list of ``DataFormat``)."""
+
+
+@hookspec
+def register_quantization_backends() -> list[QuantizationBackend]:
+    """Return the quantization backends this plugin provides (a list of ``QuantizationBackend``)."""
+
+
+@hookspec
+def register_callbacks() -> list[CallbackPlugin]:
+    """Return the training callbacks this plugin provides (a list of ``CallbackPlugin``)."""

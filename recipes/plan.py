@@ -1,0 +1,84 @@
+"""A validated recipe becomes a plan: ordered stages, each with its base, data, settings and folders.
+No torch needed up to here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from recipes.hookspecs import CallbackPlugin, QuantizationBackend
+from recipes.load import LoadedRecipe
+from recipes.plugins import Registry
+from recipes.schema import MODEL_REF
+
+
+@dataclass
+class StagePlan:
+    index: int
+    name: str
+    kind: str
+    base: str  # "model" or the name of an earlier stage
+    settings: dict
+    sources: list  # (DataFormat, options instance, [Path]) per data source
+    folder: Path
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.folder / "adapter"
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.folder / "merged"
+
+    @property
+    def effective_batch(self) -> int:
+        return self.settings["per_device_train_batch_size"] * self.settings["gradient_accumulation_steps"]
+
+
+@dataclass
+class Plan:
+    name: str
+    recipe_path: Path
+    run_dir: Path
+    model_path: str
+    revision: str | None
+    trust_remote_code: bool
+    backend: QuantizationBackend
+    backend_options: object
+    callbacks: list[CallbackPlugin]
+    stages: list[StagePlan]
+    recipe_json: str
+
+    def stage(self, name: str) -> StagePlan:
+        return next(s for s in self.stages if s.name == name)
+
+
+def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None = None) -> Plan:
+    recipe = loaded.recipe
+    run_dir = Path(output_dir or recipe.output_dir or Path("runs") / loaded.name)
+    quantization = recipe.quantization
+    backend = registry.backends[quantization.backend if quantization else "none"]
+    backend_options = backend.options_model.model_validate(quantization.options() if quantization else {})
+    if recipe.callbacks is None:
+        callbacks = [c for c in registry.callbacks.values() if c.default]
+    else:
+        callbacks = [registry.callbacks[name] for name in recipe.callbacks]
+    stages = []
+    for index, stage in enumerate(recipe.stages):
+        base = stage.base or (recipe.stages[index - 1].name if index else MODEL_REF)
+        sources = []
+        for source_index, source in enumerate(stage.data):
+            fmt = registry.formats[source.format]
+            sources.append((fmt, fmt.options_model.model_validate(source.options),
+                            loaded.data_files[(index, source_index)]))
+        stages.append(StagePlan(index, stage.name, stage.kind, base, stage.settings(recipe.defaults), sources,
+                                run_dir / "stages" / stage.name))
+    model_path = recipe.model.path
+    if not model_path.startswith("bundled:"):
+        local = Path(model_path).expanduser()
+        local = local if local.is_absolute() else loaded.path.parent / local
+        if local.exists():
+            model_path = str(local.resolve())
+    return Plan(loaded.name, loaded.path, run_dir, model_path, recipe.model.revision,
+                recipe.model.trust_remote_code, backend, backend_options, callbacks, stages,
+                recipe.model_dump_json(indent=2))

@@ -1,0 +1,154 @@
+"""Loading plugins: the built-ins first, then every entry point in the group ``recipes.plugins``.
+
+Set ``RECIPES_PLUGINS`` to a comma-separated list of entry-point names to load only those
+(an empty value loads none); the built-ins always load. A plugin that fails to import or to register
+is an error naming it, never a log line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import pluggy
+
+from recipes import hookspecs
+from recipes.errors import RecipeError
+from recipes.hookspecs import CallbackPlugin, DataFormat, QuantizationBackend
+
+ENTRY_POINT_GROUP = "recipes.plugins"
+BUILTIN_PLUGINS = (
+    "recipes.builtin.formats",
+    "recipes.builtin.quantization",
+    "recipes.builtin.callbacks",
+)
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str
+    source: str  # "built-in" or the distribution that ships it
+
+
+@dataclass
+class Registry:
+    """Every provider from every loaded plugin, by name."""
+
+    manager: pluggy.PluginManager
+    formats: dict[str, DataFormat] = field(default_factory=dict)
+    backends: dict[str, QuantizationBackend] = field(default_factory=dict)
+    callbacks: dict[str, CallbackPlugin] = field(default_factory=dict)
+    info: dict[str, PluginInfo] = field(default_factory=dict)
+
+    def hooks_of(self, plugin_name: str) -> list[str]:
+        plugin = self.manager.get_plugin(plugin_name)
+        return sorted(caller.name for caller in self.manager.get_hookcallers(plugin) or [])
+
+    def provided_by(self, plugin_name: str) -> list[str]:
+        """The names of the providers one plugin contributes, as `kind:name`."""
+        plugin = self.manager.get_plugin(plugin_name)
+        out = []
+        for kind, hook in (("format", "register_data_formats"),
+                           ("backend", "register_quantization_backends"),
+                           ("callback", "register_callbacks")):
+            impl = getattr(plugin, hook, None)
+            if impl is not None:
+                out += [f"{kind}:{p.name}" for p in impl() or []]
+        return out
+
+
+def new_manager() -> pluggy.PluginManager:
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    return manager
+
+
+def _register(manager: pluggy.PluginManager, plugin, name: str, what: str) -> None:
+    try:
+        manager.register(plugin, name=name)
+    except Exception as exc:  # pluggy raises PluginValidationError, ValueError, ...
+        raise RecipeError(f"plugin {name!r} ({what}) could not be registered: {exc}") from exc
+
+
+def load_entry_points(manager: pluggy.PluginManager, info: dict[str, PluginInfo]) -> None:
+    wanted = os.environ.get("RECIPES_PLUGINS")
+    allow = None if wanted is None else {w.strip() for w in wanted.split(",") if w.strip()}
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if allow is not None and ep.name not in allow:
+            continue
+        if manager.has_plugin(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise RecipeError(
+                f"plugin {ep.name!r} (entry point {ep.value!r} in group {ENTRY_POINT_GROUP!r}) failed "
+                f"to load: {type(exc).__name__}: {exc}. Fix or uninstall it, or leave it out with "
+                f"RECIPES_PLUGINS") from exc
+        _register(manager, plugin, ep.name, f"entry point {ep.value!r}")
+        dist = getattr(ep, "dist", None)
+        info[ep.name] = PluginInfo(ep.name, dist.version if dist else "?", dist.name if dist else "?")
+
+
+def build_registry(manager: pluggy.PluginManager, info: dict[str, PluginInfo]) -> Registry:
+    registry = Registry(manager=manager, info=info)
+    tables = (
+        ("data format", "register_data_formats", registry.formats),
+        ("quantization backend", "register_quantization_backends", registry.backends),
+        ("callback", "register_callbacks", registry.callbacks),
+    )
+    for what, hook_name, table in tables:
+        owners: dict[str, str] = {}
+        hook = getattr(manager.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            try:
+                provided = impl.function() or []
+            except Exception as exc:
+                raise RecipeError(f"plugin {impl.plugin_name!r} failed in {hook_name}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+            for provider in provided:
+                if provider.name in table:
+                    raise RecipeError(
+                        f"{what} {provider.name!r} is provided by two plugins: {owners[provider.name]!r} "
+                        f"and {impl.plugin_name!r}; uninstall one or leave it out with RECIPES_PLUGINS")
+                table[provider.name] = provider
+                owners[provider.name] = impl.plugin_name
+    return registry
+
+
+_cached: Registry | None = None
+
+
+def get_registry(extra_plugins: tuple = ()) -> Registry:
+    """The registry of built-in and installed plugins (built once per process).
+
+    ``extra_plugins``: plugin objects to register too (for embedding and tests); a call with
+    extras builds a fresh registry and does not cache it."""
+    global _cached
+    if _cached is not None and not extra_plugins:
+        return _cached
+    from recipes import __version__
+
+    manager = new_manager()
+    info: dict[str, PluginInfo] = {}
+    for module_name in BUILTIN_PLUGINS:
+        _register(manager, importlib.import_module(module_name), module_name, "built-in")
+        info[module_name] = PluginInfo(module_name, __version__, "built-in")
+    load_entry_points(manager, info)
+    for plugin in extra_plugins:
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        _register(manager, plugin, name, "registered by the caller")
+        info[name] = PluginInfo(name, "-", "registered by the caller")
+    registry = build_registry(manager, info)
+    if not extra_plugins:
+        _cached = registry
+    return registry
+
+
+def reset_registry() -> None:
+    """Forget the cached registry (after installing or removing plugins in-process)."""
+    global _cached
+    _cached = None

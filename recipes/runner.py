@@ -1,0 +1,83 @@
+"""Running a plan: every stage in order, each starting from what the one before published."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from recipes.errors import RecipeError
+from recipes.plan import Plan
+
+log = logging.getLogger("recipes")
+
+
+def resolve_model(path: str, console) -> str:
+    """A bundled model's folder (built on first use), or the path / hub id as given."""
+    if path.startswith("bundled:"):
+        from qwen_recipes.tiny import tiny_qwen2_path
+
+        return str(tiny_qwen2_path(console))
+    return path
+
+
+def _setup_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.captureWarnings(True)  # library deprecation warnings go to run.log too
+    for name in ("recipes", "transformers", "peft", "bitsandbytes", "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    return handler
+
+
+def run_plan(plan: Plan, console) -> list:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_warning()
+    hf_logging.disable_default_handler()  # warnings go to run.log, not over the progress bar
+    from recipes.stage import run_stage
+
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    (plan.run_dir / "recipe.json").write_text(plan.recipe_json, encoding="utf-8")
+    handler = _setup_logging(plan.run_dir)
+
+    def say(message: str) -> None:
+        console.print(f"  {message}", highlight=False)
+        log.info(message)
+
+    results = []
+    try:
+        console.print(f"[bold]recipes[/] run [cyan]{plan.name}[/] ({plan.recipe_path}) -> {plan.run_dir}")
+        log.info("run %s from %s", plan.name, plan.recipe_path)
+        for stage in plan.stages:
+            if stage.base == "model":
+                base_path = resolve_model(plan.model_path, console)
+            else:
+                base_path = str(plan.stage(stage.base).merged_dir)
+                if not (Path(base_path) / "config.json").is_file():
+                    raise RecipeError(f"stage {stage.name!r} starts from {stage.base!r}, whose merged model "
+                                      f"is missing at {base_path}")
+            console.rule(f"stage {stage.index + 1}/{len(plan.stages)}: {stage.name} ({stage.kind})")
+            say(f"base: {stage.base} ({base_path})")
+            started = time.monotonic()
+            result = run_stage(plan, stage, base_path, say, console)
+            loss = (f"loss {result.first_loss:.4f} -> {result.final_loss:.4f}"
+                    if result.first_loss is not None else "no loss logged")
+            say(f"done in {time.monotonic() - started:.1f} s: {result.steps} steps, {loss}")
+            say(f"adapter: {result.adapter_dir}")
+            say(f"merged model: {result.merged_dir}")
+            results.append(result)
+        console.rule("done")
+        console.print(f"Run folder: {plan.run_dir.resolve()}")
+        console.print(f"Final model: {plan.stages[-1].merged_dir.resolve()}")
+        return results
+    finally:
+        logging.captureWarnings(False)
+        for name in ("recipes", "transformers", "peft", "bitsandbytes", "py.warnings"):
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()

@@ -1,0 +1,177 @@
+"""The recipe format: pydantic models, ``extra="forbid"`` everywhere.
+
+Training keys follow LLaMA-Factory's names (lora_rank, lora_alpha, cutoff_len, learning_rate, ...).
+Every training key may appear in ``[defaults]`` (shared by all stages) or in a stage; a key left out
+everywhere takes the seed plan's value for the stage's kind (``KIND_DEFAULTS``).
+This module imports neither torch nor transformers: ``recipes validate`` depends on it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+StageKind = Literal["pretrain", "sft"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Scheduler = Literal[
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+    "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
+]
+
+MODEL_REF = "model"  # the name a stage's `base` uses for the recipe's [model]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSource(Strict):
+    """Where the starting model comes from."""
+
+    path: str = Field(description="A local folder, a hub id (needs the files in the local HF cache), "
+                      "or `bundled:tiny-qwen2` (the embedded tiny Qwen2 model, built on first use).")
+    revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = Field(False, description="Allow the model's own code (Qwen-7B v1 needs it).")
+
+
+class Quantization(BaseModel):
+    """Which backend loads the model weights, plus that backend's own options.
+
+    The options are checked against the model the backend plugin supplies (see hookspecs)."""
+
+    model_config = ConfigDict(extra="allow")
+    backend: str = "none"
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DataSource(Strict):
+    """One data source of a stage: files, how to read them, and the format's own options."""
+
+    path: str = Field(description="A file, folder or glob; relative to the recipe file. "
+                      "`bundled:NAME` names a sample file shipped with qwen_recipes.")
+    format: str = Field(description="A data format provided by a plugin (`recipes plugins` lists them).")
+    options: dict[str, Any] = Field(default_factory=dict, description="The format's own options.")
+
+
+class Settings(Strict):
+    """LoRA and training settings. All optional here: unset keys fall back to [defaults], then to
+    the seed plan's value for the stage's kind."""
+
+    # LoRA
+    lora_rank: Optional[int] = Field(None, gt=0, le=1024)
+    lora_alpha: Optional[float] = Field(None, gt=0)
+    lora_dropout: Optional[float] = Field(None, ge=0, lt=1)
+    lora_target: Optional[Union[str, list[str]]] = Field(
+        None, description='"all" (every linear layer but the output head), or module names.')
+    # data
+    cutoff_len: Optional[int] = Field(None, gt=0, description="Maximum tokens per training sequence.")
+    # optimisation
+    learning_rate: Optional[float] = Field(None, gt=0, lt=1)
+    lr_scheduler_type: Optional[Scheduler] = None
+    warmup_steps: Optional[int] = Field(None, ge=0, description="Linear warmup steps (wins over warmup_ratio).")
+    warmup_ratio: Optional[float] = Field(None, ge=0, lt=1, description="Warmup as a share of all steps.")
+    per_device_train_batch_size: Optional[int] = Field(None, gt=0)
+    gradient_accumulation_steps: Optional[int] = Field(None, gt=0)
+    num_train_epochs: Optional[float] = Field(None, gt=0)
+    max_steps: Optional[int] = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    optim: Optional[str] = Field(None, description="An HF Trainer optimizer name, e.g. adamw_torch.")
+    adam_beta1: Optional[float] = Field(None, ge=0, lt=1)
+    adam_beta2: Optional[float] = Field(None, ge=0, lt=1)
+    weight_decay: Optional[float] = Field(None, ge=0)
+    max_grad_norm: Optional[float] = Field(None, ge=0)
+    precision: Optional[Precision] = Field(
+        None, description="auto: bf16 on GPUs that support it, else fp16 on GPU, else fp32 on CPU.")
+    gradient_checkpointing: Optional[bool] = None
+    logging_steps: Optional[int] = Field(None, gt=0)
+    seed: Optional[int] = None
+
+    @field_validator("lora_target")
+    @classmethod
+    def _targets(cls, value):
+        if isinstance(value, str):
+            names = [v.strip() for v in value.split(",") if v.strip()]
+            if not names:
+                raise ValueError('give "all" or module names such as ["q_proj", "v_proj"]')
+            return "all" if names == ["all"] else names
+        if isinstance(value, list) and not value:
+            raise ValueError('give "all" or at least one module name')
+        return value
+
+
+# The seed plan (shared/reference/seed-plan.md), per stage kind.
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pretrain": dict(
+        lora_rank=16, lora_alpha=16.0, lora_dropout=0.05, lora_target="all", cutoff_len=2048,
+        learning_rate=1e-4, lr_scheduler_type="cosine", warmup_steps=None, warmup_ratio=0.03,
+        per_device_train_batch_size=4, gradient_accumulation_steps=8, num_train_epochs=2.0,
+        max_steps=None, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0,
+        max_grad_norm=1.0, precision="auto", gradient_checkpointing=True, logging_steps=10, seed=42,
+    ),
+    "sft": dict(
+        lora_rank=16, lora_alpha=16.0, lora_dropout=0.0, lora_target="all", cutoff_len=1024,
+        learning_rate=5e-5, lr_scheduler_type="cosine", warmup_steps=None, warmup_ratio=0.03,
+        per_device_train_batch_size=4, gradient_accumulation_steps=4, num_train_epochs=1.0,
+        max_steps=None, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0,
+        max_grad_norm=1.0, precision="auto", gradient_checkpointing=True, logging_steps=10, seed=42,
+    ),
+}
+assert all(set(d) == set(Settings.model_fields) for d in KIND_DEFAULTS.values())
+
+
+class Stage(Settings):
+    """One stage of the plan."""
+
+    name: str = Field(description="Unique name; also the stage's folder in the run folder.")
+    kind: StageKind
+    base: Optional[str] = Field(
+        None, description='"model" (the recipe\'s [model]) or the name of an earlier stage. '
+        "Default: the previous stage, or the model for the first stage.")
+    data: list[DataSource] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError("use letters, digits, '_', '-' or '.', starting with a letter or digit")
+        if value == MODEL_REF:
+            raise ValueError(f'"{MODEL_REF}" is reserved for the recipe\'s [model]; pick another name')
+        return value
+
+    def settings(self, defaults: Settings) -> dict[str, Any]:
+        """The stage's complete settings: stage, then [defaults], then the seed plan for its kind."""
+        merged = dict(KIND_DEFAULTS[self.kind])
+        for source in (defaults, self):
+            for key in Settings.model_fields:
+                value = getattr(source, key)
+                if value is not None:
+                    merged[key] = value
+        return merged
+
+
+class Recipe(Strict):
+    """A whole plan: one model, optional quantization, shared defaults, ordered stages."""
+
+    name: Optional[str] = Field(None, description="Names the run folder; default: the file's stem.")
+    description: str = ""
+    output_dir: Optional[str] = Field(
+        None, description="Run folder, relative to the current directory. Default: runs/<name>.")
+    model: ModelSource
+    quantization: Optional[Quantization] = None
+    callbacks: Optional[list[str]] = Field(
+        None, description="Callback plugins to use; default: every callback marked default.")
+    defaults: Settings = Field(default_factory=Settings)
+    stages: list[Stage] = Field(min_length=1)
+
+
+def did_you_mean(value: str, choices: list[str]) -> str:
+    """A hint for an unknown name: the closest known one, and the list of known ones."""
+    from difflib import get_close_matches
+
+    close = get_close_matches(value, choices, n=1, cutoff=0.6)
+    known = ", ".join(f'"{c}"' for c in choices) or "none"
+    return (f'did you mean "{close[0]}"? ' if close else "") + f"known: {known}"
+

@@ -1,0 +1,237 @@
+"""Running one stage: tokenizer -> model (through the quantization backend) -> LoRA adapter (peft)
+-> dataset (format plugins -> tokens and labels) -> HF Trainer with the plugins' callbacks -> train
+-> publish the adapter (PEFT format) and the merged model (HF format, safetensors).
+
+Heavy libraries are imported here, not at the top of the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from recipes.data import DataStats, PadCollator, pretrain_examples, read_records, sft_examples, special_id
+from recipes.errors import RecipeError, TrainingError
+from recipes.hookspecs import StageContext
+from recipes.plan import Plan, StagePlan
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def pick_precision(requested: str) -> tuple[str, str]:
+    """(precision, why). auto: bf16 where the GPU supports it, else fp16 on GPU, else fp32 on CPU."""
+    if requested != "auto":
+        if requested in ("bf16", "fp16") and not torch.cuda.is_available():
+            return requested, f"{requested} as the recipe asks (warning: no GPU; on CPU this is very slow)"
+        return requested, f"{requested} as the recipe asks"
+    if torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported():
+            return "bf16", f"auto: bf16 (supported by {torch.cuda.get_device_name(0)})"
+        return "fp16", f"auto: fp16 ({torch.cuda.get_device_name(0)} has no bf16)"
+    return "fp32", "auto: fp32 (no GPU; bf16 on CPU is unusably slow)"
+
+
+@dataclass
+class StageResult:
+    name: str
+    kind: str
+    base: str
+    precision: str
+    steps: int
+    first_loss: float | None
+    final_loss: float | None
+    train_seconds: float
+    tokens_seen: int
+    trainable_params: int
+    total_params: int
+    adapter_dir: str
+    merged_dir: str
+    data: dict
+
+
+def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console) -> StageResult:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, set_seed
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    s = stage.settings
+    precision, why = pick_precision(s["precision"])
+    dtype = DTYPES[precision]
+    say(f"precision: {why}")
+    from_model = stage.base == "model"
+    load_kwargs = dict(trust_remote_code=plan.trust_remote_code)
+    if from_model and plan.revision:
+        load_kwargs["revision"] = plan.revision
+
+    # tokenizer and data first: a data mistake surfaces before the model is loaded
+    tokenizer = AutoTokenizer.from_pretrained(base_path, **load_kwargs)
+    stats = DataStats()
+    records = read_records(stage.sources)
+    if stage.kind == "pretrain":
+        examples = pretrain_examples(records, tokenizer, s["cutoff_len"], stats)
+    else:
+        examples = sft_examples(records, tokenizer, s["cutoff_len"], stats)
+    for note in stats.notes:
+        say(note)
+    if not examples:
+        raise RecipeError(f"stage {stage.name!r}: the data gave no training example "
+                          f"({stats.records} records, {stats.dropped} dropped with no label left)")
+    say(f"data: {stats.records} records -> {stats.examples} sequences, {stats.tokens:,} tokens, "
+        f"{stats.label_tokens:,} with a label"
+        + (f"; {stats.truncated} truncated to {s['cutoff_len']}" if stats.truncated else "")
+        + (f"; {stats.dropped} dropped (no label left after truncation)" if stats.dropped else ""))
+
+    # model through the quantization backend, then LoRA
+    set_seed(s["seed"])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    backend_kwargs = plan.backend.model_kwargs(plan.backend_options, dtype)
+    if plan.backend.quantizes:
+        backend_kwargs.setdefault("device_map", {"": 0 if device == "cuda" else "cpu"})
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, **load_kwargs, **backend_kwargs)
+    model = plan.backend.prepare(model, plan.backend_options, s["gradient_checkpointing"])
+    model.config.use_cache = False
+    targets = "all-linear" if s["lora_target"] == "all" else list(s["lora_target"])
+    lora = LoraConfig(r=s["lora_rank"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
+                      target_modules=targets, task_type="CAUSAL_LM")
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as exc:
+        raise RecipeError(f"stage {stage.name!r}: lora_target: {exc}") from exc
+    trainable, total = model.get_nb_trainable_parameters()
+    say(f"model: {base_path} ({plan.backend.name} backend) + LoRA r={s['lora_rank']} alpha={s['lora_alpha']:g} "
+        f"on {targets if isinstance(targets, str) else ', '.join(targets)}: {trainable:,} trainable of "
+        f"{total:,} parameters ({100 * trainable / total:.3f}%)")
+
+    # trainer
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = special_id(tokenizer, "<|endoftext|>") or tokenizer.eos_token_id or 0
+    args = training_arguments(stage, precision, device)
+    context = StageContext(run_dir=plan.run_dir, stage_name=stage.name, stage_index=stage.index,
+                           stage_count=len(plan.stages), console=console,
+                           metrics_path=plan.run_dir / "metrics.jsonl")
+    callbacks = [cb for cb in (plugin.build(context) for plugin in plan.callbacks) if cb is not None]
+    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=PadCollator(pad_id),
+                      processing_class=tokenizer, callbacks=callbacks)
+    for quiet in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(quiet)
+    say(f"training: {len(examples)} sequences, effective batch {stage.effective_batch} "
+        f"({s['per_device_train_batch_size']} x {s['gradient_accumulation_steps']} accumulation), "
+        f"{trainer.args.num_train_epochs:g} epochs, lr {s['learning_rate']:g} {s['lr_scheduler_type']}")
+    started = time.monotonic()
+    output = trainer.train()
+    seconds = time.monotonic() - started
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    if losses and not all(map(_finite, losses)):
+        raise TrainingError(f"stage {stage.name!r}: the loss became non-finite ({losses[-1]}); lower the "
+                            "learning_rate or check the data")
+
+    # publish
+    publish_adapter(model, tokenizer, stage.adapter_dir)
+    merged = merged_model(model, plan, base_path, dtype, load_kwargs, stage.adapter_dir)
+    publish_merged(merged, tokenizer, stage.merged_dir)
+    result = StageResult(
+        name=stage.name, kind=stage.kind, base=stage.base, precision=precision,
+        steps=output.global_step, first_loss=losses[0] if losses else None,
+        final_loss=losses[-1] if losses else None, train_seconds=round(seconds, 2),
+        tokens_seen=int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0),
+        trainable_params=trainable, total_params=total, adapter_dir=str(stage.adapter_dir),
+        merged_dir=str(stage.merged_dir), data=asdict(stats))
+    (stage.folder / "stage.json").write_text(json.dumps(asdict(result), indent=2, ensure_ascii=False))
+    return result
+
+
+def _finite(value: float) -> bool:
+    return value == value and abs(value) != float("inf")
+
+
+def training_arguments(stage: StagePlan, precision: str, device: str):
+    import inspect
+
+    from transformers import TrainingArguments
+
+    s = stage.settings
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in inspect.signature(
+        TrainingArguments).parameters else "gradient_checkpointing"
+    kwargs = {
+        "output_dir": str(stage.folder / "trainer"),
+        "per_device_train_batch_size": s["per_device_train_batch_size"],
+        "gradient_accumulation_steps": s["gradient_accumulation_steps"],
+        "learning_rate": s["learning_rate"],
+        "lr_scheduler_type": s["lr_scheduler_type"],
+        "warmup_steps": s["warmup_steps"] if s["warmup_steps"] is not None else s["warmup_ratio"],
+        "num_train_epochs": s["num_train_epochs"],
+        "max_steps": s["max_steps"] or -1,
+        "optim": s["optim"],
+        "adam_beta1": s["adam_beta1"],
+        "adam_beta2": s["adam_beta2"],
+        "weight_decay": s["weight_decay"],
+        "max_grad_norm": s["max_grad_norm"],
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
+        checkpointing: s["gradient_checkpointing"],
+        f"{checkpointing}_kwargs": {"use_reentrant": False},
+        "logging_steps": s["logging_steps"],
+        "logging_first_step": True,
+        "save_strategy": "no",
+        "report_to": [],
+        "seed": s["seed"],
+        "use_cpu": device == "cpu",
+        "dataloader_pin_memory": device == "cuda",
+        "disable_tqdm": True,
+        "remove_unused_columns": False,
+        "include_num_input_tokens_seen": "non_padding",
+    }
+    try:
+        return TrainingArguments(**kwargs)
+    except ValueError as exc:  # e.g. an optim name the installed libraries do not have
+        raise RecipeError(f"stage {stage.name!r}: {exc}") from exc
+
+
+def merged_model(model, plan: Plan, base_path: str, dtype, load_kwargs: dict, adapter_dir: Path):
+    """The base with this stage's adapter merged in. Never merged into quantized weights: for a
+    quantizing backend the base is reloaded unquantized in the stage's dtype first."""
+    if not plan.backend.quantizes:
+        return model.merge_and_unload()
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, **load_kwargs)
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+
+
+def _publish(folder: Path, write) -> None:
+    """Write into a side folder, then move it into place: a published folder is always complete."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = folder.with_name(f".{folder.name}.partial")
+    old = folder.with_name(f".{folder.name}.old")
+    for leftover in (work, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    write(work)
+    if folder.exists():
+        os.rename(folder, old)
+    os.rename(work, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def publish_adapter(model, tokenizer, folder: Path) -> None:
+    def write(path: Path):
+        model.save_pretrained(str(path))
+        tokenizer.save_pretrained(str(path))
+
+    _publish(folder, write)
+
+
+def publish_merged(model, tokenizer, folder: Path) -> None:
+    def write(path: Path):
+        model.config.use_cache = True
+        model.save_pretrained(str(path), max_shard_size="5GB")
+        tokenizer.save_pretrained(str(path))
+
+    _publish(folder, write)
