@@ -137,14 +137,16 @@ def cp(name, destination):
 @main.command()
 @friendly
 def plugins():
-    """List the loaded plugins, their versions and what each provides."""
-    from rich.table import Table
-
+    """List the loaded plugins, their versions, the hooks each implements and what it provides."""
     from recipes.plugins import get_registry
 
     registry = get_registry()
-    table = Table("plugin", "version", "from", "hooks", "provides")
+    console = _console()
+    descriptions = {**{f"format:{k}": v.description for k, v in registry.formats.items()},
+                    **{f"backend:{k}": v.description for k, v in registry.backends.items()},
+                    **{f"callback:{k}": v.description for k, v in registry.callbacks.items()}}
     for name, info in registry.info.items():
-        table.add_row(name, info.version, info.source, ", ".join(registry.hooks_of(name)),
-                      ", ".join(registry.provided_by(name)))
-    _console().print(table)
+        console.print(f"[bold]{name}[/] {info.version} ({info.source})")
+        console.print(f"  hooks: {', '.join(registry.hooks_of(name)) or 'none'}")
+        for provided in registry.provided_by(name):
+            console.print(f"  {provided}: {descriptions.get(provided, '')}")

@@ -9,6 +9,7 @@ No torch, no transformers.
 from __future__ import annotations
 
 import glob
+import re
 import tomllib
 import typing
 from dataclasses import dataclass
@@ -127,25 +128,18 @@ class _Collector:
     def add(self, path: tuple, message: str) -> None:
         self.problems.append(Problem(message, self.file, line_of(self.lines, path), dotted(path) or None))
 
-    def add_validation(self, exc: ValidationError, data, prefix: tuple = ()) -> None:
+    def add_validation(self, exc: ValidationError, data) -> None:
         for error in exc.errors():
-            loc = prefix + tuple(error["loc"])
-            path = _data_path(data, loc) if not prefix else prefix + _data_path(_dig(data, prefix), error["loc"])
+            path = _data_path(data, tuple(error["loc"]))
             if error["type"] == "extra_forbidden":
-                model = _model_at(path) if not prefix else None
+                model = _model_at(path)
                 known = sorted(model.model_fields) if model else []
                 hint = did_you_mean(str(path[-1]), known) if known else "remove it"
                 self.add(path, f"unknown key {path[-1]!r}; {hint}")
             elif error["type"] == "missing":
-                self.add(path, f"required key {loc[-1]!r} is missing")
+                self.add(path, f"required key {error['loc'][-1]!r} is missing")
             else:
                 self.add(path, f"{error['msg']} (got {_short(error.get('input'))})")
-
-
-def _dig(data, path: tuple):
-    for key in path:
-        data = data[key]
-    return data
 
 
 def _short(value) -> str:
@@ -160,8 +154,11 @@ def load_recipe(name_or_path: str, registry: Registry | None = None) -> LoadedRe
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        raise RecipeError(Problem(f"TOML syntax error: {getattr(exc, 'msg', str(exc))}", str(path), line)) from exc
+        found = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        line = int(found.group(1)) if found else None
+        where = f" (column {found.group(2)})" if found else ""
+        raise RecipeError(Problem(f"TOML syntax error: {message}{where}", str(path), line)) from None
     lines = locate(text)
     problems = _Collector(path, lines)
     try:
@@ -178,7 +175,7 @@ def load_recipe(name_or_path: str, registry: Registry | None = None) -> LoadedRe
 
 def check(loaded: LoadedRecipe, registry: Registry, problems: _Collector) -> None:
     """Cross-field and plugin checks on a recipe that passed the pydantic models."""
-    recipe, base_dir = loaded.recipe, loaded.path.parent
+    recipe, base_dir = loaded.recipe, loaded.path.resolve().parent
     data = tomllib.loads(loaded.path.read_text(encoding="utf-8"))
 
     # the model

@@ -172,6 +172,7 @@ def did_you_mean(value: str, choices: list[str]) -> str:
     from difflib import get_close_matches
 
     close = get_close_matches(value, choices, n=1, cutoff=0.6)
-    known = ", ".join(f'"{c}"' for c in choices) or "none"
-    return (f'did you mean "{close[0]}"? ' if close else "") + f"known: {known}"
+    if close:
+        return f'did you mean "{close[0]}"?'
+    return "known: " + (", ".join(f'"{c}"' for c in choices) or "none")
 

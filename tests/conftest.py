@@ -1,0 +1,54 @@
+"""Shared fixtures: no network, a private cache, the genuine Qwen tokenizer and one demo run per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_caches(tmp_path_factory):
+    """Nothing reads or writes the user's caches; the tiny model is built once, here."""
+    root = tmp_path_factory.mktemp("caches")
+    os.environ["HF_HOME"] = str(root / "hf")
+    os.environ["RECIPES_CACHE"] = str(root / "recipes")
+    yield root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(private_caches) -> Path:
+    from qwen_recipes.tiny import tiny_qwen2_path
+
+    return tiny_qwen2_path()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, tiny_model):
+    """The bundled demo recipe, run once through the real CLI entry point."""
+    from click.testing import CliRunner
+
+    from recipes.cli import main
+
+    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    result = CliRunner().invoke(main, ["run", "demo", "--output-dir", str(run_dir)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return run_dir, result.output
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

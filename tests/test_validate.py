@@ -1,0 +1,156 @@
+"""Recipe validation: every mistake located by file, line and field; exit 2, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import write
+from recipes.cli import main
+from recipes.errors import RecipeError
+from recipes.load import load_recipe
+
+GOOD = """
+name = "t"
+[model]
+path = "bundled:tiny-qwen2"
+
+[[stages]]
+name = "domain"
+kind = "pretrain"
+
+[[stages.data]]
+path = "corpus.jsonl"
+format = "text"
+
+[[stages]]
+name = "sft"
+kind = "sft"
+
+[[stages.data]]
+path = "chat.jsonl"
+format = "messages"
+"""
+
+
+@pytest.fixture
+def recipe_dir(tmp_path):
+    write(tmp_path / "corpus.jsonl", '{"text": "Bees."}\n')
+    write(tmp_path / "chat.jsonl", '{"messages": [{"role": "user", "content": "Q"}, '
+                                   '{"role": "assistant", "content": "A"}]}\n')
+    return tmp_path
+
+
+def _errors(path) -> list[str]:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(str(path))
+    return [str(p) for p in info.value.problems]
+
+
+def test_bundled_recipes_validate():
+    result = CliRunner().invoke(main, ["validate", "demo", "domain_qwen", "domain_qwen_qlora"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ok ") == 3
+
+
+def test_good_recipe_and_defaults_from_the_seed_plan(recipe_dir):
+    loaded = load_recipe(str(write(recipe_dir / "r.toml", GOOD)))
+    pre, sft = (stage.settings(loaded.recipe.defaults) for stage in loaded.recipe.stages)
+    assert (pre["learning_rate"], pre["cutoff_len"], sft["learning_rate"], sft["cutoff_len"]) == (1e-4, 2048, 5e-5, 1024)
+    assert pre["lora_rank"] == pre["lora_alpha"] == 16 and pre["lora_target"] == "all"
+
+
+def test_unknown_key_is_located_with_a_suggestion(recipe_dir):
+    path = write(recipe_dir / "r.toml", GOOD.replace('kind = "sft"', 'kind = "sft"\nlora_rnak = 8'))
+    [error] = _errors(path)
+    assert error.startswith(f"{path}:17: stages[1].lora_rnak: unknown key")
+    assert 'did you mean "lora_rank"?' in error
+
+
+def test_wrong_type_and_range(recipe_dir):
+    text = GOOD.replace('name = "domain"', 'name = "domain"\nlearning_rate = "fast"\nlora_dropout = 1.5')
+    errors = _errors(write(recipe_dir / "r.toml", text))
+    assert any(":8: stages[0].learning_rate:" in e for e in errors)
+    assert any(":9: stages[0].lora_dropout:" in e and "less than 1" in e for e in errors)
+
+
+def test_cross_checks_are_all_reported(recipe_dir):
+    text = (GOOD.replace('format = "text"', 'format = "txt"')
+                .replace('kind = "sft"', 'kind = "sft"\nbase = "domian"')
+                .replace('path = "chat.jsonl"', 'path = "missing/*.jsonl"'))
+    errors = _errors(write(recipe_dir / "r.toml", text))
+    assert len(errors) == 3
+    assert any("stages[0].data[0].format: unknown data format 'txt'; did you mean \"text\"?" in e for e in errors)
+    assert any(":17: stages[1].base: unknown base 'domian': did you mean \"domain\"?" in e for e in errors)
+    assert any("stages[1].data[0].path: 'missing/*.jsonl' matches no file" in e for e in errors)
+
+
+def test_base_must_be_an_earlier_stage_and_names_unique(recipe_dir):
+    text = GOOD.replace('name = "domain"\nkind = "pretrain"', 'name = "domain"\nkind = "pretrain"\nbase = "sft"')
+    assert any("comes later in the plan" in e for e in _errors(write(recipe_dir / "r.toml", text)))
+    text = GOOD.replace('name = "sft"', 'name = "domain"')
+    assert any("stages[1].name: stage name 'domain' is used twice" in e
+               for e in _errors(write(recipe_dir / "r.toml", text)))
+
+
+def test_format_must_fit_the_stage_kind_and_options_are_checked(recipe_dir):
+    text = GOOD.replace('format = "messages"', 'format = "text"\noptions = { splitt = "file" }')
+    errors = _errors(write(recipe_dir / "r.toml", text))
+    assert any("stages[1].data[0].format: format 'text' gives documents, but a sft stage" in e for e in errors)
+    assert any("stages[1].data[0].options.splitt: unknown option 'splitt'; did you mean \"split\"?" in e
+               for e in errors)
+
+
+def test_quantization_options_checked_by_the_backend(recipe_dir):
+    text = GOOD.replace("[[stages]]", '[quantization]\nbackend = "bitsandbytes"\nbits = 3\n\n[[stages]]', 1)
+    [error] = _errors(write(recipe_dir / "r.toml", text))
+    assert ":8: quantization.bits:" in error
+    text = GOOD.replace("[[stages]]", '[quantization]\nbackend = "bnb"\n\n[[stages]]', 1)
+    [error] = _errors(write(recipe_dir / "r.toml", text))
+    assert "quantization.backend: unknown quantization backend 'bnb'" in error
+
+
+def test_toml_syntax_error_has_its_line(recipe_dir):
+    path = write(recipe_dir / "r.toml", 'name = "x"\n[model\npath = "a"\n')
+    [error] = _errors(path)
+    assert error.startswith(f"{path}:2: TOML syntax error")
+
+
+def test_cli_prints_one_line_per_problem_and_exits_2(recipe_dir):
+    path = write(recipe_dir / "r.toml", GOOD.replace('format = "text"', 'format = "txt"'))
+    result = subprocess.run([sys.executable, "-m", "recipes", "validate", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {path}:12: stages[0].data[0].format: unknown data format 'txt'; did you mean \"text\"?"]
+
+
+def test_run_stops_on_a_bad_recipe_before_loading_anything(recipe_dir):
+    path = write(recipe_dir / "r.toml", GOOD.replace('kind = "sft"', 'kind = "sft"\nlora_rnak = 8'))
+    code = ("import sys; from recipes.cli import main\n"
+            "try:\n    main(['run', sys.argv[1], '-o', sys.argv[2]])\n"
+            "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, str(path), str(recipe_dir / "run")],
+                            capture_output=True, text=True)
+    assert result.stdout.split() == ["2", "False", "False"], result.stderr
+    assert not (recipe_dir / "run").exists()
+
+
+def test_validate_and_help_import_neither_torch_nor_transformers():
+    code = ("import sys; from recipes.cli import main\n"
+            "for args in (['--help'], ['validate', 'demo'], ['list'], ['plugins']):\n"
+            "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+            "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+def test_unknown_recipe_name_suggests_bundled_ones():
+    result = CliRunner().invoke(main, ["validate", "dmeo"])
+    assert result.exit_code == 2
+    assert 'did you mean "demo"?' in result.output
