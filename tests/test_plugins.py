@@ -1,0 +1,180 @@
+"""The plugin contract: every hook documented and implemented, real pluggy plugins, entry points."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+from click.testing import CliRunner
+from pydantic import BaseModel, ConfigDict
+
+from conftest import write
+from recipes import hookspecs
+from recipes.cli import main
+from recipes.errors import RecipeError
+from recipes.hookspecs import DataFormat, hookimpl
+from recipes.load import load_recipe
+from recipes.plan import make_plan
+from recipes.plugins import get_registry
+
+HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+         if hasattr(fn, "recipes_spec")]
+
+
+def test_every_hook_is_documented_and_implemented_by_a_builtin():
+    assert sorted(HOOKS) == ["register_callbacks", "register_data_formats", "register_quantization_backends"]
+    registry = get_registry()
+    implemented = {hook for name in registry.info for hook in registry.hooks_of(name)}
+    for name in HOOKS:
+        doc = inspect.getdoc(getattr(hookspecs, name))
+        assert doc and len(doc) > 30, f"hook {name} has no docstring"
+        assert name in implemented, f"no built-in implements {name}"
+    assert {"text", "alpaca", "messages"} <= set(registry.formats)
+    assert {"none", "bitsandbytes"} <= set(registry.backends)
+    assert {"progress", "metrics_jsonl"} <= set(registry.callbacks)
+
+
+class ShoutOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    suffix: str = "!"
+
+
+def read_shout(path, options: ShoutOptions):
+    for line in path.read_text().splitlines():
+        question, answer = line.split("|")
+        yield {"messages": [{"role": "user", "content": question},
+                            {"role": "assistant", "content": answer.upper() + options.suffix}]}
+
+
+def shout_plugin():
+    plugin = types.ModuleType("shout_plugin")
+
+    @hookimpl
+    def register_data_formats():
+        return [DataFormat("shout", "conversations", read_shout, ShoutOptions, "question|answer lines")]
+
+    plugin.register_data_formats = register_data_formats
+    return plugin
+
+
+def test_a_registered_plugin_supplies_a_format_that_a_recipe_uses(tmp_path, tiny_model):
+    from recipes.runner import run_plan
+    from rich.console import Console
+
+    write(tmp_path / "qa.txt", "what do bees make|honey\nwho leads a hive|the queen\n" * 4)
+    recipe = write(tmp_path / "r.toml", textwrap.dedent("""
+        [model]
+        path = "bundled:tiny-qwen2"
+        [[stages]]
+        name = "chat"
+        kind = "sft"
+        max_steps = 2
+        per_device_train_batch_size = 2
+        gradient_accumulation_steps = 1
+        logging_steps = 1
+        [[stages.data]]
+        path = "qa.txt"
+        format = "shout"
+        options = { suffix = "!!" }
+    """))
+    with pytest.raises(RecipeError, match="unknown data format 'shout'"):
+        load_recipe(str(recipe))
+    registry = get_registry(extra_plugins=(shout_plugin(),))
+    assert registry.hooks_of("shout_plugin") == ["register_data_formats"]
+    loaded = load_recipe(str(recipe), registry)
+    plan = make_plan(loaded, registry, str(tmp_path / "run"))
+    [result] = run_plan(plan, Console(file=open(tmp_path / "out.txt", "w")))
+    assert result.steps == 2
+    assert result.data["records"] == 8 and result.data["examples"] == 8
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+
+
+def test_plugin_options_are_validated_with_the_recipe(tmp_path):
+    write(tmp_path / "qa.txt", "a|b\n")
+    recipe = write(tmp_path / "r.toml", textwrap.dedent("""
+        [model]
+        path = "bundled:tiny-qwen2"
+        [[stages]]
+        name = "chat"
+        kind = "sft"
+        [[stages.data]]
+        path = "qa.txt"
+        format = "shout"
+        options = { sufix = "?" }
+    """))
+    with pytest.raises(RecipeError) as info:
+        load_recipe(str(recipe), get_registry(extra_plugins=(shout_plugin(),)))
+    assert "r.toml:10: stages[0].data[0].options.sufix: unknown option 'sufix'; did you mean \"suffix\"?" \
+        in str(info.value)
+
+
+def _fake_distribution(root, name, module_source):
+    """A real installed distribution on sys.path: a module and a dist-info with an entry point."""
+    write(root / f"{name}.py", module_source)
+    dist = root / f"{name}-1.2.3.dist-info"
+    write(dist / "METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.2.3\n")
+    write(dist / "entry_points.txt", f"[recipes.plugins]\n{name} = {name}\n")
+
+
+def _cli(root, *args, env_extra=None):
+    import os
+
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "recipes", *args], capture_output=True, text=True, env=env)
+
+
+def test_entry_point_plugin_is_loaded_and_listed(tmp_path):
+    _fake_distribution(tmp_path, "bee_format", textwrap.dedent("""
+        from recipes.hookspecs import DataFormat, hookimpl
+        @hookimpl
+        def register_data_formats():
+            return [DataFormat("bees", "documents", lambda path, options: [], description="bee notes")]
+    """))
+    result = _cli(tmp_path, "plugins")
+    assert result.returncode == 0, result.stderr
+    assert "bee_format 1.2.3 (bee_format)" in result.stdout
+    assert "format:bees: bee notes" in result.stdout
+    # RECIPES_PLUGINS restricts which entry points load
+    result = _cli(tmp_path, "plugins", env_extra={"RECIPES_PLUGINS": ""})
+    assert "bee_format" not in result.stdout
+
+
+def test_a_plugin_that_fails_to_load_is_an_error_naming_it(tmp_path):
+    _fake_distribution(tmp_path, "broken_plugin", "import does_not_exist_anywhere\n")
+    result = _cli(tmp_path, "validate", "demo")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "plugin 'broken_plugin'" in result.stderr and "failed to load" in result.stderr
+    assert "does_not_exist_anywhere" in result.stderr
+
+
+def test_two_plugins_providing_the_same_name_are_refused():
+    clash = types.ModuleType("clash")
+    clash.register_data_formats = hookimpl(lambda: [DataFormat("text", "documents", lambda p, o: [])])
+    with pytest.raises(RecipeError, match="data format 'text' is provided by two plugins"):
+        get_registry(extra_plugins=(clash,))
+
+
+def test_example_plugin_package_is_installed_and_works():
+    """plugins/recipes-dolly-format, installed by the README's test command."""
+    registry = get_registry()
+    assert "dolly" in registry.info and "dolly" in registry.formats
+    assert registry.info["dolly"].source == "recipes-dolly-format"
+
+
+def test_cli_list_and_cp(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["list"])
+    assert result.exit_code == 0 and "demo" in result.output and "domain_qwen_qlora" in result.output
+    result = runner.invoke(main, ["cp", "domain_qwen", str(tmp_path / "mine.toml")])
+    assert result.exit_code == 0, result.output
+    assert load_recipe(str(tmp_path / "mine.toml")).recipe.model.path == "Qwen/Qwen2.5-7B"
+    result = runner.invoke(main, ["cp", "domain_qwen", str(tmp_path / "mine.toml")])
+    assert result.exit_code == 2 and "already exists" in result.output
