@@ -123,7 +123,8 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console) -> Sta
         trainer.remove_callback(quiet)
     say(f"training: {len(examples)} sequences, effective batch {stage.effective_batch} "
         f"({s['per_device_train_batch_size']} x {s['gradient_accumulation_steps']} accumulation), "
-        f"{trainer.args.num_train_epochs:g} epochs, lr {s['learning_rate']:g} {s['lr_scheduler_type']}")
+        + (f"{s['max_steps']} steps" if s["max_steps"] else f"{s['num_train_epochs']:g} epoch(s)")
+        + f", lr {s['learning_rate']:g} {s['lr_scheduler_type']}")
     started = time.monotonic()
     output = trainer.train()
     seconds = time.monotonic() - started
