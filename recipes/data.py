@@ -97,6 +97,29 @@ def render_conversation(tokenizer, messages: list[dict]) -> tuple[str, list[tupl
     return text, spans
 
 
+def label_tokens(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Token ids of ``text`` and their labels: the id inside a span to learn, else -100.
+
+    A fast tokenizer tokenizes the whole text once and places labels by character offsets. A slow
+    one (Qwen-7B v1's own tokenizer has no offsets) tokenizes the pieces between span edges; those
+    edges sit at ChatML's special tokens and newlines, where BPE merges do not cross."""
+    if getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+        labels = [token if end > start and any(s <= start and end <= e for s, e in spans) else IGNORE_INDEX
+                  for token, (start, end) in zip(ids, offsets)]
+        return ids, labels
+    ids, labels, cursor = [], [], 0
+    for start, end in spans:
+        for piece, learn in ((text[cursor:start], False), (text[start:end], True)):
+            piece_ids = tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []
+            ids += piece_ids
+            labels += piece_ids if learn else [IGNORE_INDEX] * len(piece_ids)
+        cursor = end
+    tail = tokenizer(text[cursor:], add_special_tokens=False)["input_ids"] if text[cursor:] else []
+    return ids + tail, labels + [IGNORE_INDEX] * len(tail)
+
+
 def sft_examples(records: list[dict], tokenizer, cutoff_len: int, stats: DataStats) -> list[dict]:
     if not getattr(tokenizer, "chat_template", None):
         from qwen_recipes import chatml_template
@@ -108,10 +131,7 @@ def sft_examples(records: list[dict], tokenizer, cutoff_len: int, stats: DataSta
         messages = record["messages"]
         check_conversation(messages, record.get("_where", "a record"))
         text, spans = render_conversation(tokenizer, messages)
-        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
-        labels = [token if any(s <= start and end <= e for s, e in spans) and end > start else IGNORE_INDEX
-                  for token, (start, end) in zip(ids, offsets)]
+        ids, labels = label_tokens(tokenizer, text, spans)
         stats.tokens += len(ids)
         if len(ids) > cutoff_len:
             ids, labels = ids[:cutoff_len], labels[:cutoff_len]

@@ -176,7 +176,6 @@ def load_recipe(name_or_path: str, registry: Registry | None = None) -> LoadedRe
 def check(loaded: LoadedRecipe, registry: Registry, problems: _Collector) -> None:
     """Cross-field and plugin checks on a recipe that passed the pydantic models."""
     recipe, base_dir = loaded.recipe, loaded.path.resolve().parent
-    data = tomllib.loads(loaded.path.read_text(encoding="utf-8"))
 
     # the model
     model_path = recipe.model.path
@@ -200,8 +199,8 @@ def check(loaded: LoadedRecipe, registry: Registry, problems: _Collector) -> Non
             problems.add(("quantization", "backend"), f"unknown quantization backend "
                          f"{recipe.quantization.backend!r}; {did_you_mean(recipe.quantization.backend, sorted(registry.backends))}")
         else:
-            _check_options(backend.options_model, recipe.quantization.options(), data, ("quantization",),
-                           problems, flat=True)
+            _check_options(backend.options_model, recipe.quantization.options(), ("quantization",), problems,
+                           flat=True)
 
     # callbacks
     for index, name in enumerate(recipe.callbacks or []):
@@ -232,7 +231,7 @@ def check(loaded: LoadedRecipe, registry: Registry, problems: _Collector) -> Non
                 if fmt.yields != wanted:
                     problems.add(at + ("format",), f"format {source.format!r} gives {fmt.yields}, but a "
                                  f"{stage.kind} stage trains on {wanted}; pick a format that gives {wanted}")
-                _check_options(fmt.options_model, source.options, data, at + ("options",), problems)
+                _check_options(fmt.options_model, source.options, at + ("options",), problems)
             pattern = resolve_data_path(source.path, base_dir)
             files = match_files(pattern)
             if not files:
@@ -240,7 +239,7 @@ def check(loaded: LoadedRecipe, registry: Registry, problems: _Collector) -> Non
             loaded.data_files[(index, source_index)] = files
 
 
-def _check_options(model: type[BaseModel], options: dict, data, where: tuple, problems: _Collector,
+def _check_options(model: type[BaseModel], options: dict, where: tuple, problems: _Collector,
                    flat: bool = False) -> None:
     try:
         model.model_validate(options)

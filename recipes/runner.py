@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -44,6 +45,8 @@ def run_plan(plan: Plan, console) -> list:
 
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     (plan.run_dir / "recipe.json").write_text(plan.recipe_json, encoding="utf-8")
+    with open(plan.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:  # marks where a run starts
+        metrics.write(json.dumps({"event": "run_start", "recipe": str(plan.recipe_path), "time": time.time()}) + "\n")
     handler = _setup_logging(plan.run_dir)
 
     def say(message: str) -> None:

@@ -74,3 +74,21 @@ def test_collator_pads_with_ignored_labels():
     assert batch["input_ids"].tolist() == [[1, 2, 3], [4, ENDOFTEXT, ENDOFTEXT]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[1, 2, 3], [IGNORE_INDEX] * 3]
+
+
+def test_slow_path_places_the_same_labels(tokenizer):
+    """The piecewise path (for tokenizers without offsets, such as Qwen-7B v1's) agrees with offsets."""
+    from recipes.data import label_tokens
+
+    messages = [{"role": "user", "content": "蜂王多大？"}, {"role": "assistant", "content": "About 2 cm, 约两厘米。"},
+                {"role": "user", "content": "And workers?"}, {"role": "assistant", "content": "Smaller."}]
+    text, spans = render_conversation(tokenizer, messages)
+    fast = label_tokens(tokenizer, text, spans)
+
+    class Slow:
+        is_fast = False
+
+        def __call__(self, text, add_special_tokens=False):
+            return tokenizer(text, add_special_tokens=add_special_tokens)
+
+    assert label_tokens(Slow(), text, spans) == fast

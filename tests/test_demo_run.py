@@ -10,7 +10,8 @@ import torch
 
 def _losses(run_dir, stage):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [row["loss"] for row in rows if row["stage"] == stage and "loss" in row]
+    assert rows[0]["event"] == "run_start"
+    return [row["loss"] for row in rows if row.get("stage") == stage and "loss" in row]
 
 
 def test_both_stages_complete_and_loss_falls(demo_run):

@@ -93,6 +93,7 @@ def test_a_registered_plugin_supplies_a_format_that_a_recipe_uses(tmp_path, tiny
     assert result.data["records"] == 8 and result.data["examples"] == 8
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+    assert rows[0]["event"] == "run_start"
 
 
 def test_plugin_options_are_validated_with_the_recipe(tmp_path):
