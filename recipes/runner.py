@@ -14,13 +14,25 @@ from recipes.plan import Plan
 log = logging.getLogger("recipes")
 
 
-def resolve_model(path: str, console) -> str:
-    """A bundled model's folder (built on first use), or the path / hub id as given."""
+def resolve_model(path: str, revision: str | None, console, recipe_path=None) -> str:
+    """The folder of the recipe's model: a bundled model (built on first use), a local folder, or a
+    hub id's snapshot in the local HF cache. Nothing is downloaded implicitly: a 7B checkpoint is a
+    download the user starts on purpose."""
     if path.startswith("bundled:"):
         from qwen_recipes.tiny import tiny_qwen2_path
 
         return str(tiny_qwen2_path(console))
-    return path
+    if Path(path).is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(path, revision=revision, local_files_only=True)
+    except (LocalEntryNotFoundError, HFValidationError, OSError) as exc:
+        raise RecipeError(f"{recipe_path}: model.path: {path!r} is neither a local model folder nor in the local HF cache "
+                          f"({type(exc).__name__}); download it first (`hf download {path}`) or give a local "
+                          "folder") from None
 
 
 def _setup_logging(run_dir: Path) -> logging.Handler:
@@ -57,9 +69,10 @@ def run_plan(plan: Plan, console) -> list:
     try:
         console.print(f"[bold]recipes[/] run [cyan]{plan.name}[/] ({plan.recipe_path}) -> {plan.run_dir}")
         log.info("run %s from %s", plan.name, plan.recipe_path)
+        model_path = resolve_model(plan.model_path, plan.revision, console, plan.recipe_path)
         for stage in plan.stages:
             if stage.base == "model":
-                base_path = resolve_model(plan.model_path, console)
+                base_path = model_path
             else:
                 base_path = str(plan.stage(stage.base).merged_dir)
                 if not (Path(base_path) / "config.json").is_file():

@@ -154,3 +154,14 @@ def test_unknown_recipe_name_suggests_bundled_ones():
     result = CliRunner().invoke(main, ["validate", "dmeo"])
     assert result.exit_code == 2
     assert 'did you mean "demo"?' in result.output
+
+
+def test_a_hub_model_missing_from_the_cache_is_a_clear_error(recipe_dir):
+    path = write(recipe_dir / "r.toml", GOOD.replace("bundled:tiny-qwen2", "Qwen/Qwen2.5-7B"))
+    result = subprocess.run([sys.executable, "-m", "recipes", "run", str(path), "-o", str(recipe_dir / "run")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path}: model.path: 'Qwen/Qwen2.5-7B' is neither a local model folder")
+    assert "hf download Qwen/Qwen2.5-7B" in line
+    assert not (recipe_dir / "run" / "stages").exists()
