@@ -109,9 +109,11 @@ def list_recipes():
     from qwen_recipes import bundled_recipes
 
     console = _console()
-    for name, path in bundled_recipes().items():
+    bundled = bundled_recipes()
+    width = max(map(len, bundled), default=0)
+    for name, path in bundled.items():
         description = tomllib.loads(path.read_text(encoding="utf-8")).get("description", "")
-        console.print(f"[bold]{name}[/]  {description}")
+        console.print(f"[bold]{name:<{width}}[/]  {description}")
 
 
 @main.command()

@@ -40,8 +40,11 @@ def read_records(sources) -> list[dict]:
 
 
 def special_id(tokenizer, token: str) -> int | None:
+    """The id of ``token`` in this tokenizer's vocabulary, or None (never the unknown token's id)."""
     token_id = tokenizer.convert_tokens_to_ids(token)
-    return token_id if isinstance(token_id, int) and token_id != tokenizer.unk_token_id else None
+    if isinstance(token_id, int) and tokenizer.convert_ids_to_tokens(token_id) == token:
+        return token_id
+    return None
 
 
 def pretrain_examples(records: list[dict], tokenizer, cutoff_len: int, stats: DataStats) -> list[dict]:

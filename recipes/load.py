@@ -165,12 +165,38 @@ def load_recipe(name_or_path: str, registry: Registry | None = None) -> LoadedRe
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         problems.add_validation(exc, data)
-        raise RecipeError(problems.problems) from None
-    loaded = LoadedRecipe(recipe, path, lines, {}, [])
-    check(loaded, registry or get_registry(), problems)
+        recipe = _without_bad_keys(data, exc)  # to find the other mistakes too, all at once
+    loaded = LoadedRecipe(recipe, path, lines, {}, []) if recipe is not None else None
+    if loaded is not None:
+        check(loaded, registry or get_registry(), problems)
     if problems.problems:
-        raise RecipeError(problems.problems)
+        raise RecipeError(sorted(problems.problems, key=lambda p: p.line or 0))
     return loaded
+
+
+def _without_bad_keys(data: dict, exc: ValidationError, tries: int = 5) -> Recipe | None:
+    """The recipe with every key that failed validation removed (so it takes its default), for the
+    cross-field checks; None when that still does not validate (a required key is missing)."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for _ in range(tries):
+        for error in exc.errors():
+            path = _data_path(data, tuple(error["loc"]))
+            if error["type"] == "missing" or not path:
+                return None
+            parent = data
+            for key in path[:-1]:
+                parent = parent[key]
+            if isinstance(parent, dict):
+                parent.pop(path[-1], None)
+            else:
+                return None
+        try:
+            return Recipe.model_validate(data)
+        except ValidationError as again:
+            exc = again
+    return None
 
 
 def check(loaded: LoadedRecipe, registry: Registry, problems: _Collector) -> None:
@@ -216,9 +242,13 @@ def check(loaded: LoadedRecipe, registry: Registry, problems: _Collector) -> Non
             problems.add(where + ("name",), f"stage name {stage.name!r} is used twice; give each stage its own name")
         if stage.base is not None and stage.base != MODEL_REF and stage.base not in seen:
             later = [s.name for s in recipe.stages[index + 1:]]
-            hint = ("it comes later in the plan; a stage can only start from an earlier one"
-                    if stage.base in later else did_you_mean(stage.base, [MODEL_REF, *seen]))
-            problems.add(where + ("base",), f"unknown base {stage.base!r}: {hint}")
+            if stage.base == stage.name:
+                hint = "a stage cannot start from itself; name an earlier stage or \"model\""
+            elif stage.base in later:
+                hint = "it comes later in the plan; a stage can only start from an earlier one"
+            else:
+                hint = did_you_mean(stage.base, [MODEL_REF, *seen])
+            problems.add(where + ("base",), f"base {stage.base!r} is not an earlier stage: {hint}")
         seen.append(stage.name)
         wanted = "documents" if stage.kind == "pretrain" else "conversations"
         for source_index, source in enumerate(stage.data):

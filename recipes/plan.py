@@ -3,6 +3,7 @@ No torch needed up to here."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class Plan:
 
 def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None = None) -> Plan:
     recipe = loaded.recipe
-    run_dir = Path(output_dir or recipe.output_dir or Path("runs") / loaded.name)
+    run_dir = Path(output_dir or recipe.output_dir or Path("runs") / loaded.name).resolve()
     quantization = recipe.quantization
     backend = registry.backends[quantization.backend if quantization else "none"]
     backend_options = backend.options_model.model_validate(quantization.options() if quantization else {})
@@ -79,6 +80,16 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
         local = local if local.is_absolute() else loaded.path.parent / local
         if local.exists():
             model_path = str(local.resolve())
+    resolved = {
+        "recipe": recipe.model_dump(mode="json"),
+        "model_path": model_path,
+        "quantization": {"backend": backend.name, **backend_options.model_dump(mode="json")},
+        "callbacks": [c.name for c in callbacks],
+        "stages": [{"name": st.name, "kind": st.kind, "base": st.base, "settings": st.settings,
+                    "data": [{"format": fmt.name, "options": options.model_dump(mode="json"),
+                              "files": [str(f) for f in files]} for fmt, options, files in st.sources]}
+                   for st in stages],
+    }
     return Plan(loaded.name, loaded.path, run_dir, model_path, recipe.model.revision,
                 recipe.model.trust_remote_code, backend, backend_options, callbacks, stages,
-                recipe.model_dump_json(indent=2))
+                json.dumps(resolved, indent=2, ensure_ascii=False))

@@ -136,6 +136,8 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console) -> Sta
     # publish
     publish_adapter(model, tokenizer, stage.adapter_dir)
     merged = merged_model(model, plan, base_path, dtype, load_kwargs, stage.adapter_dir)
+    if stage.kind == "sft":
+        stop_at_turn_end(merged, tokenizer)
     publish_merged(merged, tokenizer, stage.merged_dir)
     result = StageResult(
         name=stage.name, kind=stage.kind, base=stage.base, precision=precision,
@@ -205,6 +207,17 @@ def merged_model(model, plan: Plan, base_path: str, dtype, load_kwargs: dict, ad
 
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, **load_kwargs)
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+
+
+def stop_at_turn_end(model, tokenizer) -> None:
+    """After SFT the model ends each answer with <|im_end|>: generation stops there (and at
+    <|endoftext|>), as Qwen's chat models do."""
+    from qwen_recipes.architectures import END_OF_TEXT, TURN_END
+
+    ids = [i for i in (special_id(tokenizer, TURN_END), special_id(tokenizer, END_OF_TEXT)) if i is not None]
+    if ids and model.generation_config is not None:
+        model.generation_config.eos_token_id = ids
+        model.generation_config.pad_token_id = special_id(tokenizer, END_OF_TEXT) or ids[-1]
 
 
 def _publish(folder: Path, write) -> None:

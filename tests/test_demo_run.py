@@ -83,3 +83,20 @@ def test_published_folders_carry_the_tokenizer(demo_run):
         assert tok.chat_template and "<|im_start|>" in tok.chat_template
     leftovers = [p for p in (run_dir / "stages").rglob(".*") if p.name.endswith((".partial", ".old"))]
     assert not leftovers
+
+
+def test_run_folder_records_the_resolved_settings(demo_run):
+    run_dir, _ = demo_run
+    resolved = json.loads((run_dir / "recipe.json").read_text())
+    sft = resolved["stages"][1]
+    assert sft["base"] == "domain" and sft["settings"]["learning_rate"] == 1e-2
+    assert sft["settings"]["optim"] == "adamw_torch" and sft["settings"]["seed"] == 42
+    assert sft["data"][0]["format"] == "messages" and sft["data"][0]["files"][0].endswith("instructions.jsonl")
+
+
+def test_sft_model_stops_at_im_end(demo_run):
+    from transformers import GenerationConfig
+
+    run_dir, _ = demo_run
+    config = GenerationConfig.from_pretrained(run_dir / "stages" / "sft" / "merged")
+    assert config.eos_token_id == [151645, 151643]

@@ -84,7 +84,7 @@ def test_cross_checks_are_all_reported(recipe_dir):
     errors = _errors(write(recipe_dir / "r.toml", text))
     assert len(errors) == 3
     assert any("stages[0].data[0].format: unknown data format 'txt'; did you mean \"text\"?" in e for e in errors)
-    assert any(":17: stages[1].base: unknown base 'domian': did you mean \"domain\"?" in e for e in errors)
+    assert any(":17: stages[1].base: base 'domian' is not an earlier stage: did you mean \"domain\"?" in e for e in errors)
     assert any("stages[1].data[0].path: 'missing/*.jsonl' matches no file" in e for e in errors)
 
 
@@ -165,3 +165,15 @@ def test_a_hub_model_missing_from_the_cache_is_a_clear_error(recipe_dir):
     assert line.startswith(f"error: {path}: model.path: 'Qwen/Qwen2.5-7B' is neither a local model folder")
     assert "hf download Qwen/Qwen2.5-7B" in line
     assert not (recipe_dir / "run" / "stages").exists()
+
+
+def test_schema_and_cross_field_mistakes_are_reported_together_in_line_order(recipe_dir):
+    text = (GOOD.replace('name = "domain"', 'name = "domain"\nlora_rnak = 8')
+                .replace('format = "text"', 'format = "xml"')
+                .replace('kind = "sft"', 'kind = "sft"\nbase = "sft"\ncutoff_len = -5'))
+    errors = _errors(write(recipe_dir / "r.toml", text))
+    assert len(errors) == 4, errors
+    assert "lora_rnak" in errors[0] and "format 'xml'" in errors[1]
+    assert "a stage cannot start from itself" in errors[2] and "cutoff_len" in errors[3]
+    lines = [int(e.split(":")[1]) for e in errors]
+    assert lines == sorted(lines)
