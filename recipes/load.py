@@ -31,7 +31,6 @@ class LoadedRecipe:
     path: Path
     lines: dict
     data_files: dict  # (stage index, source index) -> list[Path]
-    warnings: list
 
     @property
     def name(self) -> str:
@@ -166,7 +165,7 @@ def load_recipe(name_or_path: str, registry: Registry | None = None) -> LoadedRe
     except ValidationError as exc:
         problems.add_validation(exc, data)
         recipe = _without_bad_keys(data, exc)  # to find the other mistakes too, all at once
-    loaded = LoadedRecipe(recipe, path, lines, {}, []) if recipe is not None else None
+    loaded = LoadedRecipe(recipe, path, lines, {}) if recipe is not None else None
     if loaded is not None:
         check(loaded, registry or get_registry(), problems)
     if problems.problems:

@@ -147,8 +147,3 @@ def get_registry(extra_plugins: tuple = ()) -> Registry:
         _cached = registry
     return registry
 
-
-def reset_registry() -> None:
-    """Forget the cached registry (after installing or removing plugins in-process)."""
-    global _cached
-    _cached = None
