@@ -13,6 +13,17 @@ DATA_DIR = PACKAGE_DIR / "data"
 RECIPES_DIR = PACKAGE_DIR / "recipes"
 CHATML_TEMPLATE_PATH = PACKAGE_DIR / "templates" / "chatml.jinja"
 
+CONFIGS_DIR = PACKAGE_DIR / "configs"
+
+# Hub ids whose config.json ships with the package (shapes only, no weights), so that `recipes
+# validate` and `recipes plan` know these models without a download.
+KNOWN_CONFIGS = {
+    "Qwen/Qwen2.5-7B": "Qwen2.5-7B.json",
+    "Qwen/Qwen2.5-7B-Instruct": "Qwen2.5-7B.json",
+    "Qwen/Qwen-7B": "Qwen-7B.json",
+    "Qwen/Qwen-7B-Chat": "Qwen-7B.json",
+}
+
 # bundled:NAME model sources -> what builds them (see qwen_recipes.tiny)
 BUNDLED_MODELS = ("tiny-qwen2",)
 

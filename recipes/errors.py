@@ -13,14 +13,22 @@ class Problem:
     file: str | None = None
     line: int | None = None
     field: str | None = None
+    column: int | None = None
 
     def __str__(self) -> str:
         where = self.file or ""
         if self.line is not None:
             where = f"{where}:{self.line}" if where else f"line {self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
         parts = [p for p in (where, self.field) if p]
         prefix = ": ".join(parts)
         return f"{prefix}: {self.message}" if prefix else self.message
+
+
+    def as_dict(self) -> dict:
+        return {"file": self.file, "line": self.line, "column": self.column, "field": self.field,
+                "message": self.message}
 
 
 class RecipeError(Exception):

@@ -1,4 +1,4 @@
-"""Find the line of a dotted field path in TOML text, so that errors can say where.
+"""Find the line and column of a dotted field path in TOML text, so that errors can say where.
 
 ``tomllib`` gives values but no positions; this scanner reads the text once and records the line of
 every table header and every ``key =``, with array-of-tables (``[[stages]]``) counted by index.
@@ -19,9 +19,9 @@ def _split_key(text: str) -> list[str]:
     return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
 
 
-def locate(text: str) -> dict[tuple, int]:
-    """Map each path (a tuple of keys and array indices) to its 1-based line."""
-    lines: dict[tuple, int] = {}
+def locate(text: str) -> dict[tuple, tuple[int, int]]:
+    """Map each path (a tuple of keys and array indices) to its 1-based (line, column)."""
+    lines: dict[tuple, tuple[int, int]] = {}
     counts: dict[tuple, int] = {}
     table: tuple = ()
     in_multiline: str | None = None
@@ -40,18 +40,19 @@ def locate(text: str) -> dict[tuple, int]:
                 if path in counts:
                     path = path + (counts[path] - 1,)
             path = path + (keys[-1],)
+            where = (number, header.start(1) + 1)
             if header.group(1) == "[[":
                 index = counts.get(path, 0)
                 counts[path] = index + 1
-                lines.setdefault(path, number)
+                lines.setdefault(path, where)
                 path = path + (index,)
-            lines[path] = number
+            lines[path] = where
             table = path
             continue
         key = _KEY.match(raw)
         if key:
             path = table + tuple(_split_key(key.group(1)))
-            lines.setdefault(path, number)
+            lines.setdefault(path, (number, key.start(1) + 1))
             rest = raw[key.end():]
             for quote in ('"""', "'''"):
                 if rest.count(quote) % 2 == 1:
@@ -59,11 +60,11 @@ def locate(text: str) -> dict[tuple, int]:
     return lines
 
 
-def line_of(lines: dict[tuple, int], path: tuple) -> int | None:
-    """The line of ``path`` or of its nearest located parent."""
+def position_of(lines: dict[tuple, tuple[int, int]], path: tuple) -> tuple[int | None, int | None]:
+    """The (line, column) of ``path`` or of its nearest located parent; (None, None) if none."""
     path = tuple(path)
     while path:
         if path in lines:
             return lines[path]
         path = path[:-1]
-    return None
+    return None, None

@@ -111,7 +111,7 @@ def test_plugin_options_are_validated_with_the_recipe(tmp_path):
     """))
     with pytest.raises(RecipeError) as info:
         load_recipe(str(recipe), get_registry(extra_plugins=(shout_plugin(),)))
-    assert "r.toml:10: stages[0].data[0].options.sufix: unknown option 'sufix'; did you mean \"suffix\"?" \
+    assert "r.toml:10:1: stages[0].data[0].options.sufix: unknown option 'sufix'; did you mean \"suffix\"?" \
         in str(info.value)
 
 

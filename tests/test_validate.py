@@ -66,15 +66,15 @@ def test_good_recipe_and_defaults_from_the_seed_plan(recipe_dir):
 def test_unknown_key_is_located_with_a_suggestion(recipe_dir):
     path = write(recipe_dir / "r.toml", GOOD.replace('kind = "sft"', 'kind = "sft"\nlora_rnak = 8'))
     [error] = _errors(path)
-    assert error.startswith(f"{path}:17: stages[1].lora_rnak: unknown key")
+    assert error.startswith(f"{path}:17:1: stages[1].lora_rnak: unknown key")
     assert 'did you mean "lora_rank"?' in error
 
 
 def test_wrong_type_and_range(recipe_dir):
     text = GOOD.replace('name = "domain"', 'name = "domain"\nlearning_rate = "fast"\nlora_dropout = 1.5')
     errors = _errors(write(recipe_dir / "r.toml", text))
-    assert any(":8: stages[0].learning_rate:" in e for e in errors)
-    assert any(":9: stages[0].lora_dropout:" in e and "less than 1" in e for e in errors)
+    assert any(":8:1: stages[0].learning_rate:" in e for e in errors)
+    assert any(":9:1: stages[0].lora_dropout:" in e and "less than 1" in e for e in errors)
 
 
 def test_cross_checks_are_all_reported(recipe_dir):
@@ -84,7 +84,7 @@ def test_cross_checks_are_all_reported(recipe_dir):
     errors = _errors(write(recipe_dir / "r.toml", text))
     assert len(errors) == 3
     assert any("stages[0].data[0].format: unknown data format 'txt'; did you mean \"text\"?" in e for e in errors)
-    assert any(":17: stages[1].base: base 'domian' is not an earlier stage: did you mean \"domain\"?" in e for e in errors)
+    assert any(":17:1: stages[1].base: base 'domian' is not an earlier stage: did you mean \"domain\"?" in e for e in errors)
     assert any("stages[1].data[0].path: 'missing/*.jsonl' matches no file" in e for e in errors)
 
 
@@ -107,7 +107,7 @@ def test_format_must_fit_the_stage_kind_and_options_are_checked(recipe_dir):
 def test_quantization_options_checked_by_the_backend(recipe_dir):
     text = GOOD.replace("[[stages]]", '[quantization]\nbackend = "bitsandbytes"\nbits = 3\n\n[[stages]]', 1)
     [error] = _errors(write(recipe_dir / "r.toml", text))
-    assert ":8: quantization.bits:" in error
+    assert ":8:1: quantization.bits:" in error
     text = GOOD.replace("[[stages]]", '[quantization]\nbackend = "bnb"\n\n[[stages]]', 1)
     [error] = _errors(write(recipe_dir / "r.toml", text))
     assert "quantization.backend: unknown quantization backend 'bnb'" in error
@@ -116,7 +116,7 @@ def test_quantization_options_checked_by_the_backend(recipe_dir):
 def test_toml_syntax_error_has_its_line(recipe_dir):
     path = write(recipe_dir / "r.toml", 'name = "x"\n[model\npath = "a"\n')
     [error] = _errors(path)
-    assert error.startswith(f"{path}:2: TOML syntax error")
+    assert error.startswith(f"{path}:2:7: TOML syntax error: Expected ']'")
 
 
 def test_cli_prints_one_line_per_problem_and_exits_2(recipe_dir):
@@ -126,7 +126,7 @@ def test_cli_prints_one_line_per_problem_and_exits_2(recipe_dir):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"error: {path}:12: stages[0].data[0].format: unknown data format 'txt'; did you mean \"text\"?"]
+        f"error: {path}:12:1: stages[0].data[0].format: unknown data format 'txt'; did you mean \"text\"?"]
 
 
 def test_run_stops_on_a_bad_recipe_before_loading_anything(recipe_dir):

@@ -1,0 +1,199 @@
+"""Checks across fields, against the loaded plugins and against the model's config.json, on a recipe
+that passed the pydantic models. Errors are what cannot run; warnings are legal settings that are
+likely wrong (``recipes validate --strict`` makes them errors). No torch, no transformers.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from recipes.collector import Collector
+from recipes.counting import count_all
+from recipes.load import BUNDLED_PREFIX, LoadedRecipe, match_files, resolve_data_path, short
+from recipes.model_info import local_model_folder, model_info
+from recipes.plugins import Registry
+from recipes.schema import MODEL_REF, Recipe, did_you_mean
+
+
+def check(loaded: LoadedRecipe, registry: Registry, problems: Collector) -> None:
+    recipe = loaded.recipe
+    base_dir = loaded.path.resolve().parent
+    _check_model(loaded, base_dir, problems)
+    _check_plugins(recipe, registry, problems)
+    _check_stages(loaded, registry, base_dir, problems)
+    if loaded.model is not None:
+        _check_against_model(loaded, problems)
+    _advise(loaded, problems)
+
+
+def setting_path(recipe: Recipe, index: int, key: str) -> tuple:
+    """Where a stage's value for ``key`` was set: the stage, else [defaults], else (seed plan) the
+    stage itself."""
+    if getattr(recipe.stages[index], key) is not None:
+        return ("stages", index, key)
+    if getattr(recipe.defaults, key) is not None:
+        return ("defaults", key)
+    return ("stages", index, "name")
+
+
+def _check_model(loaded: LoadedRecipe, base_dir: Path, problems: Collector) -> None:
+    model = loaded.recipe.model
+    if model.path.startswith(BUNDLED_PREFIX):
+        from qwen_recipes import BUNDLED_MODELS
+
+        name = model.path[len(BUNDLED_PREFIX):]
+        if name not in BUNDLED_MODELS:
+            problems.add(("model", "path"), f"unknown bundled model {name!r}; "
+                         f"{did_you_mean(name, sorted(BUNDLED_MODELS))}")
+            return
+    folder = local_model_folder(model.path, base_dir)
+    if folder is not None and not (folder / "config.json").is_file():
+        problems.add(("model", "path"), f"{folder} is not a model folder (no config.json); give a "
+                     "local HF model folder or a hub id")
+        return
+    loaded.model = model_info(model.path, model.revision, base_dir)
+    if loaded.model is not None and loaded.model.model_type == "qwen" and not model.trust_remote_code:
+        problems.add(("model", "path"), "Qwen-7B (v1) runs on the model's own code; set "
+                     "trust_remote_code = true in [model] if you trust it")
+
+
+def _check_plugins(recipe: Recipe, registry: Registry, problems: Collector) -> None:
+    if recipe.quantization is not None:
+        backend = registry.backends.get(recipe.quantization.backend)
+        if backend is None:
+            problems.add(("quantization", "backend"), f"unknown quantization backend "
+                         f"{recipe.quantization.backend!r}; "
+                         f"{did_you_mean(recipe.quantization.backend, sorted(registry.backends))}")
+        else:
+            check_options(backend.options_model, recipe.quantization.options(), ("quantization",), problems,
+                          flat=True)
+    for index, name in enumerate(recipe.callbacks or []):
+        if name not in registry.callbacks:
+            problems.add(("callbacks", index), f"unknown callback {name!r}; "
+                         f"{did_you_mean(name, sorted(registry.callbacks))}")
+
+
+def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, problems: Collector) -> None:
+    recipe = loaded.recipe
+    seen: list[str] = []
+    for index, stage in enumerate(recipe.stages):
+        where = ("stages", index)
+        if stage.name in seen:
+            problems.add(where + ("name",), f"stage name {stage.name!r} is used twice; give each stage its own name")
+        if stage.base is not None and stage.base != MODEL_REF and stage.base not in seen:
+            later = [s.name for s in recipe.stages[index + 1:]]
+            if stage.base == stage.name:
+                hint = "a stage cannot start from itself; name an earlier stage or \"model\""
+            elif stage.base in later:
+                hint = "it comes later in the plan; a stage can only start from an earlier one"
+            else:
+                hint = did_you_mean(stage.base, [MODEL_REF, *seen])
+            problems.add(where + ("base",), f"base {stage.base!r} is not an earlier stage: {hint}")
+        seen.append(stage.name)
+        wanted = "documents" if stage.kind == "pretrain" else "conversations"
+        for source_index, source in enumerate(stage.data):
+            at = where + ("data", source_index)
+            fmt = registry.formats.get(source.format)
+            if fmt is None:
+                problems.add(at + ("format",), f"unknown data format {source.format!r}; "
+                             f"{did_you_mean(source.format, sorted(registry.formats))}")
+            else:
+                if fmt.yields != wanted:
+                    problems.add(at + ("format",), f"format {source.format!r} gives {fmt.yields}, but a "
+                                 f"{stage.kind} stage trains on {wanted}; pick a format that gives {wanted}")
+                check_options(fmt.options_model, source.options, at + ("options",), problems)
+            pattern = resolve_data_path(source.path, base_dir)
+            files = match_files(pattern)
+            if not files:
+                problems.add(at + ("path",), f"{source.path!r} matches no file (looked for {pattern})")
+            loaded.data_files[(index, source_index)] = files
+
+
+def check_options(model: type[BaseModel], options: dict, where: tuple, problems: Collector,
+                  flat: bool = False) -> None:
+    """A plugin's options, validated by the model the plugin supplies."""
+    try:
+        model.model_validate(options)
+    except ValidationError as exc:
+        for error in exc.errors():
+            key = error["loc"][0] if error["loc"] else None
+            path = where + ((key,) if key is not None else ())
+            if error["type"] == "extra_forbidden":
+                known = sorted(model.model_fields) + (["backend"] if flat else [])
+                problems.add(path, f"unknown option {key!r}; " + (did_you_mean(str(key), known) if known
+                                                                  else "this takes no options"))
+            else:
+                problems.add(path, f"{error['msg']} (got {short(error.get('input'))})")
+
+
+def _check_against_model(loaded: LoadedRecipe, problems: Collector) -> None:
+    """cutoff_len within the model's context; LoRA targets among its linear layers."""
+    from qwen_recipes.architectures import LINEAR_MODULES
+
+    recipe, info = loaded.recipe, loaded.model
+    modules = LINEAR_MODULES.get(info.model_type or "")
+    reported: set[tuple] = set()  # a mistake in [defaults] is reported once, not once per stage
+    for index, stage in enumerate(recipe.stages):
+        settings = stage.settings(recipe.defaults)
+        path = setting_path(recipe, index, "cutoff_len")
+        if info.context and settings["cutoff_len"] > info.context and path not in reported:
+            reported.add(path)
+            problems.add(path, f"cutoff_len {settings['cutoff_len']} is longer than the model's context "
+                         f"({info.context} in {info.source}); set at most {info.context}")
+        targets = settings["lora_target"]
+        path = setting_path(recipe, index, "lora_target")
+        if modules and targets != "all" and path not in reported:
+            unknown = [t for t in targets if t not in modules]
+            for name in unknown:
+                reported.add(path)
+                problems.add(path, f"LoRA target {name!r} is not a linear layer of a {info.model_type} model; "
+                             f"{did_you_mean(name, list(modules))} (or \"all\")")
+
+
+def _advise(loaded: LoadedRecipe, problems: Collector) -> None:
+    """Warnings: legal settings that are likely mistakes."""
+    recipe, info = loaded.recipe, loaded.model
+    settings = [stage.settings(recipe.defaults) for stage in recipe.stages]
+    by_name = {stage.name: i for i, stage in enumerate(recipe.stages)}
+    for index, (stage, s) in enumerate(zip(recipe.stages, settings)):
+        where = ("stages", index)
+        if s["precision"] == "fp16" and info is not None and info.dtype == "bfloat16":
+            problems.warn(setting_path(recipe, index, "precision"), "fp16 with a model whose weights are "
+                          "bf16: values beyond fp16's range overflow to inf; use bf16 (or auto)")
+        for scope in (stage, recipe.defaults):
+            if scope.warmup_steps is not None and scope.warmup_ratio is not None:
+                at = where if scope is stage else ("defaults",)
+                problems.warn(at + ("warmup_ratio",), "both warmup_steps and warmup_ratio are set; "
+                              "warmup_steps wins, warmup_ratio is ignored: remove one")
+        if stage.max_steps is not None and stage.num_train_epochs is not None:
+            problems.warn(where + ("num_train_epochs",), "max_steps is set, so num_train_epochs is ignored")
+        steps = s["max_steps"] or _estimated_steps(loaded, index, s)
+        if s["warmup_steps"] and steps and s["warmup_steps"] >= steps:
+            problems.warn(setting_path(recipe, index, "warmup_steps"), f"warmup_steps {s['warmup_steps']} is "
+                          f"not shorter than the stage ({steps} steps{'' if s['max_steps'] else ', estimated'}): "
+                          "the learning rate never reaches its peak")
+        base = stage.base or (recipe.stages[index - 1].name if index else MODEL_REF)
+        if stage.kind == "sft" and base in by_name:
+            parent = by_name[base]
+            if recipe.stages[parent].kind == "pretrain" and s["learning_rate"] > settings[parent]["learning_rate"]:
+                problems.warn(setting_path(recipe, index, "learning_rate"), f"SFT learning rate "
+                              f"{s['learning_rate']:g} is above the pre-training one ({settings[parent]['learning_rate']:g}"
+                              f" in {base!r}): SFT usually takes half or less, to keep what stage 1 taught")
+        if stage.kind == "sft" and base == MODEL_REF and any(s.kind == "pretrain" for s in recipe.stages[:index]):
+            problems.warn(where + ("base",) if stage.base else where + ("name",), "this SFT stage starts from "
+                          "the model, so the earlier pre-training stage's result is not used; set base to it")
+
+
+def _estimated_steps(loaded: LoadedRecipe, index: int, s: dict) -> int | None:
+    """Optimizer steps of an SFT stage from its record count (one sequence per record)."""
+    if loaded.recipe.stages[index].kind != "sft":
+        return None
+    files = [f for (i, _), found in loaded.data_files.items() if i == index for f in found]
+    records = count_all(files)
+    if not records:
+        return None
+    batch = s["per_device_train_batch_size"] * s["gradient_accumulation_steps"]
+    return max(1, math.ceil(records / batch * s["num_train_epochs"]))

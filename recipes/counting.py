@@ -1,0 +1,31 @@
+"""Record counts for the plan summary, where counting is cheap: lines of .jsonl, .txt and .csv files,
+the length of a .json array up to a size limit. Never an error: a count that is not cheap is None."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+JSON_LIMIT = 64 * 1024 * 1024  # parse whole .json arrays only below this size
+
+
+def count_records(path: Path) -> int | None:
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".jsonl", ".txt"):
+            with open(path, "rb") as handle:
+                return sum(1 for line in handle if line.strip())
+        if suffix == ".csv":
+            with open(path, "rb") as handle:
+                return max(sum(1 for line in handle if line.strip()) - 1, 0)  # less the header (approximate)
+        if suffix == ".json" and path.stat().st_size <= JSON_LIMIT:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return len(data) if isinstance(data, list) else None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def count_all(files: list[Path]) -> int | None:
+    counts = [count_records(f) for f in files]
+    return None if not counts or None in counts else sum(counts)
