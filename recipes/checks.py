@@ -135,20 +135,16 @@ def _check_against_model(loaded: LoadedRecipe, problems: Collector) -> None:
 
     recipe, info = loaded.recipe, loaded.model
     modules = LINEAR_MODULES.get(info.model_type or "")
-    reported: set[tuple] = set()  # a mistake in [defaults] is reported once, not once per stage
     for index, stage in enumerate(recipe.stages):
         settings = stage.settings(recipe.defaults)
         path = setting_path(recipe, index, "cutoff_len")
-        if info.context and settings["cutoff_len"] > info.context and path not in reported:
-            reported.add(path)
+        if info.context and settings["cutoff_len"] > info.context:
             problems.add(path, f"cutoff_len {settings['cutoff_len']} is longer than the model's context "
                          f"({info.context} in {info.source}); set at most {info.context}")
         targets = settings["lora_target"]
         path = setting_path(recipe, index, "lora_target")
-        if modules and targets != "all" and path not in reported:
-            unknown = [t for t in targets if t not in modules]
-            for name in unknown:
-                reported.add(path)
+        if modules and targets != "all":
+            for name in (t for t in targets if t not in modules):
                 problems.add(path, f"LoRA target {name!r} is not a linear layer of a {info.model_type} model; "
                              f"{did_you_mean(name, list(modules))} (or \"all\")")
 

@@ -66,6 +66,9 @@ def run(recipe, output_dir):
 
     registry = get_registry()
     loaded = load_recipe(recipe, registry)  # validation first: nothing heavy is loaded on a mistake
+    err = _console(stderr=True)
+    for warning in loaded.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
     plan = make_plan(loaded, registry, output_dir)
     from recipes.runner import run_plan
 
@@ -74,31 +77,65 @@ def run(recipe, output_dir):
 
 @main.command()
 @click.argument("recipes", nargs=-1, required=True)
+@click.option("--strict", is_flag=True, help="Treat warnings (likely-wrong settings) as errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (errors, warnings, plans).")
 @friendly
-def validate(recipes):
-    """Check recipe files (or bundled names) without loading anything heavy."""
-    from recipes.load import load_recipe
-    from recipes.plan import make_plan
+def validate(recipes, strict, as_json):
+    """Check recipe files (or bundled names) without loading anything heavy.
+
+    Exit code 0 when every recipe is good, 2 when any has an error (or, with --strict, a warning)."""
+    import json
+
+    from recipes.load import check_recipe
     from recipes.plugins import get_registry
+    from recipes.summary import summarize, summary_lines
 
     registry = get_registry()
-    console = _console()
-    problems = []
+    reports, error_lines, warning_lines = [], [], []
     for name in recipes:
-        try:
-            loaded = load_recipe(name, registry)
-        except RecipeError as exc:
-            problems.extend(str(p) for p in exc.problems)
-            continue
-        plan = make_plan(loaded, registry)
-        console.print(f"[green]ok[/] {loaded.path}: {len(plan.stages)} stage(s), run folder {plan.run_dir}")
-        for stage in plan.stages:
-            files = sum(len(files) for _, _, files in stage.sources)
-            console.print(f"  {stage.index + 1}. {stage.name} ({stage.kind}) from {stage.base}: "
-                          f"{files} data file(s), effective batch {stage.effective_batch}, "
-                          f"lr {stage.settings['learning_rate']:g}, cutoff_len {stage.settings['cutoff_len']}")
-    if problems:
-        _fail(problems, 2)
+        checked = check_recipe(name, registry)
+        errors = checked.problems + (checked.warnings if strict else [])
+        warnings = [] if strict else checked.warnings
+        error_lines += [str(p) for p in errors]
+        warning_lines += [str(p) for p in warnings]
+        reports.append({"recipe": checked.name, "ok": not errors,
+                        "errors": [p.as_dict() for p in errors], "warnings": [p.as_dict() for p in warnings],
+                        "plan": summarize(checked.loaded) if checked.loaded and not errors else None})
+    if as_json:
+        click.echo(json.dumps({"ok": not error_lines, "recipes": reports}, indent=2, ensure_ascii=False))
+        sys.exit(2 if error_lines else 0)
+    console, err = _console(), _console(stderr=True)
+    for line in warning_lines:
+        err.print(f"[yellow]warning:[/] {line}", markup=True, highlight=False)
+    for report in reports:
+        if report["plan"] is not None:
+            console.print(f"[green]ok[/] {report['recipe']}")
+            for line in summary_lines(report["plan"]):
+                console.print(f"  {line}", markup=False)
+    if error_lines:
+        _fail(error_lines, 2)
+
+
+@main.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (default: print).")
+@friendly
+def schema(output):
+    """The JSON Schema of recipe files, with the installed plugins' options, for editors.
+
+    Save it and point your editor at it, e.g. a first line `#:schema ./recipe.schema.json` in a
+    recipe (Even Better TOML / taplo)."""
+    import json
+
+    from recipes.json_schema import recipe_schema
+    from recipes.plugins import get_registry
+
+    text = json.dumps(recipe_schema(get_registry()), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        _console().print(f"wrote {output}")
 
 
 @main.command(name="list")

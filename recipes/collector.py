@@ -28,10 +28,16 @@ class Collector:
         return Problem(message, self.file, line, dotted(path) or None, column)
 
     def add(self, path: tuple, message: str) -> None:
-        self.problems.append(self._at(path, message))
+        self._once(self.problems, self._at(path, message))
 
     def warn(self, path: tuple, message: str) -> None:
-        self.warnings.append(self._at(path, message))
+        self._once(self.warnings, self._at(path, message))
+
+    @staticmethod
+    def _once(found: list[Problem], problem: Problem) -> None:
+        """A mistake in [defaults] is checked once per stage but reported once."""
+        if problem not in found:
+            found.append(problem)
 
     @staticmethod
     def in_order(problems: list[Problem]) -> list[Problem]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 from conftest import write
 from recipes.cli import main
 from recipes.errors import RecipeError
-from recipes.load import load_recipe
+from recipes.load import check_recipe, load_recipe
 
 GOOD = """
 name = "t"
@@ -177,3 +178,95 @@ def test_schema_and_cross_field_mistakes_are_reported_together_in_line_order(rec
     assert "a stage cannot start from itself" in errors[2] and "cutoff_len" in errors[3]
     lines = [int(e.split(":")[1]) for e in errors]
     assert lines == sorted(lines)
+
+
+WARNED = GOOD.replace('kind = "sft"', 'kind = "sft"\nlearning_rate = 3e-4\nwarmup_steps = 40')
+
+
+def test_likely_mistakes_are_warnings_and_strict_makes_them_errors(recipe_dir):
+    path = write(recipe_dir / "r.toml", WARNED)
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    assert any(f"{path}:17:1: stages[1].learning_rate: SFT learning rate 0.0003 is above the pre-training one" in w
+               for w in warnings), warnings
+    assert any(f"{path}:18:1: stages[1].warmup_steps: warmup_steps 40 is not shorter than the stage (1 steps, estimated)"
+               in w for w in warnings), warnings
+    strict = CliRunner().invoke(main, ["validate", "--strict", str(path)])
+    assert strict.exit_code == 2
+    assert sum(line.startswith("error: ") for line in strict.output.splitlines()) == len(warnings)
+
+
+def test_fp16_with_bf16_weights_is_a_warning(recipe_dir, tmp_path):
+    model = tmp_path / "model"
+    write(model / "config.json", '{"model_type": "qwen2", "max_position_embeddings": 32768, "torch_dtype": "bfloat16"}')
+    text = GOOD.replace('"bundled:tiny-qwen2"', f'"{model}"').replace('kind = "pretrain"', 'kind = "pretrain"\nprecision = "fp16"')
+    checked = check_recipe(str(write(recipe_dir / "r.toml", text)))
+    assert not checked.problems
+    assert [w.field for w in checked.warnings] == ["stages[0].precision"]
+    assert "fp16 with a model whose weights are bf16" in checked.warnings[0].message
+
+
+def test_model_config_read_from_the_hf_cache(recipe_dir, tmp_path, monkeypatch):
+    """A hub id whose files are in the local HF cache is checked against its config.json."""
+    repo = tmp_path / "hub" / "models--acme--qwenish"
+    write(repo / "refs" / "main", "abc123")
+    write(repo / "snapshots" / "abc123" / "config.json", '{"model_type": "qwen2", "max_position_embeddings": 512}')
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    text = GOOD.replace('"bundled:tiny-qwen2"', '"acme/qwenish"')
+    pre, sft = check_recipe(str(write(recipe_dir / "r.toml", text))).problems
+    # the seed plan's cutoff_len (2048, 1024) is not set in the file: the stage is named
+    assert (pre.field, sft.field) == ("stages[0].name", "stages[1].name")
+    assert "cutoff_len 1024 is longer than the model's context (512 in" in sft.message
+
+
+def test_shipped_qwen_configs_check_the_bundled_recipes_offline():
+    checked = check_recipe("domain_qwen")
+    assert checked.loaded.model.model_type == "qwen2" and checked.loaded.model.context == 131072
+    assert not checked.problems and not checked.warnings
+
+
+def test_json_output(recipe_dir):
+    good = write(recipe_dir / "good.toml", GOOD)
+    bad = write(recipe_dir / "bad.toml", GOOD.replace('format = "text"', 'format = "txt"'))
+    result = CliRunner().invoke(main, ["validate", "--json", str(good), str(bad)])
+    assert result.exit_code == 2
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    first, second = report["recipes"]
+    assert first["ok"] and first["plan"]["stages"][1]["base"] == "domain"
+    assert first["plan"]["stages"][0]["data"][0] == {"path": "corpus.jsonl", "format": "text", "files": 1, "records": 1}
+    assert first["plan"]["stages"][1]["effective_batch"] == 16
+    [error] = second["errors"]
+    assert (error["line"], error["column"], error["field"]) == (12, 1, "stages[0].data[0].format")
+
+
+def test_summary_counts_records(recipe_dir):
+    result = CliRunner().invoke(main, ["validate", "demo"])
+    assert "data bundled:domain_corpus.jsonl (text): 1 file(s), 80 records" in result.output
+    assert "2. sft (sft) from domain: effective batch 4 (4 x 1)" in result.output
+
+
+def test_json_schema_describes_recipes_and_plugin_options(tmp_path):
+    import tomllib
+
+    import jsonschema
+
+    from qwen_recipes import bundled_recipes
+
+    out = tmp_path / "recipe.schema.json"
+    result = CliRunner().invoke(main, ["schema", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    schema = json.loads(out.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in bundled_recipes().values():
+        assert not list(validator.iter_errors(tomllib.loads(path.read_text()))), path
+    recipe = tomllib.loads(bundled_recipes()["domain_qwen_qlora"].read_text())
+    recipe["quantization"]["quant_typ"] = "nf4"  # a backend option (from the bitsandbytes plugin's model)
+    recipe["stages"][0]["data"][0]["options"] = {"splitt": "line"}  # a format option (the text plugin's)
+    recipe["stages"][0]["lora_rnak"] = 8
+    messages = " ".join(e.message for e in validator.iter_errors(recipe))
+    assert "lora_rnak" in messages and "splitt" in messages
+    assert any("quant_typ" in str(e.context) for e in validator.iter_errors(recipe))
+    assert "dolly" in schema["$defs"]["DataSource"]["properties"]["format"]["enum"]  # third-party formats too

@@ -1,0 +1,52 @@
+"""The JSON Schema of the recipe format, with the loaded plugins' own options, for editors.
+
+Built from the pydantic models: the recipe's, then each quantization backend's and each data
+format's options model, attached with if/then on the `backend` and `format` values, so that an
+editor completes and checks a backend's or a format's options too.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from recipes.plugins import Registry
+from recipes.schema import Recipe
+
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def recipe_schema(registry: Registry) -> dict:
+    schema = Recipe.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    schema = {"$schema": SCHEMA_DIALECT, "title": "recipes recipe", **schema}
+
+    quantization = defs["Quantization"]
+    quantization["properties"]["backend"]["enum"] = sorted(registry.backends)
+    quantization["allOf"] = [
+        _when("backend", name, _options(backend.options_model, defs, extra_keys=("backend",)))
+        for name, backend in sorted(registry.backends.items())]
+
+    source = defs["DataSource"]
+    source["properties"]["format"]["enum"] = sorted(registry.formats)
+    source["allOf"] = [
+        _when("format", name, {"properties": {"options": _options(fmt.options_model, defs)}})
+        for name, fmt in sorted(registry.formats.items())]
+
+    callbacks = schema["properties"]["callbacks"]
+    for branch in callbacks.get("anyOf", [callbacks]):
+        if branch.get("type") == "array":
+            branch["items"] = {"enum": sorted(registry.callbacks)}
+    return schema
+
+
+def _when(key: str, value: str, then: dict) -> dict:
+    return {"if": {"properties": {key: {"const": value}}, "required": [key]}, "then": then}
+
+
+def _options(model: type[BaseModel], defs: dict, extra_keys: tuple = ()) -> dict:
+    """A plugin's options model as a subschema; its own $defs move up to the document's."""
+    sub = model.model_json_schema()
+    defs.update(sub.pop("$defs", {}))
+    sub.setdefault("properties", {}).update({key: {} for key in extra_keys})
+    sub["additionalProperties"] = False
+    return sub

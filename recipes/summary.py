@@ -1,0 +1,56 @@
+"""What `recipes validate` says about a good recipe: the plan in a few lines (or as JSON)."""
+
+from __future__ import annotations
+
+from recipes.counting import count_all
+from recipes.load import LoadedRecipe
+from recipes.schema import MODEL_REF
+
+
+def summarize(loaded: LoadedRecipe) -> dict:
+    """The plan as plain data: model, stages in order with what each starts from, effective batch,
+    and data sources with file and record counts (None where not cheap to count)."""
+    recipe = loaded.recipe
+    info = loaded.model
+    stages = []
+    for index, stage in enumerate(recipe.stages):
+        s = stage.settings(recipe.defaults)
+        sources = []
+        for source_index, source in enumerate(stage.data):
+            files = loaded.data_files.get((index, source_index), [])
+            sources.append({"path": source.path, "format": source.format, "files": len(files),
+                            "records": count_all(files)})
+        stages.append({
+            "name": stage.name, "kind": stage.kind,
+            "base": stage.base or (recipe.stages[index - 1].name if index else MODEL_REF),
+            "effective_batch": s["per_device_train_batch_size"] * s["gradient_accumulation_steps"],
+            "per_device_train_batch_size": s["per_device_train_batch_size"],
+            "gradient_accumulation_steps": s["gradient_accumulation_steps"],
+            "learning_rate": s["learning_rate"], "cutoff_len": s["cutoff_len"],
+            "num_train_epochs": s["num_train_epochs"], "max_steps": s["max_steps"],
+            "lora_rank": s["lora_rank"], "lora_alpha": s["lora_alpha"], "data": sources,
+        })
+    return {
+        "name": loaded.name,
+        "model": {"path": recipe.model.path, "model_type": info.model_type if info else None,
+                  "context": info.context if info else None, "config": info.source if info else None},
+        "quantization": recipe.quantization.backend if recipe.quantization else "none",
+        "stages": stages,
+    }
+
+
+def summary_lines(summary: dict) -> list[str]:
+    model = summary["model"]
+    known = (f" ({model['model_type']}, context {model['context']})" if model["model_type"]
+             else " (config.json not at hand: not checked against the model)")
+    lines = [f"model {model['path']}{known}, quantization {summary['quantization']}"]
+    for number, st in enumerate(summary["stages"], start=1):
+        length = f"{st['max_steps']} steps" if st["max_steps"] else f"{st['num_train_epochs']:g} epoch(s)"
+        lines.append(f"{number}. {st['name']} ({st['kind']}) from {st['base']}: effective batch "
+                     f"{st['effective_batch']} ({st['per_device_train_batch_size']} x "
+                     f"{st['gradient_accumulation_steps']}), lr {st['learning_rate']:g}, cutoff_len "
+                     f"{st['cutoff_len']}, LoRA r={st['lora_rank']} alpha={st['lora_alpha']:g}, {length}")
+        for source in st["data"]:
+            records = f", {source['records']:,} records" if source["records"] is not None else ""
+            lines.append(f"   data {source['path']} ({source['format']}): {source['files']} file(s){records}")
+    return lines
