@@ -52,3 +52,27 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# A good two-stage recipe on the tiny model; the validation tests edit it into wrong ones.
+GOOD_RECIPE = """\
+name = "t"
+[model]
+path = "bundled:tiny-qwen2"
+
+[[stages]]
+name = "domain"
+kind = "pretrain"
+
+[[stages.data]]
+path = "corpus.jsonl"
+format = "text"
+
+[[stages]]
+name = "sft"
+kind = "sft"
+
+[[stages.data]]
+path = "chat.jsonl"
+format = "messages"
+"""

@@ -9,32 +9,12 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from conftest import write
+from conftest import GOOD_RECIPE, write
 from recipes.cli import main
 from recipes.errors import RecipeError
 from recipes.load import check_recipe, load_recipe
 
-GOOD = """
-name = "t"
-[model]
-path = "bundled:tiny-qwen2"
-
-[[stages]]
-name = "domain"
-kind = "pretrain"
-
-[[stages.data]]
-path = "corpus.jsonl"
-format = "text"
-
-[[stages]]
-name = "sft"
-kind = "sft"
-
-[[stages.data]]
-path = "chat.jsonl"
-format = "messages"
-"""
+GOOD = "\n" + GOOD_RECIPE  # line numbers below count the leading empty line
 
 
 @pytest.fixture

@@ -9,30 +9,10 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from conftest import GOOD_RECIPE as GOOD
 from conftest import write
 from recipes.cli import main
 
-GOOD = """\
-name = "t"
-[model]
-path = "bundled:tiny-qwen2"
-
-[[stages]]
-name = "domain"
-kind = "pretrain"
-
-[[stages.data]]
-path = "corpus.jsonl"
-format = "text"
-
-[[stages]]
-name = "sft"
-kind = "sft"
-
-[[stages.data]]
-path = "chat.jsonl"
-format = "messages"
-"""
 # lines: 1 name, 2 [model], 3 path, 5 [[stages]], 6 name "domain", 7 kind, 9 [[stages.data]],
 # 10 path, 11 format, 13 [[stages]], 14 name "sft", 15 kind, 17 [[stages.data]], 18 path, 19 format
 
