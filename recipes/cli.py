@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from recipes import __version__
-from recipes.errors import RecipeError, TrainingError
+from recipes.errors import Interrupted, RecipeError, TrainingError
 
 
 def _console(stderr: bool = False):
@@ -41,8 +41,12 @@ def friendly(command):
             _fail([str(p) for p in exc.problems], 2)
         except TrainingError as exc:
             _fail([str(exc)], 1)
+        except Interrupted as exc:
+            _console(stderr=True).print(f"interrupted: {exc}", highlight=False)
+            sys.exit(130)
         except KeyboardInterrupt:
-            _console(stderr=True).print("interrupted")
+            _console(stderr=True).print("interrupted; run the same command again to continue (finished "
+                                        "stages are kept, an interrupted one resumes from its last checkpoint)")
             sys.exit(130)
 
     return wrapper
@@ -57,9 +61,14 @@ def main():
 @main.command()
 @click.argument("recipe")
 @click.option("--output-dir", "-o", help="Run folder (default: the recipe's output_dir, else runs/<name>).")
+@click.option("--restart", multiple=True, metavar="STAGE",
+              help="Train STAGE afresh (and the stages after it) even if it finished. Repeatable.")
 @friendly
-def run(recipe, output_dir):
-    """Run every stage of RECIPE (a file, or a bundled recipe name) in order."""
+def run(recipe, output_dir, restart):
+    """Run every stage of RECIPE (a file, or a bundled recipe name) in order.
+
+    Run it again after a crash or Ctrl-C: finished stages are kept, an interrupted one resumes from
+    its last checkpoint, and a stage whose inputs changed is trained again with the ones after it."""
     from recipes.load import load_recipe
     from recipes.plan import make_plan
     from recipes.plugins import get_registry
@@ -70,9 +79,15 @@ def run(recipe, output_dir):
     for warning in loaded.warnings:
         err.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
     plan = make_plan(loaded, registry, output_dir)
+    from recipes.schema import did_you_mean
+
+    unknown = [name for name in restart if name not in {s.name for s in plan.stages}]
+    if unknown:
+        raise RecipeError([f"--restart {name}: no such stage; {did_you_mean(name, [s.name for s in plan.stages])}"
+                           for name in unknown])
     from recipes.runner import run_plan
 
-    run_plan(plan, _console())
+    run_plan(plan, _console(), registry, tuple(restart))
 
 
 @main.command()

@@ -45,3 +45,7 @@ class RecipeError(Exception):
 
 class TrainingError(Exception):
     """Training itself failed (not the user's input). The CLI exits with code 1."""
+
+
+class Interrupted(Exception):
+    """The user stopped the run (Ctrl-C). The CLI prints how to resume and exits with code 130."""

@@ -32,6 +32,10 @@ class StagePlan:
         return self.folder / "merged"
 
     @property
+    def checkpoint_dir(self) -> Path:
+        return self.folder / "checkpoints"
+
+    @property
     def effective_batch(self) -> int:
         return self.settings["per_device_train_batch_size"] * self.settings["gradient_accumulation_steps"]
 

@@ -1,15 +1,21 @@
-"""Running a plan: every stage in order, each starting from what the one before published."""
+"""Running a plan: every stage in order, each starting from what the one before published, keeping
+what earlier runs finished (see recipes.manifest and recipes.fingerprint)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
 from recipes.errors import RecipeError
+from recipes.fingerprint import digest, model_fingerprint, stage_parts, why_changed
+from recipes.manifest import Manifest
 from recipes.plan import Plan
+from recipes.publish import matches
+from recipes.schema import MODEL_REF
 
 log = logging.getLogger("recipes")
 
@@ -46,20 +52,28 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def run_plan(plan: Plan, console) -> list:
+def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) -> list:
+    """Run the plan's stages in order. A stage finished earlier with the same fingerprint is skipped;
+    an interrupted one resumes from its last complete checkpoint; one whose inputs changed (or that
+    ``restart`` names) runs afresh, and so do the stages after it."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_warning()
     hf_logging.disable_default_handler()  # warnings go to run.log, not over the progress bar
-    from recipes.stage import run_stage
+    if registry is None:
+        from recipes.plugins import get_registry
 
+        registry = get_registry()
     plan.run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest.load(plan.run_dir)
     (plan.run_dir / "recipe.json").write_text(plan.recipe_json, encoding="utf-8")
     with open(plan.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:  # marks where a run starts
         metrics.write(json.dumps({"event": "run_start", "recipe": str(plan.recipe_path), "time": time.time()}) + "\n")
     handler = _setup_logging(plan.run_dir)
+    from recipes.guards import graceful_interrupts  # imports the training stack: after logging is set up
+    from recipes.stage import run_stage
 
     def say(message: str) -> None:
         console.print(f"  {message}", highlight=False)
@@ -70,24 +84,39 @@ def run_plan(plan: Plan, console) -> list:
         console.print(f"[bold]recipes[/] run [cyan]{plan.name}[/] ({plan.recipe_path}) -> {plan.run_dir}")
         log.info("run %s from %s", plan.name, plan.recipe_path)
         model_path = resolve_model(plan.model_path, plan.revision, console, plan.recipe_path)
-        for stage in plan.stages:
-            if stage.base == "model":
-                base_path = model_path
-            else:
-                base_path = str(plan.stage(stage.base).merged_dir)
+        fingerprints = {MODEL_REF: model_fingerprint(model_path, plan.revision)}
+        rerun_from: str | None = None  # a stage trained again: the ones after it must follow
+        with graceful_interrupts(console):
+            for stage in plan.stages:
+                parts = stage_parts(plan, stage, fingerprints[stage.base], registry)
+                fingerprint = fingerprints[stage.name] = digest(parts)
+                console.rule(f"stage {stage.index + 1}/{len(plan.stages)}: {stage.name} ({stage.kind})")
+                action, why, checkpoint = decide(plan, stage, manifest.stage(stage.name), fingerprint, parts,
+                                                 forced=stage.name in restart, after=rerun_from)
+                if action == "skip":
+                    say(f"done earlier with the same inputs (fingerprint {fingerprint[:12]}): skipped")
+                    say(f"merged model: {stage.merged_dir}")
+                    continue
+                rerun_from = rerun_from or stage.name
+                if action == "fresh":
+                    if why:
+                        say(f"training afresh: {why}")
+                    shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)
+                    manifest.reset(stage.name, status="running", fingerprint=fingerprint, parts=parts,
+                                   started=time.time())
+                base_path = model_path if stage.base == MODEL_REF else str(plan.stage(stage.base).merged_dir)
                 if not (Path(base_path) / "config.json").is_file():
                     raise RecipeError(f"stage {stage.name!r} starts from {stage.base!r}, whose merged model "
                                       f"is missing at {base_path}")
-            console.rule(f"stage {stage.index + 1}/{len(plan.stages)}: {stage.name} ({stage.kind})")
-            say(f"base: {stage.base} ({base_path})")
-            started = time.monotonic()
-            result = run_stage(plan, stage, base_path, say, console)
-            loss = (f"loss {result.first_loss:.4f} -> {result.final_loss:.4f}"
-                    if result.first_loss is not None else "no loss logged")
-            say(f"done in {time.monotonic() - started:.1f} s: {result.steps} steps, {loss}")
-            say(f"adapter: {result.adapter_dir}")
-            say(f"merged model: {result.merged_dir}")
-            results.append(result)
+                say(f"base: {stage.base} ({base_path})")
+                started = time.monotonic()
+                result = run_stage(plan, stage, base_path, say, console, manifest, checkpoint)
+                loss = (f"loss {result.first_loss:.4f} -> {result.final_loss:.4f}"
+                        if result.first_loss is not None else "no loss logged")
+                say(f"done in {time.monotonic() - started:.1f} s: {result.steps} steps, {loss}")
+                say(f"adapter: {result.adapter_dir}")
+                say(f"merged model: {result.merged_dir}")
+                results.append(result)
         console.rule("done")
         console.print(f"Run folder: {plan.run_dir.resolve()}")
         console.print(f"Final model: {plan.stages[-1].merged_dir.resolve()}")
@@ -97,3 +126,25 @@ def run_plan(plan: Plan, console) -> list:
         for name in ("recipes", "transformers", "peft", "bitsandbytes", "py.warnings"):
             logging.getLogger(name).removeHandler(handler)
         handler.close()
+
+
+def decide(plan: Plan, stage, entry: dict | None, fingerprint: str, parts: dict, forced: bool,
+           after: str | None) -> tuple[str, str | None, Path | None]:
+    """("skip" | "resume" | "fresh", why, checkpoint to resume from)."""
+    if forced:
+        return "fresh", "--restart names it", None
+    if entry is None:
+        return "fresh", None, None
+    if after is not None:
+        return "fresh", f"{after!r} before it was trained again", None
+    if entry.get("fingerprint") != fingerprint:
+        return "fresh", why_changed(entry.get("parts", {}), parts), None
+    if entry.get("status") == "done":
+        outputs = entry.get("outputs", {})
+        if outputs and all(matches(plan.run_dir / o["path"], o["files"]) for o in outputs.values()):
+            return "skip", None, None
+        return "fresh", "its published outputs are missing or changed on disk", None
+    checkpoint = entry.get("checkpoint")
+    if checkpoint and (plan.run_dir / checkpoint / "trainer_state.json").is_file():
+        return "resume", None, plan.run_dir / checkpoint
+    return "fresh", "it stopped before its first checkpoint", None

@@ -88,6 +88,11 @@ class Settings(Strict):
     gradient_checkpointing: Optional[bool] = None
     logging_steps: Optional[int] = Field(None, gt=0)
     seed: Optional[int] = None
+    # checkpoints and guards (they do not change what a stage computes: not part of its fingerprint)
+    save_steps: Optional[int] = Field(None, gt=0, description="Save a resumable checkpoint every N optimizer steps.")
+    save_total_limit: Optional[int] = Field(None, gt=0, description="Keep the last K checkpoints.")
+    skip_nonfinite_batches: Optional[int] = Field(
+        None, ge=0, description="Skip up to N batches whose loss is NaN/inf (0: stop at the first one).")
 
     @field_validator("lora_target")
     @classmethod
@@ -109,7 +114,10 @@ _PRETRAIN_DEFAULTS: dict[str, Any] = dict(
     per_device_train_batch_size=4, gradient_accumulation_steps=8, num_train_epochs=2.0,
     max_steps=None, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0,
     max_grad_norm=1.0, precision="auto", gradient_checkpointing=True, logging_steps=10, seed=42,
+    save_steps=500, save_total_limit=2, skip_nonfinite_batches=0,
 )
+# Settings that change how a stage is run and watched, not what it computes.
+OPERATIONAL_SETTINGS = ("logging_steps", "save_steps", "save_total_limit", "skip_nonfinite_batches")
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": _PRETRAIN_DEFAULTS,
     # SFT differs in: no dropout, shorter sequences, half the rate, effective batch 16, one epoch

@@ -7,8 +7,8 @@ Heavy libraries are imported here, not at the top of the CLI.
 
 from __future__ import annotations
 
+import errno
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -17,9 +17,12 @@ from pathlib import Path
 import torch
 
 from recipes.data import DataStats, PadCollator, pretrain_examples, read_records, sft_examples, special_id
-from recipes.errors import RecipeError, TrainingError
+from recipes.errors import Interrupted, RecipeError, TrainingError
+from recipes.guards import STOP, GuardedTrainer, NonFiniteError, StageGuard
 from recipes.hookspecs import StageContext
+from recipes.manifest import Manifest
 from recipes.plan import Plan, StagePlan
+from recipes.publish import checksums, publish
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -55,7 +58,8 @@ class StageResult:
     data: dict
 
 
-def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console) -> StageResult:
+def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manifest: Manifest,
+              resume_from: Path | None = None) -> StageResult:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -117,28 +121,40 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console) -> Sta
                            stage_count=len(plan.stages), console=console,
                            metrics_path=plan.run_dir / "metrics.jsonl")
     callbacks = [cb for cb in (plugin.build(context) for plugin in plan.callbacks) if cb is not None]
-    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=PadCollator(pad_id),
-                      processing_class=tokenizer, callbacks=callbacks)
+
+    def checkpoint_done(folder: Path, step: int) -> None:
+        manifest.update(stage.name, status="running", checkpoint=str(folder.relative_to(plan.run_dir)), step=step)
+
+    trainer = GuardedTrainer(model=model, args=args, train_dataset=examples, data_collator=PadCollator(pad_id),
+                             processing_class=tokenizer, callbacks=[*callbacks, StageGuard(checkpoint_done)])
+    trainer.skip_limit = s["skip_nonfinite_batches"]
     for quiet in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(quiet)
     say(f"training: {len(examples)} sequences, effective batch {stage.effective_batch} "
         f"({s['per_device_train_batch_size']} x {s['gradient_accumulation_steps']} accumulation), "
         + (f"{s['max_steps']} steps" if s["max_steps"] else f"{s['num_train_epochs']:g} epoch(s)")
-        + f", lr {s['learning_rate']:g} {s['lr_scheduler_type']}")
+        + f", lr {s['learning_rate']:g} {s['lr_scheduler_type']}; a checkpoint every {s['save_steps']} steps")
+    if resume_from is not None:
+        say(f"resuming from {resume_from.name} (optimizer, scheduler, RNG state and data position)")
     started = time.monotonic()
-    output = trainer.train()
+    output = _train(trainer, stage, plan, manifest, resume_from)
     seconds = time.monotonic() - started
+    if STOP.requested:
+        entry = manifest.stage(stage.name) or {}
+        raise Interrupted(f"stage {stage.name!r} stopped at step {trainer.state.global_step} of "
+                          f"{trainer.state.max_steps}; checkpoint saved ({entry.get('checkpoint')}). Run the same "
+                          "command again to resume from it")
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
-    if losses and not all(map(_finite, losses)):
-        raise TrainingError(f"stage {stage.name!r}: the loss became non-finite ({losses[-1]}); lower the "
-                            "learning_rate or check the data")
+    final = manifest.stage(stage.name).get("checkpoint")
+    manifest.update(stage.name, status="trained", checkpoint=final)
 
     # publish
-    publish_adapter(model, tokenizer, stage.adapter_dir)
+    keep = f"; the final checkpoint {final} is intact" if final else ""
+    publish_adapter(model, tokenizer, stage.adapter_dir, keep)
     merged = merged_model(model, plan, base_path, dtype, load_kwargs, stage.adapter_dir)
     if stage.kind == "sft":
         stop_at_turn_end(merged, tokenizer)
-    publish_merged(merged, tokenizer, stage.merged_dir)
+    publish_merged(merged, tokenizer, stage.merged_dir, keep)
     result = StageResult(
         name=stage.name, kind=stage.kind, base=stage.base, precision=precision,
         steps=output.global_step, first_loss=losses[0] if losses else None,
@@ -147,11 +163,38 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console) -> Sta
         trainable_params=trainable, total_params=total, adapter_dir=str(stage.adapter_dir),
         merged_dir=str(stage.merged_dir), data=asdict(stats))
     (stage.folder / "stage.json").write_text(json.dumps(asdict(result), indent=2, ensure_ascii=False))
+    outputs = {name: {"path": str(folder.relative_to(plan.run_dir)), "files": checksums(folder)}
+               for name, folder in (("adapter", stage.adapter_dir), ("merged", stage.merged_dir))}
+    manifest.update(stage.name, status="done", outputs=outputs, result=asdict(result), finished=time.time())
+    shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)  # the published adapter is the result now
     return result
 
 
-def _finite(value: float) -> bool:
-    return value == value and abs(value) != float("inf")
+def _train(trainer, stage: StagePlan, plan: Plan, manifest: Manifest, resume_from: Path | None):
+    """trainer.train(), with failures turned into clear errors that keep the last good checkpoint."""
+    try:
+        return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except NonFiniteError as exc:
+        good = _last_good(stage, plan, manifest)
+        manifest.update(stage.name, status="failed", error=str(exc))
+        raise TrainingError(f"stage {stage.name!r}: {exc}; {good}. Lower the learning_rate or check the data "
+                            "(or set skip_nonfinite_batches)") from None
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        good = _last_good(stage, plan, manifest)
+        manifest.update(stage.name, status="failed", error="out of disk space")
+        raise TrainingError(f"stage {stage.name!r}: out of disk space while saving a checkpoint; {good}. "
+                            "Free space and run the same command again to resume") from None
+
+
+def _last_good(stage: StagePlan, plan: Plan, manifest: Manifest) -> str:
+    """Remove checkpoints the manifest does not know as complete; say which one is kept."""
+    recorded = (manifest.stage(stage.name) or {}).get("checkpoint")
+    for folder in stage.checkpoint_dir.glob("checkpoint-*"):
+        if recorded is None or folder != plan.run_dir / recorded:
+            shutil.rmtree(folder, ignore_errors=True)
+    return f"the last good checkpoint is {recorded}" if recorded else "no checkpoint was saved before it"
 
 
 def training_arguments(stage: StagePlan, precision: str, device: str):
@@ -163,7 +206,7 @@ def training_arguments(stage: StagePlan, precision: str, device: str):
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in inspect.signature(
         TrainingArguments).parameters else "gradient_checkpointing"
     kwargs = {
-        "output_dir": str(stage.folder / "trainer"),
+        "output_dir": str(stage.checkpoint_dir),
         "per_device_train_batch_size": s["per_device_train_batch_size"],
         "gradient_accumulation_steps": s["gradient_accumulation_steps"],
         "learning_rate": s["learning_rate"],
@@ -182,7 +225,9 @@ def training_arguments(stage: StagePlan, precision: str, device: str):
         f"{checkpointing}_kwargs": {"use_reentrant": False},
         "logging_steps": s["logging_steps"],
         "logging_first_step": True,
-        "save_strategy": "no",
+        "save_strategy": "steps",
+        "save_steps": s["save_steps"],
+        "save_total_limit": s["save_total_limit"],
         "report_to": [],
         "seed": s["seed"],
         "use_cpu": device == "cpu",
@@ -220,32 +265,18 @@ def stop_at_turn_end(model, tokenizer) -> None:
         model.generation_config.pad_token_id = special_id(tokenizer, END_OF_TEXT) or ids[-1]
 
 
-def _publish(folder: Path, write) -> None:
-    """Write into a side folder, then move it into place: a published folder is always complete."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = folder.with_name(f".{folder.name}.partial")
-    old = folder.with_name(f".{folder.name}.old")
-    for leftover in (work, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    write(work)
-    if folder.exists():
-        os.rename(folder, old)
-    os.rename(work, folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def publish_adapter(model, tokenizer, folder: Path) -> None:
+def publish_adapter(model, tokenizer, folder: Path, keep_note: str = "") -> None:
     def write(path: Path):
         model.save_pretrained(str(path))
         tokenizer.save_pretrained(str(path))
 
-    _publish(folder, write)
+    publish(folder, write, keep_note)
 
 
-def publish_merged(model, tokenizer, folder: Path) -> None:
+def publish_merged(model, tokenizer, folder: Path, keep_note: str = "") -> None:
     def write(path: Path):
         model.config.use_cache = True
         model.save_pretrained(str(path), max_shard_size="5GB")
         tokenizer.save_pretrained(str(path))
 
-    _publish(folder, write)
+    publish(folder, write, keep_note)

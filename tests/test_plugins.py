@@ -88,7 +88,7 @@ def test_a_registered_plugin_supplies_a_format_that_a_recipe_uses(tmp_path, tiny
     assert registry.hooks_of("shout_plugin") == ["register_data_formats"]
     loaded = load_recipe(str(recipe), registry)
     plan = make_plan(loaded, registry, str(tmp_path / "run"))
-    [result] = run_plan(plan, Console(file=open(tmp_path / "out.txt", "w")))
+    [result] = run_plan(plan, Console(file=open(tmp_path / "out.txt", "w")), registry)
     assert result.steps == 2
     assert result.data["records"] == 8 and result.data["examples"] == 8
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
