@@ -69,9 +69,9 @@ def pretrain_examples(records: list[dict], tokenizer, cutoff_len: int, stats: Da
 
 
 # which roles may follow which: an optional system message first, then user and assistant in turn;
-# after an assistant's tool calls come the tools' results, then the assistant again
-_NEXT = {None: ("user",), "user": ("assistant",), "assistant": ("user",), "tool_calls": ("tool",),
-         "tool": ("tool", "assistant")}
+# tool results follow an assistant turn (its tool calls, or in some data sets, such as LLaMA-Factory's
+# glaive demo, a call written out in its text) and are answered by the assistant
+_NEXT = {None: ("user",), "user": ("assistant",), "assistant": ("user", "tool"), "tool": ("tool", "assistant")}
 
 
 def check_conversation(messages: list[dict], where: str) -> None:
@@ -83,11 +83,11 @@ def check_conversation(messages: list[dict], where: str) -> None:
     for index in range(first, len(messages)):
         role = roles[index]
         if role not in _NEXT[previous]:
-            after = f"after {previous.replace('_', ' ')}" if previous else "first"
+            after = f"after {previous}" if previous else "first"
             raise RecipeError(f"{where}: message {index} is {role!r} {after}; expected "
                               f"{' or '.join(map(repr, _NEXT[previous]))} (an optional system message, then user "
                               f"and assistant in turn, tool results after tool calls); roles: {roles}")
-        previous = "tool_calls" if role == "assistant" and messages[index].get("tool_calls") else role
+        previous = role
     if roles[-1] != "assistant":
         raise RecipeError(f"{where}: the conversation must end with an assistant message (nothing to learn)")
 
