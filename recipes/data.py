@@ -3,8 +3,8 @@
 - Pre-training: documents joined with ``<|endoftext|>`` and cut into ``cutoff_len`` blocks; every
   token is a label. The last, shorter block is kept (no token is dropped).
 - SFT: each conversation rendered with the tokenizer's own chat template (Qwen's ChatML), so that
-  training and inference see the same text; labels only on assistant turns: their text and the
-  ``<|im_end|>`` that closes them. Conversations longer than ``cutoff_len`` are truncated; one left
+  training and inference see the same text; labels on the messages marked trained (by default the
+  assistant turns: their text and the ``<|im_end|>`` that closes them; see recipes.conversations). Conversations longer than ``cutoff_len`` are truncated; one left
   with no label is dropped, and counted.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qwen_recipes.architectures import END_OF_TEXT, TURN_END
+from recipes.conversations import message_trained
 from recipes.errors import RecipeError
 
 IGNORE_INDEX = -100
@@ -67,37 +68,72 @@ def pretrain_examples(records: list[dict], tokenizer, cutoff_len: int, stats: Da
     return examples
 
 
+# which roles may follow which: an optional system message first, then user and assistant in turn;
+# tool results follow an assistant turn (its tool calls, or in some data sets, such as LLaMA-Factory's
+# glaive demo, a call written out in its text) and are answered by the assistant
+_NEXT = {None: ("user",), "user": ("assistant",), "assistant": ("user", "tool"), "tool": ("tool", "assistant")}
+
+
 def check_conversation(messages: list[dict], where: str) -> None:
     roles = [m["role"] for m in messages]
-    body = roles[1:] if roles[:1] == ["system"] else roles
-    if not body:
+    first = 1 if roles[:1] == ["system"] else 0
+    if first == len(roles):
         raise RecipeError(f"{where}: the conversation has no user or assistant message")
-    for index, role in enumerate(body):
-        expected = "user" if index % 2 == 0 else "assistant"
-        if role != expected:
-            raise RecipeError(f"{where}: message roles must be an optional system, then user and assistant "
-                              f"in turn; found {roles}")
-    if body[-1] != "assistant":
+    previous = None
+    for index in range(first, len(messages)):
+        role = roles[index]
+        if role not in _NEXT[previous]:
+            after = f"after {previous}" if previous else "first"
+            raise RecipeError(f"{where}: message {index} is {role!r} {after}; expected "
+                              f"{' or '.join(map(repr, _NEXT[previous]))} (an optional system message, then user "
+                              f"and assistant in turn, tool results after tool calls); roles: {roles}")
+        previous = role
+    if roles[-1] != "assistant":
         raise RecipeError(f"{where}: the conversation must end with an assistant message (nothing to learn)")
 
 
-def render_conversation(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """The conversation as the chat template renders it, and the character spans to learn:
-    each assistant message's text plus the turn terminator (not the newline after it)."""
+def render_conversation(tokenizer, messages: list[dict], tools: list[dict] | None = None,
+                        ) -> tuple[str, list[tuple[int, int]]]:
+    """The conversation as the chat template renders it (with ``tools`` when given), and the character
+    spans that get labels.
+
+    Each message owns the text its rendering adds to the rendering of the messages before it (so the
+    spans come from the template itself, never from knowing its syntax). A trained message (see
+    ``recipes.conversations.message_trained``) is labelled over that text, except that an assistant
+    turn after an untrained message starts after the generation prompt (``<|im_start|>assistant\n``),
+    and a trained stretch ends at the turn terminator, not the newline after it. By default that is
+    each assistant message's text plus its ``<|im_end|>``; with every message trained, every token."""
+    def render(upto: int, generation: bool = False) -> str:
+        return tokenizer.apply_chat_template(messages[:upto], tools=tools, tokenize=False,
+                                             add_generation_prompt=generation)
+
+    renders = [""] + [render(i + 1) for i in range(len(messages))]
+    for before, after in zip(renders, renders[1:]):
+        _check_prefix(before, after)
+    trained = [message_trained(m) for m in messages]
     spans = []
     for index, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if not trained[index]:
             continue
-        prompt = tokenizer.apply_chat_template(messages[:index], tokenize=False, add_generation_prompt=True)
-        upto = tokenizer.apply_chat_template(messages[:index + 1], tokenize=False)
-        if not upto.startswith(prompt):
-            raise RecipeError("the tokenizer's chat template renders a conversation differently from its "
-                              "prefix; labels cannot be placed. Use a template whose turns append (ChatML)")
-        end = upto.rfind(TURN_END, len(prompt))
-        end = end + len(TURN_END) if end >= 0 else len(upto.rstrip())
-        spans.append((len(prompt), end))
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    return text, spans
+        start, end = len(renders[index]), len(renders[index + 1])
+        if message["role"] == "assistant" and (index == 0 or not trained[index - 1]):
+            prompt = render(index, generation=True)
+            _check_prefix(prompt, renders[index + 1])
+            start = len(prompt)
+        if index + 1 == len(messages) or not trained[index + 1]:
+            text = renders[index + 1]
+            terminator = text.rfind(TURN_END, start, end)
+            end = terminator + len(TURN_END) if terminator >= 0 else start + len(text[start:end].rstrip())
+        if spans and spans[-1][1] == start:
+            start = spans.pop()[0]
+        spans.append((start, end))
+    return renders[-1], spans
+
+
+def _check_prefix(prefix: str, text: str) -> None:
+    if not text.startswith(prefix):
+        raise RecipeError("the tokenizer's chat template renders a conversation differently from its "
+                          "prefix; labels cannot be placed. Use a template whose turns append (ChatML)")
 
 
 def label_tokens(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
@@ -133,7 +169,7 @@ def sft_examples(records: list[dict], tokenizer, cutoff_len: int, stats: DataSta
     for record in records:
         messages = record["messages"]
         check_conversation(messages, record.get("_where", "a record"))
-        text, spans = render_conversation(tokenizer, messages)
+        text, spans = render_conversation(tokenizer, messages, record.get("tools"))
         ids, labels = label_tokens(tokenizer, text, spans)
         stats.tokens += len(ids)
         if len(ids) > cutoff_len:

@@ -43,13 +43,19 @@ class DataFormat:
     ``yields`` says what the records are:
 
     - ``"documents"``: ``{"text": str}`` each, for ``pretrain`` stages;
-    - ``"conversations"``: ``{"messages": [{"role": "system"|"user"|"assistant", "content": str},
-      ...]}`` each, for ``sft`` stages. The host renders them with the tokenizer's chat template and
-      puts the loss on assistant turns.
+    - ``"conversations"``: ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str},
+      ...], "tools": [...]}`` each (``tools`` optional), for ``sft`` stages. An assistant message may
+      carry ``"tool_calls": [{"type": "function", "function": {"name", "arguments": {...}}}]``. Any
+      message may carry ``"train": bool``: whether its tokens get labels; without it only assistant
+      turns are trained. The host renders the messages with the tokenizer's chat template. A format
+      whose options subclass ``recipes.conversations.ConversationOptions`` gets the masking options
+      (``train_on_prompt``, ``mask_history``) and calls ``recipes.conversations.conversation`` to
+      build each record.
 
     ``read(path, options)`` is called once per file matched by a data source, with ``options`` an
     instance of ``options_model`` (validated when the recipe is loaded), and returns an iterable of
-    records. It raises ``recipes.errors.RecipeError`` for bad content, naming the file and record.
+    records. It raises ``recipes.errors.RecipeError`` for bad content, naming the file and record
+    (``recipes.records`` reads .json/.jsonl/.csv/.parquet with those names and checks columns).
     """
 
     name: str

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recipes.builtin.formats import read_json_records
+from recipes.records import read_table
 from recipes.errors import RecipeError
 from recipes.hookspecs import DataFormat, hookimpl
 
@@ -19,7 +19,7 @@ class DollyOptions(BaseModel):
 
 
 def read_dolly(path, options: DollyOptions):
-    for where, record in read_json_records(path):
+    for where, record in read_table(path):
         try:
             instruction, response = record["instruction"], record["response"]
         except KeyError as exc:

@@ -1,0 +1,1 @@
+"""Question/answer pairs from Markdown FAQs and 2-column CSV files, as SFT conversations."""
