@@ -117,5 +117,5 @@ def test_recipes_validate_checks_the_plugin_options(tmp_path):
                       'options = { question_prefx = "Q:" }\n', encoding="utf-8")
     result = CliRunner().invoke(main, ["validate", str(recipe)])
     assert result.exit_code == 2, result.output
-    assert "r.toml:12: stages[0].data[0].options.question_prefx" in result.output
+    assert "r.toml:12:1: stages[0].data[0].options.question_prefx" in result.output
     assert "did you mean \"question_prefix\"" in result.output
