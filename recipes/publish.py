@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from recipes.errors import TrainingError
@@ -14,25 +15,36 @@ from recipes.fingerprint import file_sha256
 from recipes.manifest import fsync_dir
 
 
-def publish(folder: Path, write, keep_note: str = "") -> None:
-    """Call ``write(side_folder)``, then replace ``folder`` with it."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = folder.with_name(f".{folder.name}.partial")
-    old = folder.with_name(f".{folder.name}.old")
-    for leftover in (work, old):
-        shutil.rmtree(leftover, ignore_errors=True)
+@contextmanager
+def publishing(*folders: Path, keep_note: str = ""):
+    """Yield a side folder for each of ``folders``; once the block has written them all, move each
+    into place. On any failure every side folder is removed and nothing is published."""
+    sides = [folder.with_name(f".{folder.name}.partial") for folder in folders]
+    for folder, side in zip(folders, sides):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(side, ignore_errors=True)
+        shutil.rmtree(folder.with_name(f".{folder.name}.old"), ignore_errors=True)
     try:
-        write(work)
-        _fsync_tree(work)
-    except OSError as exc:
-        shutil.rmtree(work, ignore_errors=True)
-        if exc.errno == errno.ENOSPC:
-            raise TrainingError(f"out of disk space while writing {folder.name} in {folder.parent}: nothing "
+        yield sides
+        for side in sides:
+            _fsync_tree(side)
+    except BaseException as exc:
+        for side in sides:
+            shutil.rmtree(side, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            names = " and ".join(f.name for f in folders)
+            raise TrainingError(f"out of disk space while writing the {names} in {folders[0].parent}: nothing "
                                 f"was published{keep_note}; free space and run the same command again") from None
         raise
+    for folder, side in zip(folders, sides):
+        _replace(folder, side)
+
+
+def _replace(folder: Path, side: Path) -> None:
+    old = folder.with_name(f".{folder.name}.old")
     if folder.exists():
         os.rename(folder, old)
-    os.rename(work, folder)
+    os.rename(side, folder)
     fsync_dir(folder.parent)
     shutil.rmtree(old, ignore_errors=True)
 

@@ -94,6 +94,7 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
                 action, why, checkpoint = decide(plan, stage, manifest.stage(stage.name), fingerprint, parts,
                                                  forced=stage.name in restart, after=rerun_from)
                 if action == "skip":
+                    shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)  # left by a crash after publishing
                     say(f"done earlier with the same inputs (fingerprint {fingerprint[:12]}): skipped")
                     say(f"merged model: {stage.merged_dir}")
                     continue

@@ -22,7 +22,7 @@ from recipes.guards import STOP, GuardedTrainer, NonFiniteError, StageGuard
 from recipes.hookspecs import StageContext
 from recipes.manifest import Manifest
 from recipes.plan import Plan, StagePlan
-from recipes.publish import checksums, publish
+from recipes.publish import checksums, publishing
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -137,7 +137,7 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
     if resume_from is not None:
         say(f"resuming from {resume_from.name} (optimizer, scheduler, RNG state and data position)")
     started = time.monotonic()
-    output = _train(trainer, stage, plan, manifest, resume_from)
+    _train(trainer, stage, plan, manifest, resume_from)
     seconds = time.monotonic() - started
     if STOP.requested:
         entry = manifest.stage(stage.name) or {}
@@ -150,14 +150,15 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
 
     # publish
     keep = f"; the final checkpoint {final} is intact" if final else ""
-    publish_adapter(model, tokenizer, stage.adapter_dir, keep)
-    merged = merged_model(model, plan, base_path, dtype, load_kwargs, stage.adapter_dir)
-    if stage.kind == "sft":
-        stop_at_turn_end(merged, tokenizer)
-    publish_merged(merged, tokenizer, stage.merged_dir, keep)
+    with publishing(stage.adapter_dir, stage.merged_dir, keep_note=keep) as (adapter_side, merged_side):
+        save_adapter(model, tokenizer, adapter_side)
+        merged = merged_model(model, plan, base_path, dtype, load_kwargs, adapter_side)
+        if stage.kind == "sft":
+            stop_at_turn_end(merged, tokenizer)
+        save_merged(merged, tokenizer, merged_side)
     result = StageResult(
         name=stage.name, kind=stage.kind, base=stage.base, precision=precision,
-        steps=output.global_step, first_loss=losses[0] if losses else None,
+        steps=trainer.state.global_step, first_loss=losses[0] if losses else None,
         final_loss=losses[-1] if losses else None, train_seconds=round(seconds, 2),
         tokens_seen=int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0),
         trainable_params=trainable, total_params=total, adapter_dir=str(stage.adapter_dir),
@@ -172,8 +173,10 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
 
 def _train(trainer, stage: StagePlan, plan: Plan, manifest: Manifest, resume_from: Path | None):
     """trainer.train(), with failures turned into clear errors that keep the last good checkpoint."""
+    if resume_from is not None and _restore_finished(trainer, resume_from):
+        return
     try:
-        return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except NonFiniteError as exc:
         good = _last_good(stage, plan, manifest)
         manifest.update(stage.name, status="failed", error=str(exc))
@@ -186,6 +189,21 @@ def _train(trainer, stage: StagePlan, plan: Plan, manifest: Manifest, resume_fro
         manifest.update(stage.name, status="failed", error="out of disk space")
         raise TrainingError(f"stage {stage.name!r}: out of disk space while saving a checkpoint; {good}. "
                             "Free space and run the same command again to resume") from None
+
+
+def _restore_finished(trainer, checkpoint: Path) -> bool:
+    """Load a checkpoint saved after the last step (a stage killed while publishing) without training:
+    the Trainer would run one more step past max_steps when resumed from it."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    if not state.max_steps or state.global_step < state.max_steps:
+        return False
+    set_peft_model_state_dict(trainer.model, load_file(checkpoint / "adapter_model.safetensors"))
+    trainer.state = state
+    return True
 
 
 def _last_good(stage: StagePlan, plan: Plan, manifest: Manifest) -> str:
@@ -265,18 +283,12 @@ def stop_at_turn_end(model, tokenizer) -> None:
         model.generation_config.pad_token_id = special_id(tokenizer, END_OF_TEXT) or ids[-1]
 
 
-def publish_adapter(model, tokenizer, folder: Path, keep_note: str = "") -> None:
-    def write(path: Path):
-        model.save_pretrained(str(path))
-        tokenizer.save_pretrained(str(path))
-
-    publish(folder, write, keep_note)
+def save_adapter(model, tokenizer, folder: Path) -> None:
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
 
 
-def publish_merged(model, tokenizer, folder: Path, keep_note: str = "") -> None:
-    def write(path: Path):
-        model.config.use_cache = True
-        model.save_pretrained(str(path), max_shard_size="5GB")
-        tokenizer.save_pretrained(str(path))
-
-    publish(folder, write, keep_note)
+def save_merged(model, tokenizer, folder: Path) -> None:
+    model.config.use_cache = True
+    model.save_pretrained(str(folder), max_shard_size="5GB")
+    tokenizer.save_pretrained(str(folder))
