@@ -289,3 +289,50 @@ def test_out_of_disk_space_while_publishing_publishes_nothing_and_keeps_the_chec
     plan, [result] = _run_small(tmp_path, registry, steps=4)
     assert "resuming from checkpoint-4" in (tmp_path / "out.txt").read_text()
     assert result.steps == 4 and (stage_dir / "merged" / "config.json").is_file()
+
+
+TWO_STAGES = SMALL.format(steps=2, save_steps=100, skip=0) + """
+[[stages]]
+name = "chat"
+kind = "sft"
+[[stages.data]]
+path = "chat.jsonl"
+format = "messages"
+"""
+
+
+def test_changed_inputs_rerun_that_stage_and_the_ones_after_it_and_say_why(tmp_path, tiny_model):
+    from click.testing import CliRunner
+
+    from recipes.cli import main
+
+    small_recipe(tmp_path)
+    write(tmp_path / "chat.jsonl", json.dumps({"messages": [{"role": "user", "content": "Who makes honey?"},
+                                                            {"role": "assistant", "content": "Bees do."}]}) + "\n")
+    recipe = write(tmp_path / "two.toml", TWO_STAGES)
+    run_dir = str(tmp_path / "run")
+
+    def run(*extra):
+        result = CliRunner().invoke(main, ["run", str(recipe), "-o", run_dir, *extra])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run()
+    output = run()
+    assert output.count("done earlier with the same inputs") == 2
+
+    write(recipe, TWO_STAGES.replace('kind = "sft"', 'kind = "sft"\nlearning_rate = 2e-2'))
+    output = run()
+    assert output.count("done earlier with the same inputs") == 1  # stage 1 kept
+    assert "training afresh: settings changed: learning_rate 0.01 -> 0.02" in output
+
+    write(tmp_path / "corpus.jsonl", json.dumps({"text": "Wasps make no honey. " * 30}) + "\n")
+    output = run()
+    assert "training afresh: data changed: corpus.jsonl" in output
+    assert "training afresh: 'pre' before it was trained again" in output
+
+    output = run("--restart", "chat")
+    assert output.count("done earlier with the same inputs") == 1 and "--restart names it" in output
+
+    result = CliRunner().invoke(main, ["run", str(recipe), "-o", run_dir, "--restart", "chatt"])
+    assert result.exit_code == 2 and 'did you mean "chat"?' in result.output
