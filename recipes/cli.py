@@ -165,6 +165,21 @@ def plan_command(recipe, device, tokenize, as_json):
 
 
 @main.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+@friendly
+def report(run_dir, as_json):
+    """Re-draw the report of the run folder RUN: a table per stage (steps, tokens, time, tokens/s,
+    final loss, eval perplexity before and after, peak memory) and RUN/report/ (report.md,
+    report.json, loss.png, eval.png)."""
+    from recipes.report import write_report
+
+    folder = write_report(run_dir, None if as_json else _console())
+    if as_json:
+        click.echo((folder / "report.json").read_text(encoding="utf-8"), nl=False)
+
+
+@main.command()
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (default: print).")
 @friendly
