@@ -131,6 +131,54 @@ def validate(recipes, strict, as_json):
         _fail(error_lines, 2)
 
 
+@main.command(name="plan")
+@click.argument("recipe")
+@click.option("--device", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True,
+              help="Estimate memory per GPU (precision auto = bf16), or for a CPU run (auto = fp32).")
+@click.option("--tokenize", is_flag=True,
+              help="Count tokens with the model's tokenizer (exact; imports transformers, needs the tokenizer "
+                   "at hand) instead of estimating them from the data's size.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@friendly
+def plan_command(recipe, device, tokenize, as_json):
+    """Per stage, before anything runs: parameters (total, trainable, share, LoRA layers), memory
+    (weights, LoRA, gradients, optimizer, activations, logits and loss, total) and steps.
+
+    No weights are loaded: shapes come from the model's config.json (a local folder, the HF cache,
+    or the shipped configs of Qwen-7B and Qwen2.5-7B)."""
+    import json
+
+    from recipes.estimate import estimate_lines, recipe_estimate
+    from recipes.load import load_recipe
+    from recipes.plan import make_plan
+    from recipes.plugins import get_registry
+
+    registry = get_registry()
+    loaded = load_recipe(recipe, registry)
+    estimate = recipe_estimate(loaded, make_plan(loaded, registry), "cuda" if device == "gpu" else "cpu", tokenize)
+    if as_json:
+        click.echo(json.dumps(estimate, indent=2, ensure_ascii=False))
+        return
+    console = _console()
+    for line in estimate_lines(estimate):
+        console.print(line, markup=False)
+
+
+@main.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+@friendly
+def report(run_dir, as_json):
+    """Re-draw the report of the run folder RUN: a table per stage (steps, tokens, time, tokens/s,
+    final loss, eval perplexity before and after, peak memory) and RUN/report/ (report.md,
+    report.json, loss.png, eval.png)."""
+    from recipes.report import write_report
+
+    folder = write_report(run_dir, None if as_json else _console())
+    if as_json:
+        click.echo((folder / "report.json").read_text(encoding="utf-8"), nl=False)
+
+
 @main.command()
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (default: print).")

@@ -121,9 +121,10 @@ def test_run_stops_on_a_bad_recipe_before_loading_anything(recipe_dir):
     assert not (recipe_dir / "run").exists()
 
 
-def test_validate_and_help_import_neither_torch_nor_transformers():
+def test_validate_plan_and_help_import_neither_torch_nor_transformers():
     code = ("import sys; from recipes.cli import main\n"
-            "for args in (['--help'], ['validate', 'demo'], ['validate', '--json', 'domain_qwen_qlora'], ['schema'], ['list'], ['plugins']):\n"
+            "for args in (['--help'], ['validate', 'demo'], ['validate', '--json', 'domain_qwen_qlora'], ['schema'], ['list'], ['plugins'],\n"
+            "             ['plan', 'qwen7b_lora_r64'], ['plan', '--json', 'domain_qwen_qlora'], ['plan', 'demo']):\n"
             "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules]\n"
             "print('HEAVY', heavy)")

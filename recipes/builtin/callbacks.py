@@ -1,7 +1,9 @@
-"""Built-in training callbacks: a rich progress bar and a metrics-to-JSON-lines writer."""
+"""Built-in training callbacks: a rich progress bar, a metrics-to-JSON-lines writer and, when the
+`tensorboard` package is installed, TensorBoard event files."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 
@@ -66,6 +68,26 @@ def build_metrics(context: StageContext):
     return MetricsJsonl()
 
 
+def build_tensorboard(context: StageContext):
+    """transformers' own TensorBoardCallback, writing to <run>/tensorboard/<stage> (one folder per
+    stage, so that `tensorboard --logdir <run>/tensorboard` shows the stages side by side)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(SummaryWriter(log_dir=str(tensorboard_dir(context.run_dir, context.stage_name))))
+
+
+def tensorboard_dir(run_dir, stage_name: str):
+    from pathlib import Path
+
+    return Path(run_dir) / "tensorboard" / stage_name
+
+
+def tensorboard_installed() -> bool:
+    """Whether the tensorboard package is importable (found without importing it: plugins load cheap)."""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
 @hookimpl
 def register_callbacks():
     return [
@@ -73,4 +95,7 @@ def register_callbacks():
                        description="A rich progress bar per stage: step, loss, tokens/s, ETA."),
         CallbackPlugin("metrics_jsonl", build_metrics, default=True,
                        description="Every logged metric as a JSON line in <run>/metrics.jsonl."),
+        CallbackPlugin("tensorboard", build_tensorboard, default=tensorboard_installed(),
+                       description="TensorBoard event files in <run>/tensorboard/<stage> (on by default "
+                                   "when the tensorboard package is installed)."),
     ]

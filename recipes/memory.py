@@ -1,0 +1,158 @@
+"""How much memory one training step of a stage needs, per GPU (or, for ``device="cpu"``, the growth
+of the process), from the model's shapes and the stage's settings. No torch.
+
+The estimate is for the worst micro-batch: ``per_device_train_batch_size`` sequences of
+``cutoff_len`` tokens (pre-training blocks are all that long; SFT batches are padded to their longest
+conversation, at most that). T = batch x cutoff_len tokens; b = bytes per value of the compute dtype
+(bf16/fp16: 2, fp32: 4; ``precision = "auto"`` is bf16 on a GPU and fp32 on CPU, as the stage picks).
+
+- **weights**: no quantization: every parameter x b (the stage loads the model in its precision).
+  bitsandbytes 4-bit: the blocks' linear weights x (0.5 byte + quantization constants: an fp32
+  absmax per 64 weights, 4/64 byte; with double quant an 8-bit absmax, 1/64, plus an fp32 constant
+  per 256 of those); 8-bit: 1 byte per weight plus an fp32 scale per output row. Everything else
+  (embeddings, output head, norms, biases) x 4: ``peft.prepare_model_for_kbit_training`` casts it to
+  fp32.
+- **LoRA weights**: r x (in + out) per wrapped linear layer, fp32 (peft keeps adapters in fp32).
+- **gradients**: one fp32 value per trainable parameter.
+- **optimizer state**: AdamW keeps two fp32 moments per trainable parameter (8 bytes); the 8-bit
+  optimizers (``optim`` containing "8bit") two 8-bit ones (2 bytes); Lion one; plain SGD none.
+- **activations**, per token and decoder layer, what autograd keeps for the backward pass with the
+  base weights frozen (a frozen linear layer keeps nothing; SDPA/flash attention, no T x T scores):
+  the two RMSNorms' fp32 upcast and normalised values (2 x 8 x hidden); query, key, value and the
+  attention output, b x (2 query width + 2 kv width); the SwiGLU MLP's gate, its SiLU and up
+  projections, b x 3 x mlp width; and the input of every LoRA-wrapped layer: in mixed precision
+  autocast keeps a b-byte copy per wrapped layer, in fp32 layers that read the same activation share
+  it; LoRA dropout adds a 1-byte mask per wrapped layer (and in fp32 its output, 4 bytes). Without
+  gradient checkpointing every layer keeps all of that; with it only each layer's input (b x hidden)
+  is kept and one layer at a time is recomputed.
+- **logits and loss**: T x vocabulary x 12 bytes. transformers' causal-LM loss upcasts the logits to
+  fp32 and ``cross_entropy`` keeps its fp32 log-softmax; at the start of the backward pass the
+  gradient of that log-softmax and the gradient of the logits (fp32 each) exist beside it: 3 x 4
+  bytes (the forward pass peaks lower: b + 4 + 4). With Qwen's 151,936-token vocabulary this is
+  the largest activation term: 12 x 151,936 = 1.8 MB per token.
+- **overhead**: ``CUDA_OVERHEAD_BYTES`` on a GPU (CUDA context, cuBLAS workspaces, allocator slack),
+  ``CPU_OVERHEAD_BYTES`` on CPU (what the first training step allocates besides tensors).
+
+The total adds every term: it slightly overcounts, since gradients are freed between steps
+(``zero_grad(set_to_none=True)``) and do not exist yet when the logits peak.
+
+``bench/memory_estimate.py`` compares the estimate with a measured training step of the demo's first
+stage on CPU, and prints it beside Qwen's published LoRA and Q-LoRA memory table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from qwen_recipes.shapes import Shape
+
+GiB = 1024 ** 3
+BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+LOSS_BYTES_PER_LOGIT = 12  # fp32 log-softmax + its gradient + the logits' gradient (see above)
+NORM_BYTES_PER_WIDTH = 8  # an RMSNorm's fp32 input and normalised values
+# Assumed, not measured here (no GPU on the machine this was written on): a CUDA context with torch's
+# kernels and cuBLAS workspaces is about 0.5-1 GiB; 1 GiB is the cautious end.
+CUDA_OVERHEAD_BYTES = 1 * GiB
+# Measured: what the process grows by besides the tensors counted here. For the demo's first stage on
+# CPU, `python bench/memory_estimate.py` measured 1,991 MiB of peak RSS growth against 1,829 MiB of
+# counted tensors: 160 MiB of thread pools, autograd and allocator state, and the publishing step.
+CPU_OVERHEAD_BYTES = 160 * 1024 ** 2
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes per term, for one device."""
+
+    weights: int
+    lora_weights: int
+    gradients: int
+    optimizer: int
+    activations: int  # with the stage's gradient_checkpointing setting
+    activations_without_checkpointing: int
+    activations_with_checkpointing: int
+    logits_and_loss: int
+    overhead: int
+    tokens: int  # per micro-batch
+    precision: str
+    device: str
+
+    @property
+    def total(self) -> int:
+        return (self.weights + self.lora_weights + self.gradients + self.optimizer + self.activations
+                + self.logits_and_loss + self.overhead)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "total": self.total}
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """What ``precision = "auto"`` becomes: bf16 on a GPU, fp32 on CPU (as the stage picks it)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device == "cuda" else "fp32"
+
+
+def weight_bytes(shape: Shape, precision: str, quantization: dict | None) -> int:
+    """The base model's weights as loaded: ``quantization`` is ``{"backend": ..., **options}``."""
+    if not quantization or quantization.get("backend", "none") == "none":
+        return shape.total_parameters * BYTES[precision]
+    linear = shape.linear_parameters
+    rest = (shape.total_parameters - linear) * 4  # cast to fp32 by prepare_model_for_kbit_training
+    if quantization.get("bits", 4) == 8:
+        rows = shape.layers * sum(layer.fan_out for layer in shape.linears)
+        return linear + rows * 4 + rest
+    constants = (1 / 64 + 4 / (64 * 256)) if quantization.get("double_quant", True) else 4 / 64
+    return math.ceil(linear * (0.5 + constants)) + rest
+
+
+def optimizer_bytes_per_parameter(optim: str) -> int:
+    name = optim.lower()
+    if name.startswith("sgd"):
+        return 0
+    if "lion" in name:
+        return 1 if "8bit" in name else 4
+    if "8bit" in name:
+        return 2
+    return 8  # AdamW and its variants: two fp32 moments
+
+
+def layer_activation_bytes(shape: Shape, targets, dropout: float, width: int) -> int:
+    """Bytes one decoder layer keeps per token for its backward pass (see the module docstring)."""
+    mixed = width < 4
+    kept = 2 * NORM_BYTES_PER_WIDTH * shape.hidden
+    kept += width * (2 * shape.query_width + 2 * shape.kv_width)  # q, k, v, attention output
+    kept += width * 3 * shape.mlp_width  # gate, SiLU(gate), up
+    wrapped = shape.targeted(targets)
+    if mixed:
+        kept += sum(width * layer.fan_in for layer in wrapped)
+    else:
+        kept += sum(4 * fan_in for fan_in in {layer.reads: layer.fan_in for layer in wrapped}.values())
+    if dropout > 0:
+        kept += sum((1 if mixed else 5) * layer.fan_in for layer in wrapped)
+    return kept
+
+
+def estimate_memory(shape: Shape, settings: dict, quantization: dict | None = None,
+                    device: str = "cuda") -> MemoryEstimate:
+    """The estimate for one stage: ``settings`` are its resolved settings (``StagePlan.settings``)."""
+    precision = resolve_precision(settings["precision"], device)
+    width = BYTES[precision]
+    lora = shape.lora_parameters(settings["lora_target"], settings["lora_rank"])
+    tokens = settings["per_device_train_batch_size"] * settings["cutoff_len"]
+    layer = layer_activation_bytes(shape, settings["lora_target"], settings["lora_dropout"], width)
+    final_norm = NORM_BYTES_PER_WIDTH * shape.hidden
+    without = tokens * (shape.layers * layer + final_norm)
+    with_checkpointing = tokens * (shape.layers * width * shape.hidden + layer + final_norm)
+    return MemoryEstimate(
+        weights=weight_bytes(shape, precision, quantization),
+        lora_weights=lora * 4,
+        gradients=lora * 4,
+        optimizer=lora * optimizer_bytes_per_parameter(settings["optim"]),
+        activations=with_checkpointing if settings["gradient_checkpointing"] else without,
+        activations_without_checkpointing=without,
+        activations_with_checkpointing=with_checkpointing,
+        logits_and_loss=tokens * shape.vocab * LOSS_BYTES_PER_LOGIT,
+        overhead=CUDA_OVERHEAD_BYTES if device == "cuda" else CPU_OVERHEAD_BYTES,
+        tokens=tokens, precision=precision, device=device,
+    )

@@ -1,0 +1,174 @@
+"""The run report: per stage the steps, tokens, wall time, tokens/s, final train loss, eval perplexity
+before and after, and peak memory; loss (and eval) curves as PNG images. Written into <run>/report/
+when a run ends, and again by `recipes report RUN`, from what the run folder holds:
+
+- ``manifest.json``: each stage's status and, once done, its result (the same dict as
+  ``stages/<name>/stage.json``);
+- ``metrics.jsonl``: every logged row. A run appends to it, each run starting with a ``run_start``
+  line; after a crash and a resume the same steps can appear twice, and a stage trained afresh
+  starts again at step 1. For each stage the rows of a later run replace those of earlier runs from
+  its first logged step on, and of two rows for the same step and kind the last is kept.
+
+A value the run does not have (a stage still running, eval not configured) shows as "-".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from recipes.errors import RecipeError
+
+REPORT_DIR = "report"
+COLUMNS = (  # (key, heading)
+    ("stage", "stage"), ("status", "status"), ("steps", "steps"), ("tokens", "tokens"),
+    ("wall_seconds", "wall s"), ("tokens_per_second", "tokens/s"), ("final_loss", "final loss"),
+    ("eval_perplexity_before", "eval ppl before"), ("eval_perplexity_after", "eval ppl after"),
+    ("peak_memory_bytes", "peak memory"),
+)
+
+
+def read_metrics(path: Path) -> dict[str, dict[str, list[dict]]]:
+    """stage -> {"train": rows with "loss", "eval": rows with "eval_loss"}, each sorted by step,
+    with re-logged steps resolved as the module docstring says. Unreadable lines (a crash in the
+    middle of a write) are skipped."""
+    runs: list[list[dict]] = [[]]
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(row, dict):
+                continue
+            if row.get("event") == "run_start":
+                runs.append([])
+            elif isinstance(row.get("stage"), str) and isinstance(row.get("step"), int):
+                runs[-1].append(row)
+    kept: dict[str, list[dict]] = {}
+    for rows in runs:
+        for stage in dict.fromkeys(r["stage"] for r in rows):
+            new = [r for r in rows if r["stage"] == stage]
+            first = min(r["step"] for r in new)
+            kept[stage] = [r for r in kept.get(stage, []) if r["step"] < first] + new
+    curves = {}
+    for stage, rows in kept.items():
+        latest = {}
+        for row in rows:
+            kind = "eval" if "eval_loss" in row else "train" if "loss" in row else None
+            if kind:
+                latest[(kind, row["step"])] = row
+        curves[stage] = {kind: sorted((r for (k, _), r in latest.items() if k == kind), key=lambda r: r["step"])
+                         for kind in ("train", "eval")}
+    return curves
+
+
+def _stage_order(run_dir: Path, manifest: dict, curves: dict) -> list[str]:
+    names: list[str] = []
+    try:
+        recipe = json.loads((run_dir / "recipe.json").read_text(encoding="utf-8"))
+        names = [s["name"] for s in recipe.get("stages", [])]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return list(dict.fromkeys([*names, *manifest.get("stages", {}), *curves]))
+
+
+def read_run(run_dir: Path) -> dict:
+    """The report as plain data: ``{"run_dir", "stages": [row, ...], "curves": {stage: {...}}}``."""
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise RecipeError(f"{run_dir}: not a run folder (no manifest.json); give the folder `recipes run` printed")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise RecipeError(f"{manifest_path}: unreadable ({exc})") from None
+    curves = read_metrics(run_dir / "metrics.jsonl")
+    rows = [stage_row(run_dir, name, manifest.get("stages", {}).get(name) or {}, curves.get(name, {}))
+            for name in _stage_order(run_dir, manifest, curves)]
+    return {"run_dir": str(run_dir.resolve()), "stages": rows,
+            "curves": {name: {kind: [[r["step"], r["loss" if kind == "train" else "eval_loss"]] for r in rows]
+                              for kind, rows in c.items()} for name, c in curves.items()}}
+
+
+def stage_row(run_dir: Path, name: str, entry: dict, curves: dict) -> dict:
+    """One stage's line of the report: from its result when it finished, else from its metrics."""
+    result = entry.get("result")
+    if result is None:
+        try:
+            result = json.loads((run_dir / "stages" / name / "stage.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            result = {}
+    train = curves.get("train", [])
+    last = train[-1] if train else {}
+    tokens = result.get("tokens_seen", last.get("tokens"))
+    seconds = result.get("train_seconds")
+    if seconds is None and len(train) > 1:
+        seconds = train[-1]["time"] - train[0]["time"]  # an unfinished stage: from its logged rows
+    row = {
+        "stage": name, "kind": result.get("kind"), "status": entry.get("status", "-" if not train else "running"),
+        "steps": result.get("steps", last.get("step")), "tokens": tokens, "wall_seconds": seconds,
+        "tokens_per_second": tokens / seconds if tokens and seconds else None,
+        "first_loss": result.get("first_loss", train[0]["loss"] if train else None),
+        "final_loss": result.get("final_loss", last.get("loss")),
+    }
+    for key in ("eval_loss_before", "eval_loss_after", "eval_perplexity_before", "eval_perplexity_after",
+                "peak_memory_bytes", "trainable_params", "total_params"):
+        row[key] = result.get(key)
+    for when in ("before", "after"):  # a perplexity the run only logged as a loss
+        if row[f"eval_perplexity_{when}"] is None and isinstance(row[f"eval_loss_{when}"], (int, float)):
+            row[f"eval_perplexity_{when}"] = math.exp(row[f"eval_loss_{when}"])
+    return row
+
+
+def cell(key: str, value) -> str:
+    """A value as the table shows it; "-" when the run does not have it."""
+    if value is None or value == "":
+        return "-"
+    if key == "peak_memory_bytes":
+        return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.0f} MiB"
+    if key in ("steps", "tokens"):
+        return f"{value:,}"
+    if key in ("wall_seconds", "tokens_per_second"):
+        return f"{value:,.1f}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if "loss" in key else f"{value:.2f}"
+    return str(value)
+
+
+def report_table(report: dict):
+    from rich.table import Table
+
+    table = Table(title=f"run {report['run_dir']}")
+    for key, heading in COLUMNS:
+        table.add_column(heading, justify="left" if key in ("stage", "status") else "right", overflow="fold")
+    for row in report["stages"]:
+        table.add_row(*(cell(key, row[key]) for key, _ in COLUMNS))
+    return table
+
+
+def report_markdown(report: dict, images: list[str]) -> str:
+    lines = [f"# Run report: {report['run_dir']}", "", "| " + " | ".join(h for _, h in COLUMNS) + " |",
+             "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(key, row[key]) for key, _ in COLUMNS) + " |" for row in report["stages"]]
+    lines += [""] + [f"![{Path(image).stem}]({image})" for image in images]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir, console=None) -> Path:
+    """Write <run>/report/ (report.json, report.md, loss.png, eval.png when eval rows exist) and, with
+    a rich console, print the table. Returns the report folder. Called when a run ends and by
+    `recipes report`."""
+    from recipes.curves import draw_curves
+
+    report = read_run(Path(run_dir))
+    folder = Path(run_dir) / REPORT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    images = draw_curves(report["curves"], folder)
+    (folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (folder / "report.md").write_text(report_markdown(report, [p.name for p in images]), encoding="utf-8")
+    if console is not None:
+        console.print(report_table(report))
+        console.print(f"report: {folder}" + "".join(f", {p.name}" for p in images))
+    return folder
