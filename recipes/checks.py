@@ -12,7 +12,8 @@ from pydantic import BaseModel, ValidationError
 
 from recipes.collector import Collector
 from recipes.counting import count_all
-from recipes.load import BUNDLED_PREFIX, LoadedRecipe, match_files, resolve_data_path, short
+from recipes.load import (BUNDLED_PREFIX, SOURCE_GROUPS, LoadedRecipe, ResolvedSource, match_files,
+                          resolve_data_path, short)
 from recipes.model_info import local_model_folder, model_info
 from recipes.plugins import Registry
 from recipes.schema import MODEL_REF, Recipe, did_you_mean
@@ -94,22 +95,46 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
             problems.add(where + ("base",), f"base {stage.base!r} is not an earlier stage: {hint}")
         seen.append(stage.name)
         wanted = "documents" if stage.kind == "pretrain" else "conversations"
-        for source_index, source in enumerate(stage.data):
-            at = where + ("data", source_index)
-            fmt = registry.formats.get(source.format)
-            if fmt is None:
-                problems.add(at + ("format",), f"unknown data format {source.format!r}; "
-                             f"{did_you_mean(source.format, sorted(registry.formats))}")
-            else:
-                if fmt.yields != wanted:
-                    problems.add(at + ("format",), f"format {source.format!r} gives {fmt.yields}, but a "
-                                 f"{stage.kind} stage trains on {wanted}; pick a format that gives {wanted}")
-                check_options(fmt.options_model, source.options, at + ("options",), problems)
-            pattern = resolve_data_path(source.path, base_dir)
-            files = match_files(pattern)
-            if not files:
-                problems.add(at + ("path",), f"{source.path!r} matches no file (looked for {pattern})")
-            loaded.data_files[(index, source_index)] = files
+        for group in SOURCE_GROUPS:
+            for source_index, source in enumerate(getattr(stage, group)):
+                at = where + (group, source_index)
+                resolved = _resolve_source(source, base_dir, at, problems)
+                if resolved is None:
+                    continue
+                loaded.sources[(index, group, source_index)] = resolved
+                fmt = registry.formats.get(resolved.format)
+                if fmt is None:
+                    problems.add(at + ("format",), f"unknown data format {resolved.format!r}; "
+                                 f"{did_you_mean(resolved.format, sorted(registry.formats))}")
+                    continue
+                if fmt.yields != wanted and group == "data":
+                    problems.add(at + ("format",) if source.format else at + ("dataset",), f"format "
+                                 f"{resolved.format!r} gives {fmt.yields}, but a {stage.kind} stage trains on "
+                                 f"{wanted}; pick a format that gives {wanted}")
+                check_options(fmt.options_model, resolved.options, at + ("options",), problems)
+        if stage.kind == "pretrain" and stage.packing:
+            problems.add(where + ("packing",), "packing is for SFT stages: pre-training already joins documents "
+                         "into full blocks; remove it")
+
+
+def _resolve_source(source, base_dir: Path, at: tuple, problems: Collector) -> ResolvedSource | None:
+    """Files, format and options of a data source: given in the recipe, or by a dataset_info entry."""
+    if source.dataset_info is not None:
+        from recipes.dataset_info import resolve_dataset
+        from recipes.errors import RecipeError
+
+        try:
+            found = resolve_dataset(Path(resolve_data_path(source.dataset_info, base_dir)), source.dataset)
+        except RecipeError as exc:
+            for problem in exc.problems:
+                problems.add(at + ("dataset",), str(problem))
+            return None
+        return ResolvedSource(found.format_name, {**found.options, **source.options}, found.files)
+    pattern = resolve_data_path(source.path, base_dir)
+    files = match_files(pattern)
+    if not files:
+        problems.add(at + ("path",), f"{source.path!r} matches no file (looked for {pattern})")
+    return ResolvedSource(source.format, dict(source.options), files)
 
 
 def check_options(model: type[BaseModel], options: dict, where: tuple, problems: Collector,
@@ -187,7 +212,8 @@ def _estimated_steps(loaded: LoadedRecipe, index: int, s: dict) -> int | None:
     """Optimizer steps of an SFT stage from its record count (one sequence per record)."""
     if loaded.recipe.stages[index].kind != "sft":
         return None
-    files = [f for (i, _), found in loaded.data_files.items() if i == index for f in found]
+    files = [f for (i, group, _), found in loaded.sources.items() if i == index and group == "data"
+             for f in found.files]
     records = count_all(files)
     if not records:
         return None

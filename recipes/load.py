@@ -25,11 +25,23 @@ from recipes.toml_lines import locate
 
 
 @dataclass
+class ResolvedSource:
+    """A data source as it will be read: format name, options (a dict for the format's model), files."""
+
+    format: str
+    options: dict
+    files: list[Path]
+
+
+SOURCE_GROUPS = ("data", "eval_data")
+
+
+@dataclass
 class LoadedRecipe:
     recipe: Recipe
     path: Path
     lines: dict
-    data_files: dict  # (stage index, source index) -> list[Path]
+    sources: dict  # (stage index, "data" | "eval_data", source index) -> ResolvedSource
     model: ModelInfo | None = None  # from config.json, where it can be read without a download
     warnings: list = field(default_factory=list)
 

@@ -4,7 +4,7 @@ No torch needed up to here."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from recipes.hookspecs import CallbackPlugin, QuantizationBackend
@@ -22,6 +22,7 @@ class StagePlan:
     settings: dict
     sources: list  # (DataFormat, options instance, [Path]) per data source
     folder: Path
+    eval_sources: list = field(default_factory=list)  # the same, per `eval_data` source
 
     @property
     def adapter_dir(self) -> Path:
@@ -71,13 +72,10 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
     stages = []
     for index, stage in enumerate(recipe.stages):
         base = stage.base or (recipe.stages[index - 1].name if index else MODEL_REF)
-        sources = []
-        for source_index, source in enumerate(stage.data):
-            fmt = registry.formats[source.format]
-            sources.append((fmt, fmt.options_model.model_validate(source.options),
-                            loaded.data_files[(index, source_index)]))
+        sources, eval_sources = ([_source(loaded.sources[(index, group, j)], registry)
+                                  for j in range(len(getattr(stage, group)))] for group in ("data", "eval_data"))
         stages.append(StagePlan(index, stage.name, stage.kind, base, stage.settings(recipe.defaults), sources,
-                                run_dir / "stages" / stage.name))
+                                run_dir / "stages" / stage.name, eval_sources))
     model_path = recipe.model.path
     if not model_path.startswith("bundled:"):
         local = Path(model_path).expanduser()
@@ -90,10 +88,19 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
         "quantization": {"backend": backend.name, **backend_options.model_dump(mode="json")},
         "callbacks": [c.name for c in callbacks],
         "stages": [{"name": st.name, "kind": st.kind, "base": st.base, "settings": st.settings,
-                    "data": [{"format": fmt.name, "options": options.model_dump(mode="json"),
-                              "files": [str(f) for f in files]} for fmt, options, files in st.sources]}
+                    "data": _sources_json(st.sources), "eval_data": _sources_json(st.eval_sources)}
                    for st in stages],
     }
     return Plan(loaded.name, loaded.path, run_dir, model_path, recipe.model.revision,
                 recipe.model.trust_remote_code, backend, backend_options, callbacks, stages,
                 json.dumps(resolved, indent=2, ensure_ascii=False))
+
+
+def _source(resolved, registry: Registry) -> tuple:
+    fmt = registry.formats[resolved.format]
+    return fmt, fmt.options_model.model_validate(resolved.options), resolved.files
+
+
+def _sources_json(sources: list) -> list:
+    return [{"format": fmt.name, "options": options.model_dump(mode="json"), "files": [str(f) for f in files]}
+            for fmt, options, files in sources]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 StageKind = Literal["pretrain", "sft"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
@@ -49,12 +49,28 @@ class Quantization(BaseModel):
 
 
 class DataSource(Strict):
-    """One data source of a stage: files, how to read them, and the format's own options."""
+    """One data source of a stage: files, how to read them, and the format's own options; or an entry
+    of a LLaMA-Factory ``dataset_info.json`` (which names the files, format and columns itself)."""
 
-    path: str = Field(description="A file, folder or glob; relative to the recipe file. "
-                      "`bundled:NAME` names a sample file shipped with qwen_recipes.")
-    format: str = Field(description="A data format provided by a plugin (`recipes plugins` lists them).")
-    options: dict[str, Any] = Field(default_factory=dict, description="The format's own options.")
+    path: Optional[str] = Field(None, description="A file, folder or glob; relative to the recipe file. "
+                                "`bundled:NAME` names a sample file shipped with qwen_recipes.")
+    format: Optional[str] = Field(None, description="A data format provided by a plugin (`recipes plugins` lists them).")
+    dataset_info: Optional[str] = Field(None, description="A LLaMA-Factory dataset_info.json (relative to the "
+                                        "recipe file); with `dataset`, instead of path and format.")
+    dataset: Optional[str] = Field(None, description="The entry of `dataset_info` to use.")
+    options: dict[str, Any] = Field(default_factory=dict, description="The format's own options (they add to "
+                                    "and override what a dataset_info entry sets).")
+
+    @model_validator(mode="after")
+    def _one_way(self):
+        if self.dataset_info is not None or self.dataset is not None:
+            if self.dataset_info is None or self.dataset is None:
+                raise ValueError("give both dataset_info and dataset (a LLaMA-Factory index and its entry)")
+            if self.path is not None or self.format is not None:
+                raise ValueError("give either path and format, or dataset_info and dataset, not both")
+        elif self.path is None or self.format is None:
+            raise ValueError("give path and format (or dataset_info and dataset)")
+        return self
 
 
 class Settings(Strict):
@@ -69,6 +85,12 @@ class Settings(Strict):
         None, description='"all" (every linear layer but the output head), or module names.')
     # data
     cutoff_len: Optional[int] = Field(None, gt=0, description="Maximum tokens per training sequence.")
+    packing: Optional[bool] = Field(None, description="SFT: several examples per row, no attention across "
+                                    "them (exact). Pre-training always packs documents into full blocks.")
+    val_size: Optional[float] = Field(None, ge=0, description="Hold out this share (below 1) or this many "
+                                      "records (1 or more) of the stage's data to evaluate on.")
+    eval_steps: Optional[int] = Field(None, gt=0, description="Evaluate every N steps (besides before and "
+                                      "after the stage); default: only before and after.")
     # optimisation
     learning_rate: Optional[float] = Field(None, gt=0, lt=1)
     lr_scheduler_type: Optional[Scheduler] = None
@@ -114,15 +136,15 @@ _PRETRAIN_DEFAULTS: dict[str, Any] = dict(
     per_device_train_batch_size=4, gradient_accumulation_steps=8, num_train_epochs=2.0,
     max_steps=None, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0,
     max_grad_norm=1.0, precision="auto", gradient_checkpointing=True, logging_steps=10, seed=42,
-    save_steps=500, save_total_limit=2, skip_nonfinite_batches=0,
+    save_steps=500, save_total_limit=2, skip_nonfinite_batches=0, packing=False, val_size=0.0, eval_steps=None,
 )
 # Settings that change how a stage is run and watched, not what it computes.
-OPERATIONAL_SETTINGS = ("logging_steps", "save_steps", "save_total_limit", "skip_nonfinite_batches")
+OPERATIONAL_SETTINGS = ("logging_steps", "save_steps", "save_total_limit", "skip_nonfinite_batches", "eval_steps")
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": _PRETRAIN_DEFAULTS,
     # SFT differs in: no dropout, shorter sequences, half the rate, effective batch 16, one epoch
     "sft": {**_PRETRAIN_DEFAULTS, "lora_dropout": 0.0, "cutoff_len": 1024, "learning_rate": 5e-5,
-            "gradient_accumulation_steps": 4, "num_train_epochs": 1.0},
+            "gradient_accumulation_steps": 4, "num_train_epochs": 1.0, "packing": True},
 }
 assert all(set(d) == set(Settings.model_fields) for d in KIND_DEFAULTS.values())
 
@@ -136,6 +158,9 @@ class Stage(Settings):
         None, description='"model" (the recipe\'s [model]) or the name of an earlier stage. '
         "Default: the previous stage, or the model for the first stage.")
     data: list[DataSource] = Field(min_length=1)
+    eval_data: list[DataSource] = Field(
+        default_factory=list, description="Extra evaluation sets, e.g. general text to measure what the model "
+        "forgets: perplexity before and after the stage (documents: every token; conversations: the trained ones).")
 
     @field_validator("name")
     @classmethod

@@ -17,9 +17,10 @@ def summarize(loaded: LoadedRecipe) -> dict:
         s = stage.settings(recipe.defaults)
         sources = []
         for source_index, source in enumerate(stage.data):
-            files = loaded.data_files.get((index, source_index), [])
-            sources.append({"path": source.path, "format": source.format, "files": len(files),
-                            "records": count_all(files)})
+            resolved = loaded.sources[(index, "data", source_index)]
+            sources.append({"path": source.path or f"{source.dataset_info} [{source.dataset}]",
+                            "format": resolved.format, "files": len(resolved.files),
+                            "records": count_all(resolved.files)})
         stages.append({
             "name": stage.name, "kind": stage.kind,
             "base": stage.base or (recipe.stages[index - 1].name if index else MODEL_REF),

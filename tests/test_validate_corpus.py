@@ -6,6 +6,8 @@ error output must contain: the ``file:line:column:`` where known, the dotted fie
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -42,7 +44,15 @@ CASES = [
     ("misspelled-defaults-key", [("[[stages]]\nname = \"domain\"", "[defaults]\nlearning_rat = 1e-4\n\n[[stages]]\nname = \"domain\"")],
      [":6:1: defaults.learning_rat:", 'did you mean "learning_rate"?']),
     ("misspelled-source-key", [('format = "text"', 'fromat = "text"')],
-     [":11:1: stages[0].data[0].fromat:", 'did you mean "format"?', "stages[0].data[0].format: required key 'format' is missing"]),
+     [":11:1: stages[0].data[0].fromat:", 'did you mean "format"?']),
+    ("source-without-format", [('format = "text"\n', "")], [":9:1: stages[0].data[0]: ", "give path and format"]),
+    ("source-both-ways", [('format = "text"', 'format = "text"\ndataset_info = "info.json"\ndataset = "x"')],
+     [":9:1: stages[0].data[0]: ", "not both"]),
+    ("dataset-info-entry-unknown", [('path = "chat.jsonl"\nformat = "messages"', 'dataset_info = "info.json"\ndataset = "alpaca_demo"')],
+     [":19:1: stages[1].data[0].dataset: ", "no data set 'alpaca_demo' here; did you mean \"alpaca_zh\"?"]),
+    ("dataset-info-hub-entry", [('path = "chat.jsonl"\nformat = "messages"', 'dataset_info = "info.json"\ndataset = "hub_only"')],
+     [":19:1: stages[1].data[0].dataset: ", "recipes loads no data from the network. Download"]),
+    ("packing-on-pretrain", [(STAGE0, STAGE0 + "\npacking = true")], [":8:1: stages[0].packing: packing is for SFT stages"]),
     ("unknown-table", [("[model]", "[trainer]\nepochs = 2\n[model]")], [":2:1: trainer: unknown key 'trainer'"]),
     # references between stages
     ("base-misspelled", [(STAGE1, STAGE1 + '\nbase = "domian"')], [":16:1: stages[1].base:", 'did you mean "domain"?']),
@@ -93,6 +103,9 @@ CASES = [
 def recipe_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
     write(folder / "corpus.jsonl", '{"text": "Bees."}\n')
+    write(folder / "info.json", json.dumps({"alpaca_zh": {"file_name": "alpaca.json"},
+                                            "hub_only": {"hf_hub_url": "someone/data"}}))
+    write(folder / "alpaca.json", json.dumps([{"instruction": "Q", "input": "", "output": "A"}]))
     write(folder / "chat.jsonl", '{"messages": [{"role": "user", "content": "Q"}, '
                                  '{"role": "assistant", "content": "A"}]}\n')
     return folder
