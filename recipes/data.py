@@ -159,7 +159,10 @@ def label_tokens(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[li
     return ids + tail, labels + [IGNORE_INDEX] * len(tail)
 
 
-def sft_examples(records: list[dict], tokenizer, cutoff_len: int, stats: DataStats) -> list[dict]:
+def sft_examples(records: list[dict], tokenizer, cutoff_len: int, stats: DataStats,
+                 overlong: str = "truncate") -> list[dict]:
+    """Tokens and labels per conversation. One longer than ``cutoff_len`` is truncated (``overlong =
+    "truncate"``) or left out (``"drop"``); either way it is counted."""
     if not getattr(tokenizer, "chat_template", None):
         from qwen_recipes import chatml_template
 
@@ -171,10 +174,13 @@ def sft_examples(records: list[dict], tokenizer, cutoff_len: int, stats: DataSta
         check_conversation(messages, record.get("_where", "a record"))
         text, spans = render_conversation(tokenizer, messages, record.get("tools"))
         ids, labels = label_tokens(tokenizer, text, spans)
-        stats.tokens += len(ids)
         if len(ids) > cutoff_len:
+            if overlong == "drop":
+                stats.dropped += 1
+                continue
             ids, labels = ids[:cutoff_len], labels[:cutoff_len]
             stats.truncated += 1
+        stats.tokens += len(ids)
         learned = sum(1 for label in labels if label != IGNORE_INDEX)
         if not learned:
             stats.dropped += 1

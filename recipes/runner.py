@@ -119,6 +119,9 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
                 say(f"merged model: {result.merged_dir}")
                 results.append(result)
         console.rule("done")
+        from recipes.report import write_report
+
+        write_report(plan.run_dir, console)
         console.print(f"Run folder: {plan.run_dir.resolve()}")
         console.print(f"Final model: {plan.stages[-1].merged_dir.resolve()}")
         return results

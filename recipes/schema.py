@@ -85,6 +85,8 @@ class Settings(Strict):
         None, description='"all" (every linear layer but the output head), or module names.')
     # data
     cutoff_len: Optional[int] = Field(None, gt=0, description="Maximum tokens per training sequence.")
+    overlong_examples: Optional[Literal["truncate", "drop"]] = Field(
+        None, description="SFT: a conversation longer than cutoff_len is truncated, or dropped; both are counted.")
     packing: Optional[bool] = Field(None, description="SFT: several examples per row, no attention across "
                                     "them (exact). Pre-training always packs documents into full blocks.")
     val_size: Optional[float] = Field(None, ge=0, description="Hold out this share (below 1) or this many "
@@ -136,7 +138,7 @@ _PRETRAIN_DEFAULTS: dict[str, Any] = dict(
     per_device_train_batch_size=4, gradient_accumulation_steps=8, num_train_epochs=2.0,
     max_steps=None, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0,
     max_grad_norm=1.0, precision="auto", gradient_checkpointing=True, logging_steps=10, seed=42,
-    save_steps=500, save_total_limit=2, skip_nonfinite_batches=0, packing=False, val_size=0.0, eval_steps=None,
+    save_steps=500, save_total_limit=2, skip_nonfinite_batches=0, overlong_examples="truncate", packing=False, val_size=0.0, eval_steps=None,
 )
 # Settings that change how a stage is run and watched, not what it computes.
 OPERATIONAL_SETTINGS = ("logging_steps", "save_steps", "save_total_limit", "skip_nonfinite_batches", "eval_steps")

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import torch
 
-from recipes.data import DataStats, PadCollator, pretrain_examples, read_records, sft_examples, special_id
+from recipes.data import PadCollator, special_id
 from recipes.errors import Interrupted, RecipeError, TrainingError
 from recipes.guards import STOP, GuardedTrainer, NonFiniteError, StageGuard
 from recipes.hookspecs import StageContext
 from recipes.manifest import Manifest
 from recipes.plan import Plan, StagePlan
 from recipes.publish import checksums, publishing
+from recipes.stage_data import prepare
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -56,6 +57,13 @@ class StageResult:
     adapter_dir: str
     merged_dir: str
     data: dict
+    eval_before: dict | None = None  # per evaluation set: loss and perplexity
+    eval_after: dict | None = None
+    eval_loss_before: float | None = None  # of the held-out set (or the first evaluation set)
+    eval_loss_after: float | None = None
+    eval_perplexity_before: float | None = None
+    eval_perplexity_after: float | None = None
+    peak_memory_bytes: int | None = None
 
 
 def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manifest: Manifest,
@@ -75,21 +83,17 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
 
     # tokenizer and data first: a data mistake surfaces before the model is loaded
     tokenizer = AutoTokenizer.from_pretrained(base_path, **load_kwargs)
-    stats = DataStats()
-    records = read_records(stage.sources)
-    if stage.kind == "pretrain":
-        examples = pretrain_examples(records, tokenizer, s["cutoff_len"], stats)
-    else:
-        examples = sft_examples(records, tokenizer, s["cutoff_len"], stats)
+    data = prepare(stage, tokenizer, say)
+    stats = data.stats
     for note in stats.notes:
         say(note)
-    if not examples:
-        raise RecipeError(f"stage {stage.name!r}: the data gave no training example "
-                          f"({stats.records} records, {stats.dropped} dropped with no label left)")
     say(f"data: {stats.records} records -> {stats.examples} sequences, {stats.tokens:,} tokens, "
         f"{stats.label_tokens:,} with a label"
         + (f"; {stats.truncated} truncated to {s['cutoff_len']}" if stats.truncated else "")
-        + (f"; {stats.dropped} dropped (no label left after truncation)" if stats.dropped else ""))
+        + (f"; {stats.dropped} dropped" if stats.dropped else "")
+        + "".join(f"; {name}: {len(rows)} held for evaluation" for name, rows in data.evals.items()))
+    if data.packing is not None:
+        say(data.packing.describe())
 
     # model through the quantization backend, then LoRA
     set_seed(s["seed"])
@@ -125,17 +129,30 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
     def checkpoint_done(folder: Path, step: int) -> None:
         manifest.update(stage.name, status="running", checkpoint=str(folder.relative_to(plan.run_dir)), step=step)
 
-    trainer = GuardedTrainer(model=model, args=args, train_dataset=examples, data_collator=PadCollator(pad_id),
+    if data.packing is not None:
+        from recipes.packing import PackedCollator, check_packable
+
+        check_packable(model)
+        collator = PackedCollator(pad_id)
+    else:
+        collator = PadCollator(pad_id)
+    trainer = GuardedTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.evals or None,
+                             data_collator=collator,
                              processing_class=tokenizer, callbacks=[*callbacks, StageGuard(checkpoint_done)])
     trainer.skip_limit = s["skip_nonfinite_batches"]
     for quiet in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(quiet)
-    say(f"training: {len(examples)} sequences, effective batch {stage.effective_batch} "
+    say(f"training: {len(data.train)} {'rows' if data.packing else 'sequences'}, effective batch {stage.effective_batch} "
         f"({s['per_device_train_batch_size']} x {s['gradient_accumulation_steps']} accumulation), "
         + (f"{s['max_steps']} steps" if s["max_steps"] else f"{s['num_train_epochs']:g} epoch(s)")
         + f", lr {s['learning_rate']:g} {s['lr_scheduler_type']}; a checkpoint every {s['save_steps']} steps")
     if resume_from is not None:
         say(f"resuming from {resume_from.name} (optimizer, scheduler, RNG state and data position)")
+    before = (manifest.stage(stage.name) or {}).get("eval_before")
+    if data.evals and before is None:
+        before = evaluate(trainer)
+        manifest.update(stage.name, eval_before=before)
+        say("eval before: " + describe_eval(before))
     started = time.monotonic()
     _train(trainer, stage, plan, manifest, resume_from)
     seconds = time.monotonic() - started
@@ -145,6 +162,9 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
                           f"{trainer.state.max_steps}; checkpoint saved ({entry.get('checkpoint')}). Run the same "
                           "command again to resume from it")
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    after = evaluate(trainer) if data.evals else None
+    if after:
+        say("eval after:  " + describe_eval(after))
     final = manifest.stage(stage.name).get("checkpoint")
     manifest.update(stage.name, status="trained", checkpoint=final)
 
@@ -162,13 +182,54 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
         final_loss=losses[-1] if losses else None, train_seconds=round(seconds, 2),
         tokens_seen=int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0),
         trainable_params=trainable, total_params=total, adapter_dir=str(stage.adapter_dir),
-        merged_dir=str(stage.merged_dir), data=asdict(stats))
+        merged_dir=str(stage.merged_dir), data={**asdict(stats), "cached": data.cached,
+                                                 "packed_rows": data.packing.rows if data.packing else None,
+                                                 "packing_efficiency": data.packing.efficiency if data.packing else None},
+        eval_before=before, eval_after=after, peak_memory_bytes=peak_memory(),
+        **headline_eval(before, after))
     (stage.folder / "stage.json").write_text(json.dumps(asdict(result), indent=2, ensure_ascii=False))
     outputs = {name: {"path": str(folder.relative_to(plan.run_dir)), "files": checksums(folder)}
                for name, folder in (("adapter", stage.adapter_dir), ("merged", stage.merged_dir))}
     manifest.update(stage.name, status="done", outputs=outputs, result=asdict(result), finished=time.time())
     shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)  # the published adapter is the result now
     return result
+
+
+def evaluate(trainer) -> dict:
+    """Loss and perplexity per evaluation set (the mean of its batches' mean token losses)."""
+    import math
+
+    metrics = trainer.evaluate()
+    sets = trainer.eval_dataset if isinstance(trainer.eval_dataset, dict) else {"": trainer.eval_dataset}
+    out = {}
+    for name in sets:
+        loss = metrics.get(f"eval_{name}_loss" if name else "eval_loss")
+        if loss is not None:
+            out[name or "eval"] = {"loss": loss, "perplexity": math.exp(min(loss, 700))}
+    return out
+
+
+def describe_eval(results: dict) -> str:
+    return ", ".join(f"{name} loss {r['loss']:.4f} (perplexity {r['perplexity']:,.1f})" for name, r in results.items())
+
+
+def headline_eval(before: dict | None, after: dict | None) -> dict:
+    """The held-out set's figures (else the first set's) as the run report's columns."""
+    out = {}
+    for when, results in (("before", before), ("after", after)):
+        if results:
+            first = results.get("val") or next(iter(results.values()))
+            out[f"eval_loss_{when}"], out[f"eval_perplexity_{when}"] = first["loss"], first["perplexity"]
+    return out
+
+
+def peak_memory() -> int:
+    """Peak GPU memory allocated by torch on a GPU; else the process's peak resident memory."""
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def _train(trainer, stage: StagePlan, plan: Plan, manifest: Manifest, resume_from: Path | None):
@@ -243,6 +304,9 @@ def training_arguments(stage: StagePlan, precision: str, device: str):
         f"{checkpointing}_kwargs": {"use_reentrant": False},
         "logging_steps": s["logging_steps"],
         "logging_first_step": True,
+        "eval_strategy": "steps" if s["eval_steps"] else "no",
+        "eval_steps": s["eval_steps"],
+        "per_device_eval_batch_size": s["per_device_train_batch_size"],
         "save_strategy": "steps",
         "save_steps": s["save_steps"],
         "save_total_limit": s["save_total_limit"],
