@@ -1,0 +1,96 @@
+"""`recipes data inspect`: what each stage will train on, before a GPU hour is spent.
+
+Counts (records, sequences, tokens, supervised tokens, truncated and dropped examples), length
+percentiles, packing efficiency against padding each batch to its longest example, and a few
+examples rendered with the trained tokens highlighted, so that a wrong template or mask is seen at a
+glance. It goes through the same code as a run (recipes.stage_data), cache included.
+"""
+
+from __future__ import annotations
+
+import random
+
+from recipes.data import IGNORE_INDEX
+
+
+def inspect_stage(stage, tokenizer, count: int) -> dict:
+    from recipes.packing import pack_examples
+    from recipes.stage_data import split, tokenize_cached, tokenizer_identity
+
+    s = stage.settings
+    kind = "documents" if stage.kind == "pretrain" else "conversations"
+    examples, stats, key, cached = tokenize_cached(stage.sources, kind, tokenizer, tokenizer_identity(tokenizer), s)
+    train = split(examples, s["val_size"], s["seed"], stage.name)[0] if s["val_size"] else examples
+    lengths = sorted(len(e["input_ids"]) for e in train)
+    batch = s["per_device_train_batch_size"]
+    out = {
+        "stage": stage.name, "kind": stage.kind, "cutoff_len": s["cutoff_len"], "cached": cached,
+        "records": stats.records, "sequences": stats.examples, "tokens": stats.tokens,
+        "supervised_tokens": stats.label_tokens, "truncated": stats.truncated, "dropped": stats.dropped,
+        "held_out": len(examples) - len(train),
+        "length": {f"p{p}": _percentile(lengths, p) for p in (50, 90, 99)} | {"max": lengths[-1] if lengths else 0},
+        "padded_efficiency": _padded_efficiency(lengths, batch, s["seed"]),
+        "packing": None,
+        "examples": [segments(tokenizer, e) for e in train[:count]],
+    }
+    if s["packing"]:
+        rows, packing = pack_examples(train, s["cutoff_len"])
+        out["packing"] = {"rows": packing.rows, "efficiency": packing.efficiency}
+    return out
+
+
+def _percentile(values: list[int], p: int) -> int:
+    return values[min(len(values) - 1, (len(values) * p) // 100)] if values else 0
+
+
+def _padded_efficiency(lengths: list[int], batch: int, seed: int) -> float:
+    """Real tokens / token slots when shuffled batches are padded to their longest example."""
+    order = list(lengths)
+    random.Random(seed).shuffle(order)
+    slots = sum(max(order[i:i + batch]) * len(order[i:i + batch]) for i in range(0, len(order), batch))
+    return sum(order) / slots if slots else 0.0
+
+
+def segments(tokenizer, example: dict) -> list[dict]:
+    """An example as text pieces, each marked trained (has labels) or not."""
+    pieces: list[dict] = []
+    run: list[int] = []
+    trained = None
+    for token, label in zip(example["input_ids"], example["labels"]):
+        learn = label != IGNORE_INDEX
+        if trained is not None and learn != trained:
+            pieces.append({"text": tokenizer.decode(run), "trained": trained})
+            run = []
+        run.append(token)
+        trained = learn
+    if run:
+        pieces.append({"text": tokenizer.decode(run), "trained": trained})
+    return pieces
+
+
+def print_inspection(report: dict, console, width: int = 1200) -> None:
+    from rich.markup import escape
+
+    r = report
+    console.rule(f"{r['stage']} ({r['kind']}), cutoff_len {r['cutoff_len']}"
+                 + (" - from the tokenization cache" if r["cached"] else ""))
+    share = r["supervised_tokens"] / r["tokens"] if r["tokens"] else 0
+    console.print(f"records {r['records']:,} -> sequences {r['sequences']:,} ({r['held_out']} held out for "
+                  f"evaluation); tokens {r['tokens']:,}, supervised {r['supervised_tokens']:,} ({share:.0%}); "
+                  f"truncated {r['truncated']}, dropped {r['dropped']}")
+    length = r["length"]
+    console.print(f"length: p50 {length['p50']}, p90 {length['p90']}, p99 {length['p99']}, max {length['max']}")
+    padded = f"padding each batch to its longest: {r['padded_efficiency']:.1%} of token slots hold real tokens"
+    if r["packing"]:
+        console.print(f"packing: {r['packing']['rows']} rows, {r['packing']['efficiency']:.1%} of token slots "
+                      f"used (vs {padded})")
+    else:
+        console.print(padded)
+    for number, pieces in enumerate(r["examples"], start=1):
+        console.print(f"[bold]example {number}[/] ([bold green]trained[/], [dim]not trained[/]):")
+        shown, text = 0, ""
+        for piece in pieces:
+            part = piece["text"][: max(width - shown, 0)]
+            shown += len(part)
+            text += f"[bold green]{escape(part)}[/]" if piece["trained"] else f"[dim]{escape(part)}[/]"
+        console.print(text + (" [dim]...[/]" if shown >= width else ""), soft_wrap=True)

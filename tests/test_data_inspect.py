@@ -1,0 +1,110 @@
+"""`recipes data inspect`, the tokenization cache, and LLaMA-Factory's demo data sets through a recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import write
+from recipes.cli import main
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_inspect_shows_counts_and_the_trained_tokens(demo_run):
+    result = CliRunner().invoke(main, ["data", "inspect", "demo", "-n", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    domain, sft = json.loads(result.output)["stages"]
+    # the demo run tokenized the same data with the same tokenizer: the cache serves it now
+    assert domain["cached"] and sft["cached"]
+    assert (domain["records"], domain["tokens"], domain["supervised_tokens"]) == (80, 4004, 4004)
+    assert sft["records"] == 60 and 0 < sft["supervised_tokens"] < sft["tokens"]
+    assert sft["held_out"] == 6 and sft["packing"]["efficiency"] > sft["padded_efficiency"]
+    [example] = sft["examples"]
+    trained = [p["text"] for p in example if p["trained"]]
+    untrained = "".join(p["text"] for p in example if not p["trained"])
+    assert trained and all(t.endswith("<|im_end|>") for t in trained)  # each answer and its turn end
+    assert "<|im_start|>user" in untrained and "<|im_start|>assistant\n" in untrained
+
+    text = CliRunner().invoke(main, ["data", "inspect", "demo", "--stage", "sft", "-n", "1"]).output
+    assert "packing: 23 rows" in text and "example 1 (trained, not trained):" in text
+    assert CliRunner().invoke(main, ["data", "inspect", "demo", "--stage", "stf"]).exit_code == 2
+
+
+def test_a_second_run_reuses_the_tokenization_cache_and_says_so(demo_run):
+    _, output = demo_run
+    assert "data: tokenized and cached" in output or "data: tokenized earlier, from the cache" in output
+    from recipes.load import load_recipe
+    from recipes.plan import make_plan
+    from recipes.plugins import get_registry
+    from recipes.stage_data import prepare
+    from transformers import AutoTokenizer
+
+    registry = get_registry()
+    plan = make_plan(load_recipe("demo", registry), registry)
+    tokenizer = AutoTokenizer.from_pretrained(demo_run[0] / "stages" / "domain" / "merged")
+    said = []
+    data = prepare(plan.stages[1], tokenizer, said.append)
+    assert data.cached and said[0].startswith("data: tokenized earlier, from the cache")
+
+
+def test_a_data_error_writes_nothing_to_the_cache(tmp_path, tokenizer, monkeypatch):
+    from recipes.errors import RecipeError
+    from recipes.load import load_recipe
+    from recipes.plan import make_plan
+    from recipes.plugins import get_registry
+    from recipes.stage_data import cache_dir, prepare
+
+    monkeypatch.setenv("RECIPES_CACHE", str(tmp_path / "cache"))
+    write(tmp_path / "chat.jsonl", '{"messages": [{"role": "user", "content": "Q"}]}\n{"oops"\n')
+    recipe = write(tmp_path / "r.toml", '[model]\npath = "bundled:tiny-qwen2"\n[[stages]]\nname = "s"\nkind = "sft"\n'
+                                        '[[stages.data]]\npath = "chat.jsonl"\nformat = "messages"\n')
+    registry = get_registry()
+    plan = make_plan(load_recipe(str(recipe), registry), registry)
+    with pytest.raises(RecipeError, match="chat.jsonl:2"):
+        prepare(plan.stages[0], tokenizer, lambda m: None)
+    assert not cache_dir().exists() or not list(cache_dir().iterdir())
+
+
+LLAMA_FACTORY = """
+[model]
+path = "bundled:tiny-qwen2"
+[defaults]
+cutoff_len = 128
+max_steps = 2
+per_device_train_batch_size = 2
+gradient_accumulation_steps = 1
+learning_rate = 1e-3
+[[stages]]
+name = "pt"
+kind = "pretrain"
+[[stages.data]]
+dataset_info = "{info}"
+dataset = "c4_demo"
+[[stages.data]]
+dataset_info = "{info}"
+dataset = "wiki_demo"
+[[stages]]
+name = "sft"
+kind = "sft"
+{sft}
+"""
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "dataset_info.json").is_file(), reason="../shared/data is absent")
+def test_llamafactory_demo_data_sets_load_through_dataset_info_and_train(tmp_path, tiny_model):
+    info = SHARED_DATA / "dataset_info.json"
+    sft = "".join(f'[[stages.data]]\ndataset_info = "{info}"\ndataset = "{name}"\n'
+                  for name in ("alpaca_zh_demo", "alpaca_en_demo", "identity", "glaive_toolcall_zh_demo"))
+    recipe = write(tmp_path / "lf.toml", LLAMA_FACTORY.format(info=info, sft=sft))
+    result = CliRunner().invoke(main, ["run", str(recipe), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    for stage in ("pt", "sft"):
+        summary = json.loads((tmp_path / "run" / "stages" / stage / "stage.json").read_text())
+        assert summary["steps"] == 2
+    pt = json.loads((tmp_path / "run" / "stages" / "pt" / "stage.json").read_text())["data"]
+    sft = json.loads((tmp_path / "run" / "stages" / "sft" / "stage.json").read_text())["data"]
+    assert pt["records"] > 0 and sft["records"] == 1000 + 999 + 91 + 300
