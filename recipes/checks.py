@@ -112,6 +112,9 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
                                  f"{resolved.format!r} gives {fmt.yields}, but a {stage.kind} stage trains on "
                                  f"{wanted}; pick a format that gives {wanted}")
                 check_options(fmt.options_model, resolved.options, at + ("options",), problems)
+        if stage.chaining is not None and (stage.base == MODEL_REF or (stage.base is None and index == 0)):
+            problems.add(where + ("chaining",), "chaining says how a stage starts from an earlier stage; this one "
+                         "starts from the model: remove it")
         if stage.kind == "pretrain" and stage.packing:
             problems.add(where + ("packing",), "packing is for SFT stages: pre-training already joins documents "
                          "into full blocks; remove it")

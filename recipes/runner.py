@@ -105,13 +105,13 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
                     shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)
                     manifest.reset(stage.name, status="running", fingerprint=fingerprint, parts=parts,
                                    started=time.time())
-                base_path = model_path if stage.base == MODEL_REF else str(plan.stage(stage.base).merged_dir)
-                if not (Path(base_path) / "config.json").is_file():
-                    raise RecipeError(f"stage {stage.name!r} starts from {stage.base!r}, whose merged model "
-                                      f"is missing at {base_path}")
-                say(f"base: {stage.base} ({base_path})")
+                base_path, adapters = stage_base(plan, stage, model_path)
+                for needed in [Path(base_path) / "config.json", *(a / "adapter_config.json" for a in adapters)]:
+                    if not needed.is_file():
+                        raise RecipeError(f"stage {stage.name!r} starts from {stage.base!r}, but {needed} is missing")
+                say(f"base: {stage.base} ({base_path}" + "".join(f" + {a}" for a in adapters) + ")")
                 started = time.monotonic()
-                result = run_stage(plan, stage, base_path, say, console, manifest, checkpoint)
+                result = run_stage(plan, stage, base_path, say, console, manifest, checkpoint, adapters)
                 loss = (f"loss {result.first_loss:.4f} -> {result.final_loss:.4f}"
                         if result.first_loss is not None else "no loss logged")
                 say(f"done in {time.monotonic() - started:.1f} s: {result.steps} steps, {loss}")
@@ -130,6 +130,19 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
         for name in ("recipes", "transformers", "peft", "bitsandbytes", "py.warnings"):
             logging.getLogger(name).removeHandler(handler)
         handler.close()
+
+
+def stage_base(plan: Plan, stage, model_path: str) -> tuple[str, list[Path]]:
+    """(the model folder a stage loads, the earlier adapters applied on it). With ``merge`` that is the
+    earlier stage's merged model alone; with ``continue`` and ``stack``, that stage's own base and
+    adapters, then its adapter."""
+    if stage.base == MODEL_REF:
+        return model_path, []
+    previous = plan.stage(stage.base)
+    if stage.settings["chaining"] == "merge":
+        return str(previous.merged_dir), []
+    root, adapters = stage_base(plan, previous, model_path)
+    return root, adapters + [previous.adapter_dir]
 
 
 def decide(plan: Plan, stage, entry: dict | None, fingerprint: str, parts: dict, forced: bool,

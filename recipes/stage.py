@@ -67,8 +67,8 @@ class StageResult:
 
 
 def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manifest: Manifest,
-              resume_from: Path | None = None) -> StageResult:
-    from peft import LoraConfig, get_peft_model
+              resume_from: Path | None = None, adapters: list[Path] = ()) -> StageResult:
+    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -108,7 +108,7 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
     lora = LoraConfig(r=s["lora_rank"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
                       target_modules=targets, task_type="CAUSAL_LM")
     try:
-        model = get_peft_model(model, lora)
+        model, frozen = attach_adapters(model, lora, list(adapters), s["chaining"], stage, say)
     except ValueError as exc:
         raise RecipeError(f"stage {stage.name!r}: lora_target: {exc}") from exc
     trainable, total = model.get_nb_trainable_parameters()
@@ -172,7 +172,9 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
     keep = f"; the final checkpoint {final} is intact" if final else ""
     with publishing(stage.adapter_dir, stage.merged_dir, keep_note=keep) as (adapter_side, merged_side):
         save_adapter(model, tokenizer, adapter_side)
-        merged = merged_model(model, plan, base_path, dtype, load_kwargs, adapter_side)
+        if s["chaining"] == "stack":  # the new adapter applies on the earlier stage's merged model
+            point_adapter_at(adapter_side, plan.stage(stage.base).merged_dir)
+        merged = merged_model(model, plan, base_path, dtype, load_kwargs, [*frozen, adapter_side])
         if stage.kind == "sft":
             stop_at_turn_end(merged, tokenizer)
         save_merged(merged, tokenizer, merged_side)
@@ -324,16 +326,62 @@ def training_arguments(stage: StagePlan, precision: str, device: str):
         raise RecipeError(f"stage {stage.name!r}: {exc}") from exc
 
 
-def merged_model(model, plan: Plan, base_path: str, dtype, load_kwargs: dict, adapter_dir: Path):
-    """The base with this stage's adapter merged in. Never merged into quantized weights: for a
-    quantizing backend the base is reloaded unquantized in the stage's dtype first."""
+def merged_model(model, plan: Plan, base_path: str, dtype, load_kwargs: dict, adapter_dirs: list[Path]):
+    """The base with every adapter of the chain merged in. Never merged into quantized weights: for a
+    quantizing backend the base is reloaded unquantized in the stage's dtype, and the adapters are
+    merged there one by one."""
     if not plan.backend.quantizes:
         return model.merge_and_unload()
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, **load_kwargs)
-    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, **load_kwargs)
+    for adapter in adapter_dirs:
+        merged = PeftModel.from_pretrained(merged, str(adapter)).merge_and_unload()
+    return merged
+
+
+def attach_adapters(model, lora, adapters: list[Path], chaining: str, stage: StagePlan, say):
+    """LoRA on the model, as the stage's chaining says. Returns (peft model, the frozen adapters' folders).
+
+    The trained adapter is always named "default" (so that it saves at the top of its folder); earlier
+    adapters kept frozen are "frozen0", "frozen1", ... and stay active in the forward pass."""
+    from peft import PeftModel, get_peft_model
+
+    if not adapters:
+        if stage.base != "model":
+            say(f"chaining merge: {stage.base}'s adapter is merged into its base; a new adapter trains on it")
+        return get_peft_model(model, lora), []
+    trained = adapters[-1] if chaining == "continue" else None
+    frozen = adapters[:-1] if chaining == "continue" else adapters
+    names = [f"frozen{i}" for i in range(len(frozen))]
+    for i, (name, folder) in enumerate(zip(names, frozen)):
+        if i == 0:
+            model = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
+        else:
+            model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+    if trained is not None:
+        if frozen:
+            model.load_adapter(str(trained), adapter_name="default", is_trainable=True)
+        else:
+            model = PeftModel.from_pretrained(model, str(trained), adapter_name="default", is_trainable=True)
+        say(f"chaining continue: keeps training {stage.base}'s adapter ({trained}); its LoRA settings apply, "
+            "not this stage's")
+    else:
+        model.add_adapter("default", lora)
+        say(f"chaining stack: a new adapter trains on top of {stage.base}'s adapter, which stays frozen")
+    model.base_model.set_adapter([*names, "default"])
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = ".default." in name and "lora_" in name
+    return model, list(frozen)
+
+
+def point_adapter_at(folder: Path, base: Path) -> None:
+    """Set the adapter's base_model_name_or_path (what PeftModel.from_pretrained loads it on)."""
+    config_path = folder / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = str(base)
+    config_path.write_text(json.dumps(config, indent=2))
 
 
 def stop_at_turn_end(model, tokenizer) -> None:
@@ -348,7 +396,7 @@ def stop_at_turn_end(model, tokenizer) -> None:
 
 
 def save_adapter(model, tokenizer, folder: Path) -> None:
-    model.save_pretrained(str(folder))
+    model.save_pretrained(str(folder), selected_adapters=["default"])
     tokenizer.save_pretrained(str(folder))
 
 

@@ -52,6 +52,8 @@ CASES = [
      [":19:1: stages[1].data[0].dataset: ", "no data set 'alpaca_demo' here; did you mean \"alpaca_zh\"?"]),
     ("dataset-info-hub-entry", [('path = "chat.jsonl"\nformat = "messages"', 'dataset_info = "info.json"\ndataset = "hub_only"')],
      [":19:1: stages[1].data[0].dataset: ", "recipes loads no data from the network. Download"]),
+    ("chaining-on-first-stage", [(STAGE0, STAGE0 + '\nchaining = "stack"')], [":8:1: stages[0].chaining: chaining says how"]),
+    ("chaining-unknown", [(STAGE1, STAGE1 + '\nchaining = "fuse"')], [":16:1: stages[1].chaining:", "'merge', 'continue' or 'stack'"]),
     ("packing-on-pretrain", [(STAGE0, STAGE0 + "\npacking = true")], [":8:1: stages[0].packing: packing is for SFT stages"]),
     ("unknown-table", [("[model]", "[trainer]\nepochs = 2\n[model]")], [":2:1: trainer: unknown key 'trainer'"]),
     # references between stages
