@@ -13,8 +13,8 @@ the tiny Qwen2 model + LoRA, 4 Trainer steps each (``tests/test_optimizers.py`` 
 
 - ``adamw_bnb_8bit`` / ``adamw_8bit`` run on CPU. bitsandbytes keeps a tensor's Adam state in
   8 bits (uint8, blockwise: ``state1``/``state2`` + ``absmax``) only from 4096 elements up
-  (``min_8bit_size``); smaller tensors, which includes every LoRA matrix of the tiny model
-  (64 x 8 = 512), keep fp32 state. On a 256 x 64 tensor, 5 steps moved the weights within 0.0065 of
+  (``min_8bit_size``); smaller tensors keep fp32 state: at r=8 every LoRA matrix of the tiny
+  model (512 to 2048 elements) does, at r=64 its 64 x 64 ones are 8-bit. On a 256 x 64 tensor, 5 steps moved the weights within 0.0065 of
   torch's AdamW. A 7B model's LoRA matrices (3584 x 16 = 57,344) do get 8-bit state.
 - ``paged_adamw_8bit`` / ``paged_adamw_32bit`` (and the other ``paged_*``) also run on CPU: bitsandbytes
   warns "Paged optimizers are not supported on CPU. Falling back to non-paged optimizer behavior."
