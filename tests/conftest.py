@@ -35,17 +35,28 @@ def tokenizer(tiny_model):
     return AutoTokenizer.from_pretrained(tiny_model)
 
 
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory, tiny_model):
-    """The bundled demo recipe, run once through the real CLI entry point."""
+def run_bundled(tmp_path_factory, name: str):
+    """Run a bundled recipe once through the real CLI entry point; (run folder, output)."""
     from click.testing import CliRunner
 
     from recipes.cli import main
 
-    run_dir = tmp_path_factory.mktemp("demo") / "run"
-    result = CliRunner().invoke(main, ["run", "demo", "--output-dir", str(run_dir)])
+    run_dir = tmp_path_factory.mktemp(name) / "run"
+    result = CliRunner().invoke(main, ["run", name, "--output-dir", str(run_dir)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return run_dir, result.output
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, tiny_model):
+    """The bundled demo recipe, run once through the real CLI entry point."""
+    return run_bundled(tmp_path_factory, "demo")
+
+
+@pytest.fixture(scope="session")
+def demo_qlora_run(tmp_path_factory, tiny_model):
+    """The bundled demo_qlora recipe, as shipped, run once through the real CLI entry point."""
+    return run_bundled(tmp_path_factory, "demo_qlora")
 
 
 def write(path: Path, text: str) -> Path:
@@ -76,3 +87,4 @@ kind = "sft"
 path = "chat.jsonl"
 format = "messages"
 """
+
