@@ -15,6 +15,7 @@ from recipes.counting import count_all
 from recipes.load import (BUNDLED_PREFIX, SOURCE_GROUPS, LoadedRecipe, ResolvedSource, match_files,
                           resolve_data_path, short)
 from recipes.model_info import local_model_folder, model_info
+from recipes.optimizers import check_optimizer
 from recipes.plugins import Registry
 from recipes.schema import MODEL_REF, Recipe, did_you_mean
 
@@ -112,6 +113,9 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
                                  f"{resolved.format!r} gives {fmt.yields}, but a {stage.kind} stage trains on "
                                  f"{wanted}; pick a format that gives {wanted}")
                 check_options(fmt.options_model, resolved.options, at + ("options",), problems)
+        message = check_optimizer(stage.settings(recipe.defaults)["optim"])
+        if message:
+            problems.add(setting_path(recipe, index, "optim"), message)
         if stage.chaining is not None and (stage.base == MODEL_REF or (stage.base is None and index == 0)):
             problems.add(where + ("chaining",), "chaining says how a stage starts from an earlier stage; this one "
                          "starts from the model: remove it")

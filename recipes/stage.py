@@ -22,6 +22,7 @@ from recipes.guards import STOP, GuardedTrainer, NonFiniteError, StageGuard
 from recipes.hookspecs import StageContext
 from recipes.manifest import Manifest
 from recipes.plan import Plan, StagePlan
+from recipes.optimizers import device_note
 from recipes.publish import checksums, publishing
 from recipes.stage_data import prepare
 
@@ -98,6 +99,9 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
     # model through the quantization backend, then LoRA
     set_seed(s["seed"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    note = device_note(s["optim"], device)
+    if note:
+        say(f"warning: {note}")
     backend_kwargs = plan.backend.model_kwargs(plan.backend_options, dtype)
     if plan.backend.quantizes:
         backend_kwargs.setdefault("device_map", {"": 0 if device == "cuda" else "cpu"})
