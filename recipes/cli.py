@@ -23,6 +23,14 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
+def _quiet_console():
+    import io
+
+    from rich.console import Console
+
+    return Console(file=io.StringIO())
+
+
 def _fail(lines: list[str], code: int):
     err = _console(stderr=True)
     for line in lines:
@@ -63,8 +71,14 @@ def main():
 @click.option("--output-dir", "-o", help="Run folder (default: the recipe's output_dir, else runs/<name>).")
 @click.option("--restart", multiple=True, metavar="STAGE",
               help="Train STAGE afresh (and the stages after it) even if it finished. Repeatable.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes (GPUs) per node: data-parallel through torchrun.")
+@click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True, help="Nodes.")
+@click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True, help="This node's rank.")
+@click.option("--master-addr", help="Address of the rank-0 node (several nodes).")
+@click.option("--master-port", type=int, help="Port on the rank-0 node (default 29500).")
 @friendly
-def run(recipe, output_dir, restart):
+def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, master_port):
     """Run every stage of RECIPE (a file, or a bundled recipe name) in order.
 
     Run it again after a crash or Ctrl-C: finished stages are kept, an interrupted one resumes from
@@ -75,8 +89,10 @@ def run(recipe, output_dir, restart):
 
     registry = get_registry()
     loaded = load_recipe(recipe, registry)  # validation first: nothing heavy is loaded on a mistake
+    from recipes import distributed
+
     err = _console(stderr=True)
-    for warning in loaded.warnings:
+    for warning in (loaded.warnings if not distributed.launched() else []):  # said once, by the launcher
         err.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
     plan = make_plan(loaded, registry, output_dir)
     from recipes.schema import did_you_mean
@@ -85,9 +101,18 @@ def run(recipe, output_dir, restart):
     if unknown:
         raise RecipeError([f"--restart {name}: no such stage; {did_you_mean(name, [s.name for s in plan.stages])}"
                            for name in unknown])
+    if (nproc > 1 or nnodes > 1) and not distributed.launched():
+        argv = ["run", str(loaded.path), "-o", str(plan.run_dir), *(f"--restart={name}" for name in restart)]
+        code = distributed.launch(argv, nproc, nnodes, node_rank, master_addr, master_port)
+        if code:
+            raise TrainingError(f"a process of the {nproc * nnodes}-process run failed (exit code {code}; "
+                                f"torchrun's output above names the rank); see {plan.run_dir / 'run.log'}. Run "
+                                "the same command again to resume")
+        return
     from recipes.runner import run_plan
 
-    run_plan(plan, _console(), registry, tuple(restart))
+    console = _console() if distributed.is_main() else _quiet_console()
+    run_plan(plan, console, registry, tuple(restart))
 
 
 @main.command()

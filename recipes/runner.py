@@ -10,6 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
+from recipes import distributed
 from recipes.errors import RecipeError
 from recipes.fingerprint import digest, model_fingerprint, stage_parts, why_changed
 from recipes.manifest import Manifest
@@ -52,6 +53,16 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
+def _silence() -> logging.Handler:
+    """The other processes say nothing: the main one speaks and logs for the run."""
+    handler = logging.NullHandler()
+    logging.captureWarnings(True)
+    for name in ("recipes", "transformers", "peft", "bitsandbytes", "py.warnings"):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).propagate = False
+    return handler
+
+
 def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) -> list:
     """Run the plan's stages in order. A stage finished earlier with the same fingerprint is skipped;
     an interrupted one resumes from its last complete checkpoint; one whose inputs changed (or that
@@ -66,12 +77,17 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
         from recipes.plugins import get_registry
 
         registry = get_registry()
+    import torch
+
+    distributed.init("cuda" if torch.cuda.is_available() else "cpu")
+    main = distributed.is_main()
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(plan.run_dir)
-    (plan.run_dir / "recipe.json").write_text(plan.recipe_json, encoding="utf-8")
-    with open(plan.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:  # marks where a run starts
-        metrics.write(json.dumps({"event": "run_start", "recipe": str(plan.recipe_path), "time": time.time()}) + "\n")
-    handler = _setup_logging(plan.run_dir)
+    if main:
+        (plan.run_dir / "recipe.json").write_text(plan.recipe_json, encoding="utf-8")
+        with open(plan.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:  # marks where a run starts
+            metrics.write(json.dumps({"event": "run_start", "recipe": str(plan.recipe_path), "time": time.time()}) + "\n")
+    handler = _setup_logging(plan.run_dir) if main else _silence()
     from recipes.guards import graceful_interrupts  # imports the training stack: after logging is set up
     from recipes.stage import run_stage
 
@@ -88,13 +104,17 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
         rerun_from: str | None = None  # a stage trained again: the ones after it must follow
         with graceful_interrupts(console):
             for stage in plan.stages:
+                distributed.barrier()  # the main process has written the manifest and published
+                if not main:
+                    manifest = Manifest.load(plan.run_dir)
                 parts = stage_parts(plan, stage, fingerprints[stage.base], registry)
                 fingerprint = fingerprints[stage.name] = digest(parts)
                 console.rule(f"stage {stage.index + 1}/{len(plan.stages)}: {stage.name} ({stage.kind})")
                 action, why, checkpoint = decide(plan, stage, manifest.stage(stage.name), fingerprint, parts,
                                                  forced=stage.name in restart, after=rerun_from)
                 if action == "skip":
-                    shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)  # left by a crash after publishing
+                    if main:
+                        shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)  # left by a crash after publishing
                     say(f"done earlier with the same inputs (fingerprint {fingerprint[:12]}): skipped")
                     say(f"merged model: {stage.merged_dir}")
                     continue
@@ -102,7 +122,8 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
                 if action == "fresh":
                     if why:
                         say(f"training afresh: {why}")
-                    shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)
+                    if main:
+                        shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)
                     manifest.reset(stage.name, status="running", fingerprint=fingerprint, parts=parts,
                                    started=time.time())
                 base_path, adapters = stage_base(plan, stage, model_path)
@@ -118,10 +139,12 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
                 say(f"adapter: {result.adapter_dir}")
                 say(f"merged model: {result.merged_dir}")
                 results.append(result)
+        distributed.barrier()
         console.rule("done")
-        from recipes.report import write_report
+        if main:
+            from recipes.report import write_report
 
-        write_report(plan.run_dir, console)
+            write_report(plan.run_dir, console)
         console.print(f"Run folder: {plan.run_dir.resolve()}")
         console.print(f"Final model: {plan.stages[-1].merged_dir.resolve()}")
         return results

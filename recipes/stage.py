@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from recipes import distributed
 from recipes.data import PadCollator, special_id
 from recipes.errors import Interrupted, RecipeError, TrainingError
 from recipes.guards import STOP, GuardedTrainer, NonFiniteError, StageGuard
@@ -84,7 +85,11 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
 
     # tokenizer and data first: a data mistake surfaces before the model is loaded
     tokenizer = AutoTokenizer.from_pretrained(base_path, **load_kwargs)
+    if not distributed.is_main():
+        distributed.barrier()  # the main process tokenizes and caches; the others then read the cache
     data = prepare(stage, tokenizer, say)
+    if distributed.is_main():
+        distributed.barrier()
     stats = data.stats
     for note in stats.notes:
         say(note)
@@ -146,8 +151,11 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
     trainer.skip_limit = s["skip_nonfinite_batches"]
     for quiet in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(quiet)
-    say(f"training: {len(data.train)} {'rows' if data.packing else 'sequences'}, effective batch {stage.effective_batch} "
-        f"({s['per_device_train_batch_size']} x {s['gradient_accumulation_steps']} accumulation), "
+    processes = distributed.world_size()
+    say(f"training: {len(data.train)} {'rows' if data.packing else 'sequences'}, effective batch "
+        f"{stage.effective_batch * processes} ({s['per_device_train_batch_size']} x "
+        f"{s['gradient_accumulation_steps']} accumulation" + (f" x {processes} processes" if processes > 1 else "")
+        + "), "
         + (f"{s['max_steps']} steps" if s["max_steps"] else f"{s['num_train_epochs']:g} epoch(s)")
         + f", lr {s['learning_rate']:g} {s['lr_scheduler_type']}; a checkpoint every {s['save_steps']} steps")
     if resume_from is not None:
@@ -172,16 +180,17 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
     final = manifest.stage(stage.name).get("checkpoint")
     manifest.update(stage.name, status="trained", checkpoint=final)
 
-    # publish
-    keep = f"; the final checkpoint {final} is intact" if final else ""
-    with publishing(stage.adapter_dir, stage.merged_dir, keep_note=keep) as (adapter_side, merged_side):
-        save_adapter(model, tokenizer, adapter_side)
-        if s["chaining"] == "stack":  # the new adapter applies on the earlier stage's merged model
-            point_adapter_at(adapter_side, plan.stage(stage.base).merged_dir)
-        merged = merged_model(model, plan, base_path, dtype, load_kwargs, [*frozen, adapter_side])
-        if stage.kind == "sft":
-            stop_at_turn_end(merged, tokenizer)
-        save_merged(merged, tokenizer, merged_side)
+    # publish (the main process; the others wait at the next barrier)
+    if distributed.is_main():
+        keep = f"; the final checkpoint {final} is intact" if final else ""
+        with publishing(stage.adapter_dir, stage.merged_dir, keep_note=keep) as (adapter_side, merged_side):
+            save_adapter(model, tokenizer, adapter_side)
+            if s["chaining"] == "stack":  # the new adapter applies on the earlier stage's merged model
+                point_adapter_at(adapter_side, plan.stage(stage.base).merged_dir)
+            merged = merged_model(model, plan, base_path, dtype, load_kwargs, [*frozen, adapter_side])
+            if stage.kind == "sft":
+                stop_at_turn_end(merged, tokenizer)
+            save_merged(merged, tokenizer, merged_side)
     result = StageResult(
         name=stage.name, kind=stage.kind, base=stage.base, precision=precision,
         steps=trainer.state.global_step, first_loss=losses[0] if losses else None,
@@ -193,6 +202,8 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
                                                  "packing_efficiency": data.packing.efficiency if data.packing else None},
         eval_before=before, eval_after=after, peak_memory_bytes=peak_memory(),
         **headline_eval(before, after))
+    if not distributed.is_main():
+        return result
     (stage.folder / "stage.json").write_text(json.dumps(asdict(result), indent=2, ensure_ascii=False))
     outputs = {name: {"path": str(folder.relative_to(plan.run_dir)), "files": checksums(folder)}
                for name, folder in (("adapter", stage.adapter_dir), ("merged", stage.merged_dir))}
@@ -322,6 +333,7 @@ def training_arguments(stage: StagePlan, precision: str, device: str):
         "dataloader_pin_memory": device == "cuda",
         "disable_tqdm": True,
         "remove_unused_columns": False,
+        "ddp_find_unused_parameters": False,  # every LoRA weight takes part in each forward pass
         "include_num_input_tokens_seen": "non_padding",
     }
     try:
