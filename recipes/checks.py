@@ -26,6 +26,7 @@ def check(loaded: LoadedRecipe, registry: Registry, problems: Collector) -> None
     _check_model(loaded, base_dir, problems)
     _check_plugins(recipe, registry, problems)
     _check_stages(loaded, registry, base_dir, problems)
+    _check_distributed(recipe, problems)
     if loaded.model is not None:
         _check_against_model(loaded, problems)
     _advise(loaded, problems)
@@ -159,6 +160,38 @@ def check_options(model: type[BaseModel], options: dict, where: tuple, problems:
                                                                   else "this takes no options"))
             else:
                 problems.add(path, f"{error['msg']} (got {short(error.get('input'))})")
+
+
+def _check_distributed(recipe: Recipe, problems: Collector) -> None:
+    """Strategy settings that the libraries cannot run, refused with the reason."""
+    import importlib.util
+
+    d, where = recipe.distributed, ("distributed",)
+    if d.fsdp_sharding is not None and d.strategy != "fsdp":
+        problems.add(where + ("fsdp_sharding",), f"fsdp_sharding applies to strategy \"fsdp\", not {d.strategy!r}")
+    if d.zero_stage is not None and d.strategy != "deepspeed":
+        problems.add(where + ("zero_stage",), f"zero_stage applies to strategy \"deepspeed\", not {d.strategy!r}")
+    quantization = recipe.quantization
+    bits = None
+    if quantization is not None and quantization.backend == "bitsandbytes":
+        bits = quantization.options().get("bits", 4)
+    if d.strategy == "deepspeed":
+        if importlib.util.find_spec("deepspeed") is None:  # a warning: the recipe may run on another machine
+            problems.warn(where + ("strategy",), "strategy \"deepspeed\" needs the deepspeed package, not "
+                          "installed here: pip install deepspeed on the machine that runs it")
+        if (d.zero_stage or 2) == 3 and bits is not None:
+            problems.add(where + ("zero_stage",), f"ZeRO-3 shards every parameter, and bitsandbytes' {bits}-bit "
+                         "weights cannot be sharded by DeepSpeed: use zero_stage = 2, or strategy \"fsdp\" "
+                         "with 4-bit quant_storage = \"bf16\"")
+    if d.strategy == "fsdp" and bits is not None:
+        storage = quantization.options().get("quant_storage", "uint8")
+        if bits == 8:
+            problems.add(where + ("strategy",), "FSDP cannot shard bitsandbytes' 8-bit weights: use 4-bit "
+                         "(with quant_storage = \"bf16\"), or strategy \"ddp\"")
+        elif storage not in ("bf16", "bfloat16"):
+            problems.add(("quantization", "quant_storage") if "quant_storage" in quantization.options()
+                         else where + ("strategy",), "FSDP with 4-bit QLoRA needs quant_storage = \"bf16\" "
+                         "(FSDP flattens the packed 4-bit weights with the other bf16 parameters)")
 
 
 def _check_against_model(loaded: LoadedRecipe, problems: Collector) -> None:

@@ -54,6 +54,7 @@ class Plan:
     callbacks: list[CallbackPlugin]
     stages: list[StagePlan]
     recipe_json: str
+    distributed: object = None  # schema.Distributed
 
     def stage(self, name: str) -> StagePlan:
         return next(s for s in self.stages if s.name == name)
@@ -87,13 +88,14 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
         "model_path": model_path,
         "quantization": {"backend": backend.name, **backend_options.model_dump(mode="json")},
         "callbacks": [c.name for c in callbacks],
+        "distributed": recipe.distributed.model_dump(mode="json"),
         "stages": [{"name": st.name, "kind": st.kind, "base": st.base, "settings": st.settings,
                     "data": _sources_json(st.sources), "eval_data": _sources_json(st.eval_sources)}
                    for st in stages],
     }
     return Plan(loaded.name, loaded.path, run_dir, model_path, recipe.model.revision,
                 recipe.model.trust_remote_code, backend, backend_options, callbacks, stages,
-                json.dumps(resolved, indent=2, ensure_ascii=False))
+                json.dumps(resolved, indent=2, ensure_ascii=False), recipe.distributed)
 
 
 def _source(resolved, registry: Registry) -> tuple:

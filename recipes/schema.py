@@ -189,6 +189,19 @@ class Stage(Settings):
         return merged
 
 
+class Distributed(Strict):
+    """How several processes (`recipes run --nproc N`, torchrun, accelerate launch) share the work.
+    The Trainer's own FSDP and DeepSpeed integrations do it; recipes writes none of its own."""
+
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp", description="ddp: every process holds the whole model; fsdp: parameters, gradients and "
+        "optimizer state sharded (FSDP); deepspeed: ZeRO stage 2 or 3.")
+    fsdp_sharding: Optional[Literal["full_shard", "hybrid_shard", "shard_grad_op"]] = Field(
+        None, description="fsdp: what is sharded (default full_shard; hybrid_shard: within a node).")
+    zero_stage: Optional[Literal[2, 3]] = Field(None, description="deepspeed: ZeRO stage (default 2).")
+    cpu_offload: bool = Field(False, description="fsdp: parameters to CPU; deepspeed: optimizer state to CPU.")
+
+
 class Recipe(Strict):
     """A whole plan: one model, optional quantization, shared defaults, ordered stages."""
 
@@ -200,6 +213,7 @@ class Recipe(Strict):
     quantization: Optional[Quantization] = None
     callbacks: Optional[list[str]] = Field(
         None, description="Callback plugins to use; default: every callback marked default.")
+    distributed: Distributed = Field(default_factory=Distributed)
     defaults: Settings = Field(default_factory=Settings)
     stages: list[Stage] = Field(min_length=1)
 

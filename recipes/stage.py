@@ -129,7 +129,7 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = special_id(tokenizer, "<|endoftext|>") or tokenizer.eos_token_id or 0
-    args = training_arguments(stage, precision, device)
+    args = training_arguments(stage, precision, device, plan.distributed, getattr(model, "_no_split_modules", None))
     context = StageContext(run_dir=plan.run_dir, stage_name=stage.name, stage_index=stage.index,
                            stage_count=len(plan.stages), console=console,
                            metrics_path=plan.run_dir / "metrics.jsonl")
@@ -293,7 +293,25 @@ def _last_good(stage: StagePlan, plan: Plan, manifest: Manifest) -> str:
     return f"the last good checkpoint is {recorded}" if recorded else "no checkpoint was saved before it"
 
 
-def training_arguments(stage: StagePlan, precision: str, device: str):
+def sharding_arguments(distributed, device: str, layer_classes) -> dict:
+    """The Trainer's own FSDP or DeepSpeed settings for the recipe's [distributed] strategy."""
+    if distributed is None or distributed.strategy == "ddp":
+        return {}
+    if device != "cuda":
+        raise RecipeError(f"distributed.strategy: {distributed.strategy} needs GPUs; on CPU use \"ddp\"")
+    if distributed.strategy == "fsdp":
+        option = f"{distributed.fsdp_sharding or 'full_shard'} auto_wrap" + (" offload" if distributed.cpu_offload else "")
+        return {"fsdp": option, "fsdp_config": {"transformer_layer_cls_to_wrap": list(layer_classes or []),
+                                                "use_orig_params": True}}
+    zero = {"stage": distributed.zero_stage or 2}
+    if distributed.cpu_offload:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    return {"deepspeed": {"zero_optimization": zero, "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"},
+                          "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto",
+                          "gradient_accumulation_steps": "auto", "gradient_clipping": "auto"}}
+
+
+def training_arguments(stage: StagePlan, precision: str, device: str, distributed=None, layer_classes=None):
     import inspect
 
     from transformers import TrainingArguments
@@ -334,6 +352,7 @@ def training_arguments(stage: StagePlan, precision: str, device: str):
         "disable_tqdm": True,
         "remove_unused_columns": False,
         "ddp_find_unused_parameters": False,  # every LoRA weight takes part in each forward pass
+        **sharding_arguments(distributed, device, layer_classes),
         "include_num_input_tokens_seen": "non_padding",
     }
     try:

@@ -72,3 +72,46 @@ def test_two_processes_kill_a_rank_and_resume(tmp_path, tiny_model):
         assert sorted(p.name for p in (run_dir / "stages" / name).iterdir()) == ["adapter", "merged", "stage.json"]
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(run_dir / "stages" / "pre" / "merged"),
                               str(run_dir / "stages" / "chat" / "adapter"))
+
+
+def test_each_strategy_validates_and_becomes_the_trainers_own_settings(tmp_path):
+    from click.testing import CliRunner
+
+    from recipes.cli import main
+    from recipes.load import load_recipe
+    from recipes.stage import sharding_arguments
+
+    write(tmp_path / "corpus.jsonl", '{"text": "Bees."}\n')
+    base = ('[model]\npath = "bundled:tiny-qwen2"\n{extra}\n[[stages]]\nname = "a"\nkind = "pretrain"\n'
+            '[[stages.data]]\npath = "corpus.jsonl"\nformat = "text"\n')
+    cases = {
+        "ddp": ('[distributed]\nstrategy = "ddp"', {}),
+        "fsdp": ('[distributed]\nstrategy = "fsdp"\nfsdp_sharding = "hybrid_shard"\ncpu_offload = true',
+                 {"fsdp": "hybrid_shard auto_wrap offload"}),
+        "fsdp-qlora": ('[distributed]\nstrategy = "fsdp"\n[quantization]\nbackend = "bitsandbytes"\nquant_storage = "bf16"',
+                       {"fsdp": "full_shard auto_wrap"}),
+        "zero2": ('[distributed]\nstrategy = "deepspeed"\ncpu_offload = true', {}),
+        "zero3": ('[distributed]\nstrategy = "deepspeed"\nzero_stage = 3', {}),
+    }
+    for name, (extra, expected) in cases.items():
+        path = write(tmp_path / f"{name}.toml", base.format(extra=extra))
+        result = CliRunner().invoke(main, ["validate", str(path)])
+        assert result.exit_code == 0, (name, result.output)
+        settings = load_recipe(str(path)).recipe.distributed
+        arguments = sharding_arguments(settings, "cuda", ["Qwen2DecoderLayer"])
+        for key, value in expected.items():
+            assert arguments[key] == value
+        if settings.strategy == "fsdp":
+            assert arguments["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["Qwen2DecoderLayer"]
+        if settings.strategy == "deepspeed":
+            zero = arguments["deepspeed"]["zero_optimization"]
+            assert zero["stage"] == (settings.zero_stage or 2)
+            assert ("offload_optimizer" in zero) == settings.cpu_offload
+    from recipes.errors import RecipeError
+
+    try:
+        sharding_arguments(load_recipe(str(tmp_path / "fsdp.toml")).recipe.distributed, "cpu", [])
+    except RecipeError as exc:
+        assert "needs GPUs; on CPU use \"ddp\"" in str(exc)
+    else:
+        raise AssertionError("FSDP on CPU was not refused")
