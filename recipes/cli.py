@@ -163,9 +163,11 @@ def validate(recipes, strict, as_json):
 @click.option("--tokenize", is_flag=True,
               help="Count tokens with the model's tokenizer (exact; imports transformers, needs the tokenizer "
                    "at hand) instead of estimating them from the data's size.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="GPUs the run will use: the per-GPU memory follows the recipe's [distributed] strategy.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @friendly
-def plan_command(recipe, device, tokenize, as_json):
+def plan_command(recipe, device, tokenize, nproc, as_json):
     """Per stage, before anything runs: parameters (total, trainable, share, LoRA layers), memory
     (weights, LoRA, gradients, optimizer, activations, logits and loss, total) and steps.
 
@@ -180,7 +182,8 @@ def plan_command(recipe, device, tokenize, as_json):
 
     registry = get_registry()
     loaded = load_recipe(recipe, registry)
-    estimate = recipe_estimate(loaded, make_plan(loaded, registry), "cuda" if device == "gpu" else "cpu", tokenize)
+    estimate = recipe_estimate(loaded, make_plan(loaded, registry), "cuda" if device == "gpu" else "cpu", tokenize,
+                               nproc)
     if as_json:
         click.echo(json.dumps(estimate, indent=2, ensure_ascii=False))
         return

@@ -17,7 +17,7 @@ import math
 
 from recipes.errors import RecipeError
 from recipes.load import LoadedRecipe
-from recipes.memory import estimate_memory
+from recipes.memory import estimate_memory, shard
 from recipes.plan import Plan, StagePlan
 
 # Measured on the bundled samples with the Qwen tokenizer (tests/test_plan.py keeps the byte
@@ -31,7 +31,8 @@ CHATML_TOKENS_PER_MESSAGE = 5
 DEFAULT_SYSTEM_TOKENS = 21
 
 
-def recipe_estimate(loaded: LoadedRecipe, plan: Plan, device: str = "cuda", tokenize: bool = False) -> dict:
+def recipe_estimate(loaded: LoadedRecipe, plan: Plan, device: str = "cuda", tokenize: bool = False,
+                    processes: int = 1) -> dict:
     """The whole recipe's estimate as plain data (what ``recipes plan --json`` prints)."""
     from qwen_recipes.shapes import UnknownArchitecture, shape_of
 
@@ -48,7 +49,8 @@ def recipe_estimate(loaded: LoadedRecipe, plan: Plan, device: str = "cuda", toke
     quantization = loaded.recipe.quantization
     quant = {"backend": plan.backend.name, **plan.backend_options.model_dump(mode="json")}
     tokenizer = _tokenizer(plan) if tokenize else None
-    stages = [stage_estimate(stage, shape, quant, device, tokenizer) for stage in plan.stages]
+    stages = [stage_estimate(stage, shape, quant, device, tokenizer, plan.distributed, processes)
+              for stage in plan.stages]
     return {
         "name": plan.name,
         "model": {"path": loaded.recipe.model.path, "model_type": shape.model_type, "config": info.source,
@@ -56,17 +58,22 @@ def recipe_estimate(loaded: LoadedRecipe, plan: Plan, device: str = "cuda", toke
                   "vocab": shape.vocab, "tied_embeddings": shape.tied},
         "quantization": quant if quantization is not None else {"backend": "none"},
         "device": device,
+        "distributed": {**plan.distributed.model_dump(mode="json"), "processes": processes},
         "tokens_from": "tokenizer" if tokenize else f"data size ({BYTES_PER_TOKEN} bytes per token)",
         "stages": stages,
     }
 
 
-def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tokenizer=None) -> dict:
+def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tokenizer=None,
+                   distributed=None, processes: int = 1) -> dict:
     s = stage.settings
     base = shape.total_parameters
     lora = shape.lora_parameters(s["lora_target"], s["lora_rank"])
     wrapped = shape.targeted(s["lora_target"])
     memory = estimate_memory(shape, s, quantization, device)
+    if distributed is not None:
+        memory = shard(memory, distributed.strategy, processes, distributed.fsdp_sharding, distributed.zero_stage,
+                       distributed.cpu_offload)
     return {
         "name": stage.name, "kind": stage.kind, "base": stage.base,
         "parameters": {

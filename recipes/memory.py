@@ -156,3 +156,28 @@ def estimate_memory(shape: Shape, settings: dict, quantization: dict | None = No
         overhead=CUDA_OVERHEAD_BYTES if device == "cuda" else CPU_OVERHEAD_BYTES,
         tokens=tokens, precision=precision, device=device,
     )
+
+
+def shard(estimate: MemoryEstimate, strategy: str, processes: int, sharding: str | None = None,
+          zero_stage: int | None = None, cpu_offload: bool = False) -> MemoryEstimate:
+    """The per-GPU share under a distributed strategy of ``processes`` GPUs. DDP replicates everything;
+    FSDP full/hybrid shard splits weights, LoRA weights, gradients and optimizer state (shard_grad_op:
+    gradients and optimizer state); ZeRO-2 splits gradients and optimizer state, ZeRO-3 the weights
+    too. Offload moves FSDP's parameters or DeepSpeed's optimizer state to CPU memory. Activations,
+    logits and loss are per GPU in every strategy (each holds its own micro-batch). hybrid_shard is
+    counted as sharding over ``processes`` (the GPUs of one node)."""
+    from dataclasses import replace
+
+    if strategy == "ddp" or processes <= 1 and not cpu_offload:
+        return estimate
+    split = {"weights": False, "lora_weights": False, "gradients": True, "optimizer": True}
+    if (strategy == "fsdp" and (sharding or "full_shard") != "shard_grad_op") or (
+            strategy == "deepspeed" and (zero_stage or 2) == 3):
+        split.update(weights=True, lora_weights=True)
+    changes = {name: getattr(estimate, name) // max(processes, 1) for name, on in split.items() if on}
+    if cpu_offload:
+        if strategy == "fsdp":
+            changes.update(weights=0, lora_weights=0)
+        else:
+            changes["optimizer"] = 0
+    return replace(estimate, **changes)

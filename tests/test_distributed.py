@@ -115,3 +115,25 @@ def test_each_strategy_validates_and_becomes_the_trainers_own_settings(tmp_path)
         assert "needs GPUs; on CPU use \"ddp\"" in str(exc)
     else:
         raise AssertionError("FSDP on CPU was not refused")
+
+
+def test_plan_memory_per_gpu_follows_the_strategy(tmp_path):
+    from click.testing import CliRunner
+
+    from qwen_recipes import RECIPES_DIR
+    from recipes.cli import main
+
+    text = (RECIPES_DIR / "domain_qwen.toml").read_text().replace('"bundled:', f'"{RECIPES_DIR.parent / "data"}/')
+
+    def memory(strategy, nproc):
+        path = write(tmp_path / f"{strategy}.toml", text.replace("[defaults]", f'[distributed]\n{strategy}\n\n[defaults]'))
+        result = CliRunner().invoke(main, ["plan", str(path), "--nproc", str(nproc), "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)["stages"][0]["memory"]
+
+    alone, ddp = memory('strategy = "ddp"', 1), memory('strategy = "ddp"', 4)
+    fsdp, zero2 = memory('strategy = "fsdp"', 4), memory('strategy = "deepspeed"\nzero_stage = 2', 4)
+    assert ddp["total"] == alone["total"]  # DDP replicates
+    assert fsdp["weights"] == alone["weights"] // 4 and fsdp["optimizer"] == alone["optimizer"] // 4
+    assert zero2["weights"] == alone["weights"] and zero2["gradients"] == alone["gradients"] // 4
+    assert fsdp["activations"] == alone["activations"] and fsdp["total"] < zero2["total"] < alone["total"]
