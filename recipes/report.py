@@ -45,7 +45,7 @@ def read_metrics(path: Path) -> dict[str, dict[str, list[dict]]]:
             if row.get("event") == "run_start":
                 runs.append([])
             elif isinstance(row.get("stage"), str) and isinstance(row.get("step"), int):
-                runs[-1].append(row)
+                runs[-1].append(_headline_eval(row))
     kept: dict[str, list[dict]] = {}
     for rows in runs:
         for stage in dict.fromkeys(r["stage"] for r in rows):
@@ -62,6 +62,16 @@ def read_metrics(path: Path) -> dict[str, dict[str, list[dict]]]:
         curves[stage] = {kind: sorted((r for (k, _), r in latest.items() if k == kind), key=lambda r: r["step"])
                          for kind in ("train", "eval")}
     return curves
+
+
+def _headline_eval(row: dict) -> dict:
+    """With several evaluation sets the Trainer logs eval_<set>_loss: the held-out set ("val"), else
+    the first, is the curve's eval_loss."""
+    if "eval_loss" not in row:
+        losses = [k for k in row if k.startswith("eval_") and k.endswith("_loss")]
+        if losses:
+            row = {**row, "eval_loss": row.get("eval_val_loss", row[losses[0]])}
+    return row
 
 
 def _stage_order(run_dir: Path, manifest: dict, curves: dict) -> list[str]:
@@ -140,11 +150,16 @@ def cell(key: str, value) -> str:
 def report_table(report: dict):
     from rich.table import Table
 
-    table = Table(title=f"run {report['run_dir']}")
-    for key, heading in COLUMNS:
-        table.add_column(heading, justify="left" if key in ("stage", "status") else "right", overflow="fold")
-    for row in report["stages"]:
-        table.add_row(*(cell(key, row[key]) for key, _ in COLUMNS))
+    from rich import box
+
+    table = Table(title=f"run {report['run_dir']}", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    rows = [[cell(key, row[key]) for key, _ in COLUMNS] for row in report["stages"]]
+    for index, (key, heading) in enumerate(COLUMNS):  # headings wrap by word, values never wrap
+        width = max([len(r[index]) for r in rows] + [len(word) for word in heading.split()])
+        table.add_column(heading.replace(" ", "\n"), no_wrap=True, min_width=width,
+                         justify="left" if key in ("stage", "status") else "right")
+    for values in rows:
+        table.add_row(*values)
     return table
 
 

@@ -17,8 +17,10 @@ def test_report_of_the_demo_run(demo_run):
     run_dir, _ = demo_run
     result = CliRunner().invoke(main, ["report", str(run_dir)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    for heading in ("stage", "tokens/s", "final loss", "eval ppl before", "eval ppl after", "peak memory"):
-        assert heading in result.output
+    for heading in ("stage", "tokens/s", "final", "loss", "ppl", "before", "after", "peak", "memory"):
+        assert heading in result.output  # headings wrap by word
+    sft = next(line for line in result.output.splitlines() if line.lstrip().startswith("sft "))
+    assert sft.split()[7] != "-" and sft.split()[8] != "-"  # eval perplexity before and after (val_size)
     report = json.loads((run_dir / "report" / "report.json").read_text())
     assert [row["stage"] for row in report["stages"]] == ["domain", "sft"]
     for row in report["stages"]:
@@ -62,7 +64,8 @@ def test_a_resumed_run_keeps_the_latest_rows(demo_run, tmp_path):
     assert [r["loss"] for r in after if r["step"] <= resumed_from] == [r["loss"] for r in before if r["step"] <= resumed_from]
     assert all(r["loss"] == 100.0 + r["step"] for r in after if r["step"] > resumed_from)
     assert read_run(copy)["curves"]["domain"]["train"][-1] == [last, 100.0 + last]
-    assert read_run(copy)["curves"]["domain"]["eval"] == [[last, 11.0]]
+    # the evaluations before (step 0) and after the stage, the latter replaced by the resumed run's
+    assert read_run(copy)["curves"]["domain"]["eval"][-1] == [last, 11.0]
     folder = write_report(copy)
     assert (folder / "eval.png").read_bytes()[:8] == PNG
 
