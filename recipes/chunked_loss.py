@@ -33,11 +33,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from recipes.builtin.losses import DEFAULT_CHUNK_SIZE
 from recipes.data import IGNORE_INDEX
 from recipes.errors import RecipeError
-
-# positions per chunk: the chunk's logits are chunk_size x vocabulary fp32 (1024 x 151,936 = 0.6 GB)
-DEFAULT_CHUNK_SIZE = 1024
 
 # config keys that change the logits after the output layer; the chunked path would ignore them
 _HEAD_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")

@@ -47,7 +47,8 @@ def lora_model(path=None, config=None, modules_to_save=None, checkpointing=False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # random A and B (B = 0 by default would leave A without gradient, hiding a mistake there)
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
-                                             init_lora_weights=False, modules_to_save=modules_to_save))
+                                             init_lora_weights=False, modules_to_save=modules_to_save,
+                                             task_type="CAUSAL_LM"))  # as a stage builds it
     model.train()  # dropout is 0: train mode so that gradient checkpointing is active
     return model
 
@@ -169,3 +170,38 @@ def test_a_head_it_cannot_reproduce_is_refused_naming_the_way_out(tiny_model, ba
     model.get_base_model().config.final_logit_softcapping = 30.0
     with pytest.raises(RecipeError, match="final_logit_softcapping=30.0"):
         chunked_lm_loss(model, batches["sft"])
+
+
+def test_a_plugin_on_the_same_hook_provides_a_loss_and_the_builtins_build(tiny_model, tied, batches):
+    """The way a faster kernel (Liger's fused linear cross-entropy on GPU) comes in: a plugin on
+    register_loss_functions, found by name next to the built-ins; a clash with a built-in is refused."""
+    import types
+
+    from recipes.chunked_loss import standard_lm_loss
+    from recipes.hookspecs import LossFunction, hookimpl
+    from recipes.plugins import get_registry
+
+    calls = []
+
+    def build_fused(model, options):
+        calls.append(type(model).__name__)
+        return standard_lm_loss  # a real kernel would go here
+
+    plugin = types.ModuleType("fused_loss_plugin")
+    plugin.register_loss_functions = hookimpl(lambda: [LossFunction("fused", build_fused, description="GPU")])
+    registry = get_registry(extra_plugins=(plugin,))
+    assert registry.losses["fused"].description == "GPU" and registry.hooks_of("fused_loss_plugin") == [
+        "register_loss_functions"]
+    assert "loss:fused" in registry.provided_by("fused_loss_plugin")
+    loss = registry.losses["fused"].build(tied, registry.losses["fused"].options_model())
+    assert calls == ["PeftModelForCausalLM"] and loss(tied, batches["sft"], None).item() > 0
+    chunked = registry.losses["chunked"]
+    options = chunked.options_model.model_validate({"chunk_size": 64})
+    assert abs(chunked.build(tied, options)(tied, batches["sft"], None).item()
+               - registry.losses["standard"].build(tied, None)(tied, batches["sft"], None).item()) < 1e-5
+    with pytest.raises(Exception, match="chunk_size"):
+        chunked.options_model.model_validate({"chunk_size": 0})
+    clash = types.ModuleType("clash")
+    clash.register_loss_functions = hookimpl(lambda: [LossFunction("chunked", build_fused)])
+    with pytest.raises(RecipeError, match="loss function 'chunked' is provided by two plugins"):
+        get_registry(extra_plugins=(clash,))
