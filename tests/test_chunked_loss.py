@@ -21,11 +21,15 @@ DOCUMENTS = ["Honey bees keep the hive at 35 degrees by fanning and clustering."
 
 
 @pytest.fixture(scope="module")
-def batches(tokenizer):
-    """Name -> batch: pre-training blocks, SFT padded, SFT packed (the same SFT examples)."""
+def sft(tokenizer):
     records = [{"messages": [{"role": r, "content": t} for q, a in turns for r, t in (("user", q), ("assistant", a))]}
                for turns in CONVERSATIONS]
-    sft = sft_examples(records, tokenizer, CUTOFF, DataStats())
+    return sft_examples(records, tokenizer, CUTOFF, DataStats())
+
+
+@pytest.fixture(scope="module")
+def batches(tokenizer, sft):
+    """Name -> batch: pre-training blocks, SFT padded, SFT packed (the same SFT examples)."""
     pretrain = pretrain_examples([{"text": d} for d in DOCUMENTS], tokenizer, 48, DataStats())
     rows, _ = pack_examples(sft, CUTOFF)
     return {"pretrain": PadCollator(ENDOFTEXT)(pretrain), "sft": PadCollator(ENDOFTEXT)(sft),
@@ -205,3 +209,31 @@ def test_a_plugin_on_the_same_hook_provides_a_loss_and_the_builtins_build(tiny_m
     clash.register_loss_functions = hookimpl(lambda: [LossFunction("chunked", build_fused)])
     with pytest.raises(RecipeError, match="loss function 'chunked' is provided by two plugins"):
         get_registry(extra_plugins=(clash,))
+
+
+def test_training_with_the_chunked_loss_follows_the_standard_run(tiny_model, sft, tmp_path):
+    """Two Trainer steps with gradient accumulation: the same logged losses and the same LoRA weights
+    after, so num_items_in_batch and the accumulation scaling are the Trainer's."""
+    import torch
+    from transformers import TrainingArguments
+
+    from recipes.chunked_loss import chunked_lm_loss
+    from recipes.trainer_loss import PluggableLossTrainer
+
+    runs = []
+    for lm_loss in (None, chunked_lm_loss):
+        model = lora_model(tiny_model)
+        args = TrainingArguments(output_dir=str(tmp_path / str(len(runs))), per_device_train_batch_size=2,
+                                 gradient_accumulation_steps=2, max_steps=2, learning_rate=1e-2, logging_steps=1,
+                                 save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
+                                 remove_unused_columns=False)
+        trainer = PluggableLossTrainer(model=model, args=args, train_dataset=sft,
+                                       data_collator=PadCollator(ENDOFTEXT))
+        trainer.lm_loss = lm_loss
+        trainer.train()
+        losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+        runs.append((losses, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}))
+    (standard_losses, standard_weights), (chunked_losses, chunked_weights) = runs
+    assert len(standard_losses) == 2 and chunked_losses == pytest.approx(standard_losses, abs=1e-5)
+    for name, weight in standard_weights.items():
+        torch.testing.assert_close(chunked_weights[name], weight, atol=1e-4, rtol=1e-4, msg=name)
