@@ -87,12 +87,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.shape[0], chunk_size):
             h = hidden[start:start + chunk_size]
             t = targets[start:start + chunk_size]
-            logits = F.linear(h, weight, bias).float()  # [chunk, vocab], the only large buffer
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            # [chunk, vocab]: the only large buffer; everything below works in it, in place
+            logits = F.linear(h, weight, bias).float()
+            picked = logits.gather(1, t[:, None]).squeeze(1)
+            top = logits.amax(dim=1, keepdim=True)
+            exp = logits.sub_(top).exp_()  # exp(logits - max), as logsumexp computes it
+            norm = exp.sum(dim=1, keepdim=True)
+            total += (top.squeeze(1) + norm.squeeze(1).log() - picked).sum()
             if not (need_h or need_w or need_b):
+                del logits, exp  # freed before the next chunk's buffer is allocated
                 continue
-            grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            grad = exp.div_(norm)  # softmax
             grad[torch.arange(len(t), device=t.device), t] -= 1.0  # d(sum CE)/d logits
             if need_b:
                 grad_b += grad.sum(0)
@@ -104,6 +109,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     grad_w.addmm_(grad.t(), h)
                 else:  # bf16/fp16 layer: its matmul, accumulated in fp32
                     grad_w += grad.t() @ h
+            del logits, exp, grad
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
         return total
