@@ -7,7 +7,7 @@ below. Third-party plugins are found through the entry-point group ``recipes.plu
     my_format = "my_package.plugin"
 
 Each hook returns a list of *provider objects* (``DataFormat``, ``QuantizationBackend``,
-``CallbackPlugin``): the host collects them from every plugin (pluggy's collect-all call), indexes
+``CallbackPlugin``, ``LossFunction``): the host collects them from every plugin (pluggy's collect-all call), indexes
 them by name, and refuses two providers of the same name. Collect-all rather than
 ``firstresult`` because validation needs the whole set of names: to suggest "did you mean", to list
 them in ``recipes plugins`` and to put each provider's options model into ``recipes schema``.
@@ -114,6 +114,32 @@ class CallbackPlugin:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class LossFunction:
+    """A way to compute a stage's training loss (``loss = NAME`` in a stage; the built-ins are
+    ``chunked``, the default, and ``standard``). A plugin can provide a faster kernel this way, for
+    example a fused linear cross-entropy on GPU.
+
+    ``build(model, options)`` is called once per stage, after the LoRA adapter is added and before
+    training, with ``options`` an instance of ``options_model``. It raises
+    ``recipes.errors.RecipeError`` when the loss cannot run here (a GPU kernel on a CPU machine, an
+    output layer it cannot handle), naming the way out, and otherwise returns
+    ``loss(model, inputs, num_items_in_batch)``, which the trainer calls for every micro-batch with
+    the model as the Trainer holds it (a peft model, maybe wrapped for DDP), the collated batch
+    (``input_ids``; ``labels``, -100 where nothing is learned; ``attention_mask``, or
+    ``position_ids`` restarting per example in packed rows) and the Trainer's ``num_items_in_batch``
+    (the label count of the whole accumulated batch, or None). It returns a scalar tensor equal to
+    transformers' ``model(**inputs, num_items_in_batch=...).loss``: the token cross-entropy summed
+    over the labels shifted by one position, divided by ``num_items_in_batch`` (by this batch's label
+    count when None), so that loss curves compare across loss functions.
+    """
+
+    name: str
+    build: Callable[[Any, BaseModel], Callable[[Any, dict, Any], Any]]
+    options_model: type[BaseModel] = NoOptions
+    description: str = ""
+
+
 @hookspec
 def register_data_formats() -> list[DataFormat]:
     """Return the data formats this plugin provides (a list of ``DataFormat``)."""
@@ -127,3 +153,8 @@ def register_quantization_backends() -> list[QuantizationBackend]:
 @hookspec
 def register_callbacks() -> list[CallbackPlugin]:
     """Return the training callbacks this plugin provides (a list of ``CallbackPlugin``)."""
+
+
+@hookspec
+def register_loss_functions() -> list[LossFunction]:
+    """Return the training loss functions this plugin provides (a list of ``LossFunction``)."""

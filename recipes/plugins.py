@@ -16,13 +16,14 @@ import pluggy
 
 from recipes import hookspecs
 from recipes.errors import RecipeError
-from recipes.hookspecs import CallbackPlugin, DataFormat, QuantizationBackend
+from recipes.hookspecs import CallbackPlugin, DataFormat, LossFunction, QuantizationBackend
 
 ENTRY_POINT_GROUP = "recipes.plugins"
 BUILTIN_PLUGINS = (
     "recipes.builtin.formats",
     "recipes.builtin.quantization",
     "recipes.builtin.callbacks",
+    "recipes.builtin.losses",
 )
 
 
@@ -41,6 +42,7 @@ class Registry:
     formats: dict[str, DataFormat] = field(default_factory=dict)
     backends: dict[str, QuantizationBackend] = field(default_factory=dict)
     callbacks: dict[str, CallbackPlugin] = field(default_factory=dict)
+    losses: dict[str, LossFunction] = field(default_factory=dict)
     info: dict[str, PluginInfo] = field(default_factory=dict)
 
     def hooks_of(self, plugin_name: str) -> list[str]:
@@ -53,7 +55,8 @@ class Registry:
         out = []
         for kind, hook in (("format", "register_data_formats"),
                            ("backend", "register_quantization_backends"),
-                           ("callback", "register_callbacks")):
+                           ("callback", "register_callbacks"),
+                           ("loss", "register_loss_functions")):
             impl = getattr(plugin, hook, None)
             if impl is not None:
                 out += [f"{kind}:{p.name}" for p in impl() or []]
@@ -99,6 +102,7 @@ def build_registry(manager: pluggy.PluginManager, info: dict[str, PluginInfo]) -
         ("data format", "register_data_formats", registry.formats),
         ("quantization backend", "register_quantization_backends", registry.backends),
         ("callback", "register_callbacks", registry.callbacks),
+        ("loss function", "register_loss_functions", registry.losses),
     )
     for what, hook_name, table in tables:
         owners: dict[str, str] = {}

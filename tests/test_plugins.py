@@ -27,7 +27,8 @@ HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
 
 
 def test_every_hook_is_documented_and_implemented_by_a_builtin():
-    assert sorted(HOOKS) == ["register_callbacks", "register_data_formats", "register_quantization_backends"]
+    assert sorted(HOOKS) == ["register_callbacks", "register_data_formats", "register_loss_functions",
+                             "register_quantization_backends"]
     registry = get_registry()
     implemented = {hook for name in registry.info for hook in registry.hooks_of(name)}
     for name in HOOKS:
@@ -37,6 +38,7 @@ def test_every_hook_is_documented_and_implemented_by_a_builtin():
     assert {"text", "alpaca", "messages"} <= set(registry.formats)
     assert {"none", "bitsandbytes"} <= set(registry.backends)
     assert {"progress", "metrics_jsonl"} <= set(registry.callbacks)
+    assert {"chunked", "standard"} <= set(registry.losses)
 
 
 class ShoutOptions(BaseModel):

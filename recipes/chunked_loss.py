@@ -1,0 +1,186 @@
+"""The causal-LM loss without the full logits: the output layer and cross-entropy in chunks of
+positions, only at the positions that carry a label.
+
+Why: Qwen's vocabulary has 151,936 tokens, so the logits of a 4 x 1024 batch are 2.5 GB in fp32 and
+transformers' loss keeps several more tensors of that size (the upcast logits, log-softmax, their
+gradient). In SFT only the answer tokens carry a label, yet the logits are computed everywhere.
+torch and transformers offer no chunked linear + cross-entropy on CPU (Liger's fused kernel is
+Triton, GPU only), hence this module.
+
+How:
+
+1. The model runs its own forward (peft, DDP and gradient checkpointing all apply as usual) with a
+   forward pre-hook on its output layer: the hook keeps the final hidden states and hands the layer
+   an empty slice of them, so the model computes no logits at all. Without ``labels`` in its inputs
+   the model computes no loss either.
+2. The hidden states are shifted (position t predicts label t+1, as transformers' ``ForCausalLMLoss``
+   shifts) and only the positions whose label is not -100 are kept.
+3. ``_LinearCrossEntropy`` goes over those positions in chunks: logits = h @ W^T (+ b) in the layer's
+   dtype, upcast to fp32 as transformers does, log-sum-exp, the summed cross-entropy. When gradients
+   are wanted it computes each chunk's gradient right there, from the same logits buffer (softmax
+   minus one-hot, then the two matmuls), and keeps only the gradients: dL/dh (as large as h) and,
+   when the output weight is trainable (tied embeddings with ``modules_to_save``, full training),
+   dL/dW. The backward pass scales them by the incoming gradient. This is Liger's scheme: the same
+   memory bound as recomputing each chunk in the backward pass (one chunk of logits alive at a time)
+   with one vocabulary-sized matmul per chunk fewer.
+4. The sum is divided like transformers divides it: by ``num_items_in_batch`` when the Trainer gives
+   it (gradient accumulation), else by the number of labels here. So the loss and its curve equal the
+   standard path's (tests/test_chunked_loss.py checks loss and LoRA gradients, padded and packed).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from recipes.builtin.losses import DEFAULT_CHUNK_SIZE
+from recipes.data import IGNORE_INDEX
+from recipes.errors import RecipeError
+
+# config keys that change the logits after the output layer; the chunked path would ignore them
+_HEAD_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+def _unwrap(model):
+    """The bare CausalLM under DDP's ``.module`` and peft's wrapper."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return model
+
+
+def output_layer(model) -> torch.nn.Module:
+    """The model's output layer, checked to be a plain linear map the chunked path can reproduce:
+    refuses a LoRA-wrapped or quantized head and models that transform the logits afterwards."""
+    base = _unwrap(model)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    name = type(base).__name__
+    hint = 'set loss = "standard" for this model'
+    if head is None:
+        raise RecipeError(f"chunked loss: {name} has no output layer (get_output_embeddings() is None); {hint}")
+    if hasattr(head, "lora_A") or hasattr(head, "base_layer"):
+        raise RecipeError(f"chunked loss: the output layer of {name} carries a LoRA adapter; leave lm_head out "
+                          f"of lora_target or {hint}")
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point() or weight.dim() != 2:
+        raise RecipeError(f"chunked loss: the output layer of {name} ({type(head).__name__}) is not a plain "
+                          f"floating-point linear layer (quantized?); {hint}")
+    config = getattr(base, "config", None)
+    for key in _HEAD_TRANSFORMS:
+        value = getattr(config, key, None)
+        if value not in (None, 1, 1.0):
+            raise RecipeError(f"chunked loss: {name} transforms its logits ({key}={value}); {hint}")
+    return head
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """sum over i of cross_entropy(hidden[i] @ weight.T + bias, targets[i]), chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, chunk_size: int, want_grads: bool):
+        need_h, need_w, need_b = (want_grads and flag for flag in ctx.needs_input_grad[:3])
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if need_b else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk_size):
+            h = hidden[start:start + chunk_size]
+            t = targets[start:start + chunk_size]
+            # [chunk, vocab]: the only large buffer; everything below works in it, in place
+            logits = F.linear(h, weight, bias).float()
+            picked = logits.gather(1, t[:, None]).squeeze(1)
+            top = logits.amax(dim=1, keepdim=True)
+            exp = logits.sub_(top).exp_()  # exp(logits - max), as logsumexp computes it
+            norm = exp.sum(dim=1, keepdim=True)
+            total += (top.squeeze(1) + norm.squeeze(1).log() - picked).sum()
+            if not (need_h or need_w or need_b):
+                del logits, exp  # freed before the next chunk's buffer is allocated
+                continue
+            grad = exp.div_(norm)  # softmax
+            grad[torch.arange(len(t), device=t.device), t] -= 1.0  # d(sum CE)/d logits
+            if need_b:
+                grad_b += grad.sum(0)
+            grad = grad.to(weight.dtype)
+            if need_h:
+                grad_h[start:start + chunk_size] = grad @ weight
+            if need_w:
+                if grad.dtype == grad_w.dtype:
+                    grad_w.addmm_(grad.t(), h)
+                else:  # bf16/fp16 layer: its matmul, accumulated in fp32
+                    grad_w += grad.t() @ h
+            del logits, exp, grad
+        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        weight_dtype, bias_dtype = ctx.dtypes
+        scale = grad_out.float()
+        return ((grad_h * scale.to(grad_h.dtype)) if grad_h is not None else None,
+                (grad_w * scale).to(weight_dtype) if grad_w is not None else None,
+                (grad_b * scale).to(bias_dtype) if grad_b is not None else None,
+                None, None, None)
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         targets: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+    """The summed cross-entropy of ``hidden @ weight.T + bias`` ([N, H] by [V, H]) against ``targets``
+    ([N], no ignored entries), never holding more than ``chunk_size`` rows of logits."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+    return _LinearCrossEntropy.apply(hidden, weight, bias, targets, chunk_size, torch.is_grad_enabled())
+
+
+def _hidden_states(model, head: torch.nn.Module, inputs: dict) -> torch.Tensor:
+    """The model's final hidden states [batch, seq, hidden], from its own forward, with no logits."""
+    captured = {}
+
+    def take(module, args, kwargs):
+        hidden = args[0] if args else kwargs.pop("input")
+        captured["hidden"] = hidden
+        return (hidden.narrow(-2, 0, 0), *args[1:]), kwargs  # the layer computes [batch, 0, vocab]
+
+    handle = head.register_forward_pre_hook(take, with_kwargs=True)
+    try:
+        model(**inputs)
+    finally:
+        handle.remove()
+    if "hidden" not in captured:
+        raise RecipeError(f"chunked loss: {type(_unwrap(model)).__name__}'s forward did not call its output layer; "
+                          'set loss = "standard" for this model')
+    return captured["hidden"]
+
+
+def chunked_lm_loss(model, inputs: dict, num_items_in_batch=None,
+                    chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+    """The causal-LM loss of ``inputs`` (``input_ids``, ``labels`` and the model's other inputs:
+    ``attention_mask``, ``position_ids``...), equal to ``model(**inputs, num_items_in_batch=...).loss``.
+
+    ``num_items_in_batch``: what ``Trainer.compute_loss`` receives (the label count of the whole
+    accumulated batch); None divides by this batch's label count, as transformers' mean does.
+    ``shift_labels`` (already shifted labels, as padding-free collators send) is honoured like
+    transformers honours it."""
+    head = output_layer(model)
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    shift_labels = inputs.pop("shift_labels", None)
+    hidden = _hidden_states(model, head, inputs)
+    if shift_labels is None:
+        hidden, shift_labels = hidden[:, :-1], labels[:, 1:]
+    keep = shift_labels != IGNORE_INDEX
+    weight, bias = head.weight, getattr(head, "bias", None)
+    total = linear_cross_entropy(hidden[keep].to(weight.dtype), weight, bias, shift_labels[keep], chunk_size)
+    if num_items_in_batch is None:
+        return total / keep.sum()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
+def standard_lm_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
+    """The model's own loss (transformers: full logits, then cross-entropy), as the Trainer calls it."""
+    extra = {"num_items_in_batch": num_items_in_batch} if num_items_in_batch is not None else {}
+    return model(**inputs, **extra).loss
