@@ -19,7 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import TrainerCallback
+
+from recipes.trainer_loss import PluggableLossTrainer
 
 from recipes.errors import TrainingError
 
@@ -65,8 +67,8 @@ def graceful_interrupts(console):
         STOP.requested = STOP.training = False
 
 
-class GuardedTrainer(Trainer):
-    """The HF Trainer with a check of every micro-batch's loss."""
+class GuardedTrainer(PluggableLossTrainer):
+    """The HF Trainer with the stage's loss function and a check of every micro-batch's loss."""
 
     skip_limit = 0
     skipped = 0

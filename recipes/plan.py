@@ -55,6 +55,7 @@ class Plan:
     stages: list[StagePlan]
     recipe_json: str
     distributed: object = None  # schema.Distributed
+    losses: dict = field(default_factory=dict)  # loss name -> LossFunction provider
 
     def stage(self, name: str) -> StagePlan:
         return next(s for s in self.stages if s.name == name)
@@ -95,7 +96,7 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
     }
     return Plan(loaded.name, loaded.path, run_dir, model_path, recipe.model.revision,
                 recipe.model.trust_remote_code, backend, backend_options, callbacks, stages,
-                json.dumps(resolved, indent=2, ensure_ascii=False), recipe.distributed)
+                json.dumps(resolved, indent=2, ensure_ascii=False), recipe.distributed, dict(registry.losses))
 
 
 def _source(resolved, registry: Registry) -> tuple:

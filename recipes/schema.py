@@ -88,6 +88,9 @@ class Settings(Strict):
         None, description="merge: the earlier adapter merged into the base (16/32-bit, never 4-bit), a new "
         "adapter on top; continue: keep training the earlier adapter; stack: a new adapter on top of the "
         "frozen earlier one.")
+    loss: Optional[str] = Field(None, description="How the training loss is computed: \"chunked\" (default: "
+                                "the output layer and cross-entropy in chunks, only where a label is), "
+                                "\"standard\" (full logits), or a loss plugin's name.")
     # data
     cutoff_len: Optional[int] = Field(None, gt=0, description="Maximum tokens per training sequence.")
     overlong_examples: Optional[Literal["truncate", "drop"]] = Field(
@@ -143,7 +146,7 @@ _PRETRAIN_DEFAULTS: dict[str, Any] = dict(
     per_device_train_batch_size=4, gradient_accumulation_steps=8, num_train_epochs=2.0,
     max_steps=None, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0,
     max_grad_norm=1.0, precision="auto", gradient_checkpointing=True, logging_steps=10, seed=42,
-    save_steps=500, save_total_limit=2, skip_nonfinite_batches=0, overlong_examples="truncate", packing=False, chaining="merge", val_size=0.0, eval_steps=None,
+    save_steps=500, save_total_limit=2, skip_nonfinite_batches=0, overlong_examples="truncate", packing=False, chaining="merge", loss="chunked", val_size=0.0, eval_steps=None,
 )
 # Settings that change how a stage is run and watched, not what it computes.
 OPERATIONAL_SETTINGS = ("logging_steps", "save_steps", "save_total_limit", "skip_nonfinite_batches", "eval_steps")

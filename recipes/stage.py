@@ -149,6 +149,8 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
                              data_collator=collator,
                              processing_class=tokenizer, callbacks=[*callbacks, StageGuard(checkpoint_done)])
     trainer.skip_limit = s["skip_nonfinite_batches"]
+    provider = plan.losses[s["loss"]]
+    trainer.lm_loss = provider.build(model, provider.options_model())
     for quiet in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(quiet)
     processes = distributed.world_size()
