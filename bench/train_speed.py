@@ -20,7 +20,9 @@ lm_head; fp32 on CPU; batch 4, one epoch, gradient checkpointing as recipes' def
 Each run is a fresh process; the runs of all variants are interleaved (baseline, ours, ... then again)
 so that a change in the machine's load hits all of them alike. Per run: real (non-padding) tokens
 trained per second of ``trainer.train()``, and the process's peak RSS (``getrusage(RUSAGE_SELF)``'s
-``ru_maxrss`` at its end: imports, data and model loading included). Printed: per-run rows, medians, and the ratios ours / baseline.
+``ru_maxrss`` at its end: imports, data and model loading included). Also real tokens per CPU-second of
+the process (all its threads) during ``train()``: on a machine shared with other jobs, wall-clock speed
+follows their load, CPU time much less. Printed: per-run rows, medians, and the ratios ours / baseline.
 """
 
 from __future__ import annotations
@@ -126,12 +128,13 @@ def child(kind: str, variant: str, model_dir: Path, data_dir: Path, count: int, 
         chunked = get_registry().losses["chunked"]
         chunk = {"chunk_size": int(os.environ["BENCH_CHUNK_SIZE"])} if os.environ.get("BENCH_CHUNK_SIZE") else {}
         trainer.lm_loss = chunked.build(model, chunked.options_model.model_validate(chunk))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     trainer.train()
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     losses = [row["train_loss"] for row in trainer.state.log_history if "train_loss" in row]
     return {"kind": kind, "variant": variant, "real_tokens": real_tokens, "label_tokens": label_tokens,
             "steps": trainer.state.global_step, "seconds": seconds, "tokens_per_s": real_tokens / seconds,
+            "tokens_per_cpu_s": real_tokens / cpu_seconds,
             "train_loss": losses[-1] if losses else None}
 
 
@@ -182,11 +185,12 @@ def main() -> None:
                 results.setdefault((kind, variant), []).append(row)
                 print(f"run {run + 1} {kind:8} {variant:13} {row['real_tokens']:6} real tokens "
                       f"({row['label_tokens']} labels), {row['steps']:3} steps, {row['seconds']:7.1f} s, "
-                      f"{row['tokens_per_s']:6.1f} tok/s, peak RSS {row['peak_rss_gb']:.2f} GB, "
+                      f"{row['tokens_per_s']:6.1f} tok/s ({row['tokens_per_cpu_s']:5.1f} per CPU-s), peak RSS {row['peak_rss_gb']:.2f} GB, "
                       f"train loss {row['train_loss']:.4f}", flush=True)
     print(f"load average after: {os.getloadavg()}\n")
-    print("| stage | variant | runs | real tokens | median tok/s | median peak RSS GB | tok/s vs baseline | RSS vs baseline |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| stage | variant | runs | real tokens | median tok/s | median peak RSS GB | tok/s vs baseline "
+          "| RSS vs baseline | tok/s ratio per round (median) | tok/CPU-s vs baseline |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for kind in kinds:
         base = results[(kind, "baseline")]
         base_speed = statistics.median(r["tokens_per_s"] for r in base)
@@ -195,8 +199,14 @@ def main() -> None:
             rows = results[(kind, variant)]
             speed = statistics.median(r["tokens_per_s"] for r in rows)
             rss = statistics.median(r["peak_rss_gb"] for r in rows)
+            per_cpu = statistics.median(r["tokens_per_cpu_s"] for r in rows) / statistics.median(
+                b["tokens_per_cpu_s"] for b in base)
+            # the baseline and this variant ran back to back in each round: their ratio is less exposed to
+            # the load of a shared machine than the ratio of medians
+            paired = [r["tokens_per_s"] / b["tokens_per_s"] for r, b in zip(rows, base)]
             print(f"| {kind} | {variant} | {len(rows)} | {rows[0]['real_tokens']} | {speed:.1f} | {rss:.2f} | "
-                  f"{speed / base_speed:.2f}x | {rss / base_rss:.2f}x |")
+                  f"{speed / base_speed:.2f}x | {rss / base_rss:.2f}x | "
+                  f"{' '.join(f'{p:.2f}' for p in paired)} ({statistics.median(paired):.2f}x) | {per_cpu:.2f}x |")
 
 
 if __name__ == "__main__":
