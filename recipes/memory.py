@@ -133,6 +133,19 @@ def layer_activation_bytes(shape: Shape, targets, dropout: float, width: int) ->
     return kept
 
 
+# the chunked loss (recipes.chunked_loss) holds one chunk's fp32 logits, then their gradient in place
+CHUNKED_POSITIONS = 512
+CHUNKED_BYTES_PER_LOGIT = 8
+
+
+def logits_bytes(shape: Shape, settings: dict, tokens: int) -> int:
+    """The output layer and loss: every position's logits and their copies with the standard loss;
+    one chunk of positions at a time with the chunked loss (the default)."""
+    if settings.get("loss", "chunked") == "chunked":
+        return min(tokens, CHUNKED_POSITIONS) * shape.vocab * CHUNKED_BYTES_PER_LOGIT
+    return tokens * shape.vocab * LOSS_BYTES_PER_LOGIT
+
+
 def estimate_memory(shape: Shape, settings: dict, quantization: dict | None = None,
                     device: str = "cuda") -> MemoryEstimate:
     """The estimate for one stage: ``settings`` are its resolved settings (``StagePlan.settings``)."""
@@ -152,7 +165,7 @@ def estimate_memory(shape: Shape, settings: dict, quantization: dict | None = No
         activations=with_checkpointing if settings["gradient_checkpointing"] else without,
         activations_without_checkpointing=without,
         activations_with_checkpointing=with_checkpointing,
-        logits_and_loss=tokens * shape.vocab * LOSS_BYTES_PER_LOGIT,
+        logits_and_loss=logits_bytes(shape, settings, tokens),
         overhead=CUDA_OVERHEAD_BYTES if device == "cuda" else CPU_OVERHEAD_BYTES,
         tokens=tokens, precision=precision, device=device,
     )
