@@ -105,9 +105,12 @@ def published_rows() -> list[str]:
         for length, published in PUBLISHED[method].items():
             settings = {**KIND_DEFAULTS["sft"], "lora_rank": 64, "lora_target": ["c_attn", "c_proj", "w1", "w2"],
                         "lora_dropout": 0.05, "precision": "bf16", "per_device_train_batch_size": 1,
-                        "cutoff_len": length, "gradient_checkpointing": True}
+                        "cutoff_len": length, "gradient_checkpointing": True,
+                        "loss": "standard"}  # Qwen's table: the usual full-logits loss
+            chunked = estimate_memory(shape, {**settings, "loss": "chunked"}, quant, "cuda")
             est = estimate_memory(shape, settings, quant, "cuda")
             rows.append(f"{method:<7} {length:>5}  published {published:5.1f} GB  estimate {est.total / 1e9:5.1f} GB "
+                        f"(chunked loss: {chunked.total / 1e9:5.1f} GB) "
                         f"({est.total / GiB:5.1f} GiB)  ratio {est.total / 1e9 / published:.2f}  "
                         f"[weights {est.weights / 1e9:.1f}, logits+loss {est.logits_and_loss / 1e9:.1f}, "
                         f"activations {est.activations / 1e9:.2f}]")
