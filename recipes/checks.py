@@ -114,11 +114,12 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
                                  f"{resolved.format!r} gives {fmt.yields}, but a {stage.kind} stage trains on "
                                  f"{wanted}; pick a format that gives {wanted}")
                 check_options(fmt.options_model, resolved.options, at + ("options",), problems)
-        loss = stage.settings(recipe.defaults)["loss"]
+        settings = stage.settings(recipe.defaults)
+        loss = settings["loss"]
         if loss not in registry.losses:
             problems.add(setting_path(recipe, index, "loss"), f"unknown loss {loss!r}; "
                          f"{did_you_mean(loss, sorted(registry.losses))}")
-        message = check_optimizer(stage.settings(recipe.defaults)["optim"])
+        message = check_optimizer(settings["optim"])
         if message:
             problems.add(setting_path(recipe, index, "optim"), message)
         if stage.chaining is not None and (stage.base == MODEL_REF or (stage.base is None and index == 0)):

@@ -4,13 +4,24 @@ the length of a .json array up to a size limit. Never an error: a count that is 
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 JSON_LIMIT = 64 * 1024 * 1024  # parse whole .json arrays only below this size
 
 
 def count_records(path: Path) -> int | None:
-    suffix = path.suffix.lower()
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _count(str(path), path.suffix.lower(), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=1024)
+def _count(name: str, suffix: str, size: int, mtime_ns: int) -> int | None:
+    """Counted once per unchanged file: the summary and the warmup check both ask."""
+    path = Path(name)
     try:
         if suffix in (".jsonl", ".txt"):
             with open(path, "rb") as handle:
@@ -18,7 +29,7 @@ def count_records(path: Path) -> int | None:
         if suffix == ".csv":
             with open(path, "rb") as handle:
                 return max(sum(1 for line in handle if line.strip()) - 1, 0)  # less the header (approximate)
-        if suffix == ".json" and path.stat().st_size <= JSON_LIMIT:
+        if suffix == ".json" and size <= JSON_LIMIT:
             data = json.loads(path.read_text(encoding="utf-8"))
             return len(data) if isinstance(data, list) else None
     except (OSError, ValueError):

@@ -94,25 +94,26 @@ def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
     from recipes.data import read_records
 
     s = stage.settings
-    records = read_records(stage.sources)
     if tokenizer is not None:  # exactly what the stage will train on: tokenized, split, packed
         from recipes.stage_data import prepare
 
         data = prepare(stage, tokenizer, lambda message: None)
-        sequences, tokens = len(data.train), data.stats.tokens
+        sequences, tokens, record_count = len(data.train), data.stats.tokens, data.stats.records
     else:
+        records = read_records(stage.sources)
+        record_count = len(records)
         tokens, sequences = _tokens_from_size(records, stage.kind, s["cutoff_len"])
         if s["val_size"]:
             held = int(s["val_size"]) if s["val_size"] >= 1 else round(sequences * s["val_size"])
             sequences -= held
         if s["packing"]:
-            train_tokens = tokens * sequences / max(len(records), 1)
+            train_tokens = tokens * sequences / max(record_count, 1)
             sequences = math.ceil(train_tokens / (s["cutoff_len"] * PACKING_FILL))
     batches = math.ceil(sequences / s["per_device_train_batch_size"])
     per_epoch = max(math.ceil(batches / s["gradient_accumulation_steps"]), 1)  # as the HF Trainer counts
     steps = s["max_steps"] or math.ceil(s["num_train_epochs"] * per_epoch)
     warmup = s["warmup_steps"] if s["warmup_steps"] is not None else math.ceil(steps * s["warmup_ratio"])
-    return {"records": len(records), "tokens_per_epoch": tokens, "sequences": sequences,
+    return {"records": record_count, "tokens_per_epoch": tokens, "sequences": sequences,
             "steps_per_epoch": per_epoch, "optimizer_steps": steps, "warmup_steps": warmup,
             "exact": tokenizer is not None}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
@@ -25,6 +26,14 @@ def digest(value) -> str:
 
 
 def file_sha256(path: Path) -> str:
+    """A file's sha256, computed once per process for an unchanged file (the fingerprint, the
+    tokenization cache key and the published checksums all ask for it)."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=4096)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(_CHUNK), b""):

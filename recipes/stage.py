@@ -71,7 +71,7 @@ class StageResult:
 def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manifest: Manifest,
               resume_from: Path | None = None, adapters: list[Path] = ()) -> StageResult:
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, set_seed
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     s = stage.settings

@@ -4,7 +4,6 @@ with peft on the base it names, and every bad request is one line with exit code
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
