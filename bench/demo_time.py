@@ -26,16 +26,16 @@ RECIPES = Path(sys.executable).with_name("recipes")
 PREVIEW = """
 import sys
 from functools import partial
-import recipes.stage
-from recipes.chunked_loss import chunked_lm_loss
+import recipes.training.stage
+from recipes.training.chunked_loss import chunked_lm_loss
 from recipes.cli import main
-from recipes.guards import GuardedTrainer
-from recipes.trainer_loss import PluggableLossTrainer
+from recipes.training.guards import GuardedTrainer
+from recipes.training.trainer_loss import PluggableLossTrainer
 
 class Wired(GuardedTrainer, PluggableLossTrainer):
     lm_loss = staticmethod(partial(chunked_lm_loss, chunk_size=512))
 
-recipes.stage.GuardedTrainer = Wired
+recipes.training.stage.GuardedTrainer = Wired
 main(["run", "demo", "-o", sys.argv[1]])
 """
 

@@ -3,7 +3,7 @@
     python bench/memory_estimate.py [--stage domain]
 
 1. CPU: one real stage of the bundled demo recipe (the embedded tiny Qwen2 model, fp32) runs through
-   ``recipes.stage.run_stage`` in a fresh process. Measured: the process's peak RSS
+   ``recipes.training.stage.run_stage`` in a fresh process. Measured: the process's peak RSS
    (``getrusage(RUSAGE_SELF).ru_maxrss``) minus its RSS just before the stage, after the imports and
    a warm-up pass over the tokenizer and data (so that only the model, training and publishing are
    in the difference). The estimate is ``recipes plan demo --device cpu`` for the same stage. Target
@@ -34,12 +34,12 @@ import gc, io, json, os, resource, sys
 from pathlib import Path
 stage_name, run_dir = sys.argv[1], Path(sys.argv[2])
 from rich.console import Console
-from recipes.load import load_recipe
-from recipes.plan import make_plan
-from recipes.plugins import get_registry
-from recipes.manifest import Manifest
-from recipes.data import DataStats, pretrain_examples, read_records, sft_examples
-from recipes.stage import run_stage
+from recipes.config.load import load_recipe
+from recipes.planning.plan import make_plan
+from recipes.plugins.registry import get_registry
+from recipes.run.manifest import Manifest
+from recipes.data.tokenization import DataStats, pretrain_examples, read_records, sft_examples
+from recipes.training.stage import run_stage
 import peft, transformers
 from transformers import AutoTokenizer, Trainer
 from qwen_recipes.tiny import tiny_qwen2_path
@@ -50,7 +50,7 @@ stage = plan.stage(stage_name)
 base = str(tiny_qwen2_path())
 tokenizer = AutoTokenizer.from_pretrained(base)  # warm-up: what run_stage does before the model
 build = pretrain_examples if stage.kind == "pretrain" else sft_examples
-examples = build(read_records(stage.sources), tokenizer, stage.settings["cutoff_len"], DataStats())
+examples = build(read_records(stage.sources), tokenizer, stage.settings.cutoff_len, DataStats())
 del tokenizer, examples
 gc.collect()
 
@@ -80,10 +80,10 @@ def measure(stage: str) -> dict:
 
 
 def demo_estimate(stage: str):
-    from recipes.estimate import recipe_estimate
-    from recipes.load import load_recipe
-    from recipes.plan import make_plan
-    from recipes.plugins import get_registry
+    from recipes.planning.estimate import recipe_estimate
+    from recipes.config.load import load_recipe
+    from recipes.planning.plan import make_plan
+    from recipes.plugins.registry import get_registry
 
     registry = get_registry()
     loaded = load_recipe("demo", registry)
@@ -96,8 +96,8 @@ def published_rows() -> list[str]:
 
     from qwen_recipes import CONFIGS_DIR
     from qwen_recipes.shapes import shape_of
-    from recipes.memory import GiB, estimate_memory
-    from recipes.schema import KIND_DEFAULTS
+    from recipes.planning.memory import GiB, estimate_memory
+    from recipes.config.schema import KIND_DEFAULTS, StageSettings
 
     shape = shape_of(_json.loads((CONFIGS_DIR / "Qwen-7B.json").read_text()))
     rows = []
@@ -107,7 +107,8 @@ def published_rows() -> list[str]:
                         "lora_dropout": 0.05, "precision": "bf16", "per_device_train_batch_size": 1,
                         "cutoff_len": length, "gradient_checkpointing": True,
                         "loss": "standard"}  # Qwen's table: the usual full-logits loss
-            chunked = estimate_memory(shape, {**settings, "loss": "chunked"}, quant, "cuda")
+            settings = StageSettings(**settings)
+            chunked = estimate_memory(shape, settings.model_copy(update={"loss": "chunked"}), quant, "cuda")
             est = estimate_memory(shape, settings, quant, "cuda")
             rows.append(f"{method:<7} {length:>5}  published {published:5.1f} GB  estimate {est.total / 1e9:5.1f} GB "
                         f"(chunked loss: {chunked.total / 1e9:5.1f} GB) "

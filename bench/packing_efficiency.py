@@ -29,9 +29,9 @@ def main() -> None:
 
     from qwen_recipes.tiny import tiny_qwen2_path
     from recipes.builtin.alpaca import AlpacaOptions, read_alpaca
-    from recipes.data import DataStats, sft_examples
-    from recipes.inspect_data import _padded_efficiency
-    from recipes.packing import pack_examples
+    from recipes.data.tokenization import DataStats, sft_examples
+    from recipes.data.inspect import _padded_efficiency
+    from recipes.data.packing import pack_examples
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_qwen2_path())
     records = list(read_alpaca(args.data, AlpacaOptions()))

@@ -8,11 +8,11 @@ intermediate 1024, tied embeddings (42.8M parameters); LoRA r16 alpha 16 on ever
 lm_head; fp32 on CPU; batch 4, one epoch, gradient checkpointing as recipes' default (on, both ways).
 
 - SFT: the first ``--sft-records`` records of alpaca_zh_demo.json (LLaMA-Factory's demo data, read by
-  our ``alpaca`` format, tokenized by ``recipes.data.sft_examples``, cutoff 1024). The same tokens and
+  our ``alpaca`` format, tokenized by ``recipes.data.tokenization.sft_examples``, cutoff 1024). The same tokens and
   labels go to every variant:
   ``baseline``: transformers' Trainer + peft, transformers' DataCollatorForSeq2Seq (pad to longest),
   the model's own loss. ``ours``: recipes' trainer (GuardedTrainer over PluggableLossTrainer, as
-  stage.py wires it), the chunked loss, packed rows (``recipes.packing``). ``ours-unpacked``: the
+  stage.py wires it), the chunked loss, packed rows (``recipes.data.packing``). ``ours-unpacked``: the
   same without packing (padded like the baseline).
 - Pre-training: the first ``--pretrain-blocks`` blocks of 1024 tokens of c4_demo.jsonl (our ``text``
   format and ``pretrain_examples``): ``baseline`` against ``ours`` (chunked loss, no packing needed).
@@ -71,7 +71,7 @@ def examples(kind: str, model_dir: Path, data_dir: Path, count: int) -> list[dic
 
     from recipes.builtin.alpaca import AlpacaOptions, read_alpaca
     from recipes.builtin.text import TextOptions, read_text
-    from recipes.data import DataStats, pretrain_examples, sft_examples
+    from recipes.data.tokenization import DataStats, pretrain_examples, sft_examples
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if kind == "sft":
@@ -87,11 +87,11 @@ def child(kind: str, variant: str, model_dir: Path, data_dir: Path, count: int, 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
-    from recipes.data import PadCollator
-    from recipes.guards import GuardedTrainer, StageGuard
-    from recipes.packing import PackedCollator, pack_examples
-    from recipes.plugins import get_registry
-    from recipes.trainer_loss import PluggableLossTrainer
+    from recipes.data.tokenization import PadCollator
+    from recipes.training.guards import GuardedTrainer, StageGuard
+    from recipes.data.packing import PackedCollator, pack_examples
+    from recipes.plugins.registry import get_registry
+    from recipes.training.trainer_loss import PluggableLossTrainer
 
     torch.set_num_threads(os.cpu_count())
     data = examples(kind, model_dir, data_dir, count)

@@ -83,19 +83,19 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
 
     Run it again after a crash or Ctrl-C: finished stages are kept, an interrupted one resumes from
     its last checkpoint, and a stage whose inputs changed is trained again with the ones after it."""
-    from recipes.load import load_recipe
-    from recipes.plan import make_plan
-    from recipes.plugins import get_registry
+    from recipes.config.load import load_recipe
+    from recipes.planning.plan import make_plan
+    from recipes.plugins.registry import get_registry
 
     registry = get_registry()
     loaded = load_recipe(recipe, registry)  # validation first: nothing heavy is loaded on a mistake
-    from recipes import distributed
+    from recipes.training import distributed
 
     err = _console(stderr=True)
     for warning in (loaded.warnings if not distributed.launched() else []):  # said once, by the launcher
         err.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
     plan = make_plan(loaded, registry, output_dir)
-    from recipes.schema import did_you_mean
+    from recipes.config.schema import did_you_mean
 
     unknown = [name for name in restart if name not in {s.name for s in plan.stages}]
     if unknown:
@@ -109,7 +109,7 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
                                 f"torchrun's output above names the rank); see {plan.run_dir / 'run.log'}. Run "
                                 "the same command again to resume")
         return
-    from recipes.runner import run_plan
+    from recipes.run.runner import run_plan
 
     console = _console() if distributed.is_main() else _quiet_console()
     run_plan(plan, console, registry, tuple(restart))
@@ -126,9 +126,9 @@ def validate(recipes, strict, as_json):
     Exit code 0 when every recipe is good, 2 when any has an error (or, with --strict, a warning)."""
     import json
 
-    from recipes.load import check_recipe
-    from recipes.plugins import get_registry
-    from recipes.summary import summarize, summary_lines
+    from recipes.config.load import check_recipe
+    from recipes.plugins.registry import get_registry
+    from recipes.planning.summary import summarize, summary_lines
 
     registry = get_registry()
     reports, error_lines, warning_lines = [], [], []
@@ -175,10 +175,10 @@ def plan_command(recipe, device, tokenize, nproc, as_json):
     or the shipped configs of Qwen-7B and Qwen2.5-7B)."""
     import json
 
-    from recipes.estimate import estimate_lines, recipe_estimate
-    from recipes.load import load_recipe
-    from recipes.plan import make_plan
-    from recipes.plugins import get_registry
+    from recipes.planning.estimate import estimate_lines, recipe_estimate
+    from recipes.config.load import load_recipe
+    from recipes.planning.plan import make_plan
+    from recipes.plugins.registry import get_registry
 
     registry = get_registry()
     loaded = load_recipe(recipe, registry)
@@ -200,7 +200,7 @@ def report(run_dir, as_json):
     """Re-draw the report of the run folder RUN: a table per stage (steps, tokens, time, tokens/s,
     final loss, eval perplexity before and after, peak memory) and RUN/report/ (report.md,
     report.json, loss.png, eval.png)."""
-    from recipes.report import write_report
+    from recipes.outputs.report import write_report
 
     folder = write_report(run_dir, None if as_json else _console())
     if as_json:
@@ -222,8 +222,8 @@ def export(run_dir, to, stage, what, dtype, max_shard_size, force):
     """Export a finished stage of the run folder RUN to a folder that works on its own: the merged
     model (loads in transformers and HF-folder inference servers) or the adapter, with the tokenizer
     and chat template. Written aside and moved into place when complete."""
-    from recipes.export import export as write_export
-    from recipes.export import export_request
+    from recipes.outputs.export import export as write_export
+    from recipes.outputs.export import export_request
 
     request = export_request(run_dir, to, stage, what, dtype, max_shard_size, force)  # no torch yet
     console = _console()
@@ -242,8 +242,8 @@ def schema(output):
     recipe (Even Better TOML / taplo)."""
     import json
 
-    from recipes.json_schema import recipe_schema
-    from recipes.plugins import get_registry
+    from recipes.config.json_schema import recipe_schema
+    from recipes.plugins.registry import get_registry
 
     text = json.dumps(recipe_schema(get_registry()), indent=2, ensure_ascii=False) + "\n"
     if output is None:
@@ -268,10 +268,10 @@ def inspect(recipe, stage_name, count, as_json):
     """Statistics and highlighted examples of each stage's data (tokenized as a run would)."""
     import json
 
-    from recipes.load import load_recipe
-    from recipes.plan import make_plan
-    from recipes.plugins import get_registry
-    from recipes.schema import did_you_mean
+    from recipes.config.load import load_recipe
+    from recipes.planning.plan import make_plan
+    from recipes.plugins.registry import get_registry
+    from recipes.config.schema import did_you_mean
 
     registry = get_registry()
     plan = make_plan(load_recipe(recipe, registry), registry)
@@ -283,8 +283,8 @@ def inspect(recipe, stage_name, count, as_json):
                               f"{did_you_mean(stage_name, [s.name for s in plan.stages])}")
     from transformers import AutoTokenizer
 
-    from recipes.inspect_data import inspect_stage, print_inspection
-    from recipes.runner import resolve_model
+    from recipes.data.inspect import inspect_stage, print_inspection
+    from recipes.run.runner import resolve_model
 
     path = resolve_model(plan.model_path, plan.revision, None, plan.recipe_path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=plan.trust_remote_code)
@@ -319,7 +319,7 @@ def list_recipes():
 def cp(name, destination):
     """Copy the bundled recipe NAME to DESTINATION, to edit."""
     from qwen_recipes import bundled_recipes
-    from recipes.schema import did_you_mean
+    from recipes.config.schema import did_you_mean
 
     bundled = bundled_recipes()
     stem = name[:-5] if name.endswith(".toml") else name
@@ -336,7 +336,7 @@ def cp(name, destination):
 @friendly
 def plugins():
     """List the loaded plugins, their versions, the hooks each implements and what it provides."""
-    from recipes.plugins import get_registry
+    from recipes.plugins.registry import get_registry
 
     registry = get_registry()
     console = _console()

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from recipes.data import DataStats, PadCollator, pretrain_examples, sft_examples
+from recipes.data.tokenization import DataStats, PadCollator, pretrain_examples, sft_examples
 from recipes.errors import RecipeError
-from recipes.packing import PackedCollator, pack_examples
+from recipes.data.packing import PackedCollator, pack_examples
 from test_packing import CONVERSATIONS  # short chats in English and Chinese, one with three turns
 
 ENDOFTEXT = 151643
@@ -76,7 +76,7 @@ def loss_and_grads(model, compute):
 def assert_same(model, batch, num_items=None):
     import torch
 
-    from recipes.chunked_loss import chunked_lm_loss, standard_lm_loss
+    from recipes.training.chunked_loss import chunked_lm_loss, standard_lm_loss
 
     standard, standard_grads = loss_and_grads(model, lambda: standard_lm_loss(model, batch, num_items))
     chunked, chunked_grads = loss_and_grads(model, lambda: chunked_lm_loss(model, batch, num_items, CHUNK))
@@ -125,7 +125,7 @@ def test_a_trainable_output_layer_gets_the_same_gradient(batches):
 def test_packing_stays_exact_under_the_chunked_loss(tied, batches):
     import torch
 
-    from recipes.chunked_loss import chunked_lm_loss
+    from recipes.training.chunked_loss import chunked_lm_loss
 
     padded, padded_grads = loss_and_grads(tied, lambda: chunked_lm_loss(tied, batches["sft"], chunk_size=CHUNK))
     packed, packed_grads = loss_and_grads(tied, lambda: chunked_lm_loss(tied, batches["sft_packed"],
@@ -141,7 +141,7 @@ def test_bias_and_every_input_gradient_match_torch():
     import torch
     import torch.nn.functional as F
 
-    from recipes.chunked_loss import linear_cross_entropy
+    from recipes.training.chunked_loss import linear_cross_entropy
 
     torch.manual_seed(0)
     h, w, b = torch.randn(50, 16), torch.randn(300, 16), torch.randn(300)
@@ -164,7 +164,7 @@ def test_a_head_it_cannot_reproduce_is_refused_naming_the_way_out(tiny_model, ba
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from recipes.chunked_loss import chunked_lm_loss
+    from recipes.training.chunked_loss import chunked_lm_loss
 
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
                            LoraConfig(r=2, target_modules=["q_proj", "lm_head"]))
@@ -181,9 +181,9 @@ def test_a_plugin_on_the_same_hook_provides_a_loss_and_the_builtins_build(tiny_m
     register_loss_functions, found by name next to the built-ins; a clash with a built-in is refused."""
     import types
 
-    from recipes.chunked_loss import standard_lm_loss
-    from recipes.hookspecs import LossFunction, hookimpl
-    from recipes.plugins import get_registry
+    from recipes.training.chunked_loss import standard_lm_loss
+    from recipes.plugins.hookspecs import LossFunction, hookimpl
+    from recipes.plugins.registry import get_registry
 
     calls = []
 
@@ -217,8 +217,8 @@ def test_training_with_the_chunked_loss_follows_the_standard_run(tiny_model, sft
     import torch
     from transformers import TrainingArguments
 
-    from recipes.chunked_loss import chunked_lm_loss
-    from recipes.trainer_loss import PluggableLossTrainer
+    from recipes.training.chunked_loss import chunked_lm_loss
+    from recipes.training.trainer_loss import PluggableLossTrainer
 
     runs = []
     for lm_loss in (None, chunked_lm_loss):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recipes.data import IGNORE_INDEX, DataStats, PadCollator, pretrain_examples, render_conversation, sft_examples
+from recipes.data.tokenization import IGNORE_INDEX, DataStats, PadCollator, pretrain_examples, render_conversation, sft_examples
 
 IM_START, IM_END, ENDOFTEXT = 151644, 151645, 151643
 
@@ -78,7 +78,7 @@ def test_collator_pads_with_ignored_labels():
 
 def test_slow_path_places_the_same_labels(tokenizer):
     """The piecewise path (for tokenizers without offsets, such as Qwen-7B v1's) agrees with offsets."""
-    from recipes.data import label_tokens
+    from recipes.data.tokenization import label_tokens
 
     messages = [{"role": "user", "content": "蜂王多大？"}, {"role": "assistant", "content": "About 2 cm, 约两厘米。"},
                 {"role": "user", "content": "And workers?"}, {"role": "assistant", "content": "Smaller."}]

@@ -37,10 +37,10 @@ def test_inspect_shows_counts_and_the_trained_tokens(demo_run):
 def test_a_second_run_reuses_the_tokenization_cache_and_says_so(demo_run):
     _, output = demo_run
     assert "data: tokenized and cached" in output or "data: tokenized earlier, from the cache" in output
-    from recipes.load import load_recipe
-    from recipes.plan import make_plan
-    from recipes.plugins import get_registry
-    from recipes.stage_data import prepare
+    from recipes.config.load import load_recipe
+    from recipes.planning.plan import make_plan
+    from recipes.plugins.registry import get_registry
+    from recipes.data.prepare import prepare
     from transformers import AutoTokenizer
 
     registry = get_registry()
@@ -53,10 +53,10 @@ def test_a_second_run_reuses_the_tokenization_cache_and_says_so(demo_run):
 
 def test_a_data_error_writes_nothing_to_the_cache(tmp_path, tokenizer, monkeypatch):
     from recipes.errors import RecipeError
-    from recipes.load import load_recipe
-    from recipes.plan import make_plan
-    from recipes.plugins import get_registry
-    from recipes.stage_data import cache_dir, prepare
+    from recipes.config.load import load_recipe
+    from recipes.planning.plan import make_plan
+    from recipes.plugins.registry import get_registry
+    from recipes.data.prepare import cache_dir, prepare
 
     monkeypatch.setenv("RECIPES_CACHE", str(tmp_path / "cache"))
     write(tmp_path / "chat.jsonl", '{"messages": [{"role": "user", "content": "Q"}]}\n{"oops"\n')

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from recipes.data import IGNORE_INDEX, DataStats, check_conversation, pretrain_examples, sft_examples
-from recipes.dataset_info import resolve_dataset
+from recipes.data.tokenization import IGNORE_INDEX, DataStats, check_conversation, pretrain_examples, sft_examples
+from recipes.config.dataset_info import resolve_dataset
 from recipes.errors import RecipeError
-from recipes.plugins import get_registry
+from recipes.plugins.registry import get_registry
 from conftest import write
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -125,6 +125,6 @@ def test_renamed_columns_a_folder_and_sharegpt_tags(tmp_path):
 
 def test_resolving_imports_no_torch(tmp_path):
     info = index(tmp_path, qa={"file_name": "data.json"})
-    code = (f"import sys; from recipes.dataset_info import resolve_dataset; import recipes.builtin.formats; "
+    code = (f"import sys; from recipes.config.dataset_info import resolve_dataset; import recipes.builtin.formats; "
             f"resolve_dataset({str(info)!r}, 'qa'); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

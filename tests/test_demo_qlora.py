@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import textwrap
 
-from recipes.hookspecs import CallbackPlugin, hookimpl
-from recipes.load import load_recipe
-from recipes.plan import make_plan
-from recipes.plugins import get_registry
-from recipes.runner import run_plan
+from recipes.plugins.hookspecs import CallbackPlugin, hookimpl
+from recipes.config.load import load_recipe
+from recipes.planning.plan import make_plan
+from recipes.plugins.registry import get_registry
+from recipes.run.runner import run_plan
 
 
 def test_the_bundled_qlora_demo_runs_both_stages(demo_qlora_run):

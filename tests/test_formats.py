@@ -8,9 +8,9 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from recipes.data import IGNORE_INDEX, DataStats, sft_examples
+from recipes.data.tokenization import IGNORE_INDEX, DataStats, sft_examples
 from recipes.errors import RecipeError
-from recipes.plugins import get_registry
+from recipes.plugins.registry import get_registry
 from conftest import write
 
 IM_END, NEWLINE = 151645, 198

@@ -1,4 +1,4 @@
-"""Optimizer names: the copy in recipes.optimizers matches transformers', the check needs no torch,
+"""Optimizer names: the copy in recipes.config.optimizers matches transformers', the check needs no torch,
 and bitsandbytes' 8-bit and paged AdamW train on this CPU (paged ones unpaged, with a warning)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from recipes.optimizers import BITSANDBYTES, OPTIMIZER_NAMES, PACKAGE_OF, UNPAGED, check_optimizer, device_note
+from recipes.config.optimizers import BITSANDBYTES, OPTIMIZER_NAMES, PACKAGE_OF, UNPAGED, check_optimizer, device_note
 
 
 def test_the_names_are_transformers_own():
@@ -41,7 +41,7 @@ def test_check_optimizer(name, message):
 
 
 def test_the_check_imports_neither_torch_nor_transformers():
-    code = ("import sys; from recipes.optimizers import check_optimizer; check_optimizer('paged_adamw_8bit'); "
+    code = ("import sys; from recipes.config.optimizers import check_optimizer; check_optimizer('paged_adamw_8bit'); "
             "check_optimizer('galore_adamw'); print([m for m in ('torch', 'transformers', 'bitsandbytes') "
             "if m in sys.modules])")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from recipes.data import IGNORE_INDEX, DataStats, PadCollator, sft_examples
+from recipes.data.tokenization import IGNORE_INDEX, DataStats, PadCollator, sft_examples
 from recipes.errors import RecipeError
-from recipes.packing import PACKED_ATTENTION, PackedCollator, check_packable, pack_examples
+from recipes.data.packing import PACKED_ATTENTION, PackedCollator, check_packable, pack_examples
 
 ENDOFTEXT = 151643
 CUTOFF = 160

@@ -14,13 +14,13 @@ from click.testing import CliRunner
 from pydantic import BaseModel, ConfigDict
 
 from conftest import write
-from recipes import hookspecs
+from recipes.plugins import hookspecs
 from recipes.cli import main
 from recipes.errors import RecipeError
-from recipes.hookspecs import DataFormat, hookimpl
-from recipes.load import load_recipe
-from recipes.plan import make_plan
-from recipes.plugins import get_registry
+from recipes.plugins.hookspecs import DataFormat, hookimpl
+from recipes.config.load import load_recipe
+from recipes.planning.plan import make_plan
+from recipes.plugins.registry import get_registry
 
 HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
          if hasattr(fn, "recipes_spec")]
@@ -65,7 +65,7 @@ def shout_plugin():
 
 
 def test_a_registered_plugin_supplies_a_format_that_a_recipe_uses(tmp_path, tiny_model):
-    from recipes.runner import run_plan
+    from recipes.run.runner import run_plan
     from rich.console import Console
 
     write(tmp_path / "qa.txt", "what do bees make|honey\nwho leads a hive|the queen\n" * 4)
@@ -135,7 +135,7 @@ def _cli(root, *args, env_extra=None):
 
 def test_entry_point_plugin_is_loaded_and_listed(tmp_path):
     _fake_distribution(tmp_path, "bee_format", textwrap.dedent("""
-        from recipes.hookspecs import DataFormat, hookimpl
+        from recipes.plugins.hookspecs import DataFormat, hookimpl
         @hookimpl
         def register_data_formats():
             return [DataFormat("bees", "documents", lambda path, options: [], description="bee notes")]

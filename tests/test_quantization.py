@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from conftest import write
 from recipes.cli import main
-from recipes.plugins import get_registry
+from recipes.plugins.registry import get_registry
 
 RECIPE = """\
 [model]

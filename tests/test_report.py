@@ -8,7 +8,7 @@ import shutil
 from click.testing import CliRunner
 
 from recipes.cli import main
-from recipes.report import cell, read_metrics, read_run, write_report
+from recipes.outputs.report import cell, read_metrics, read_run, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -77,7 +77,7 @@ def test_report_of_a_folder_that_is_no_run_is_one_line(tmp_path):
 
 
 def test_tensorboard_is_a_default_callback_when_installed(demo_run):
-    from recipes.plugins import get_registry
+    from recipes.plugins.registry import get_registry
 
     assert get_registry().callbacks["tensorboard"].default
     run_dir, _ = demo_run

@@ -22,12 +22,12 @@ from safetensors.torch import load_file
 
 from conftest import write
 from recipes.errors import TrainingError
-from recipes.hookspecs import CallbackPlugin, hookimpl
-from recipes.load import load_recipe
-from recipes.plan import make_plan
-from recipes.plugins import get_registry
-from recipes.publish import matches
-from recipes.runner import run_plan
+from recipes.plugins.hookspecs import CallbackPlugin, hookimpl
+from recipes.config.load import load_recipe
+from recipes.planning.plan import make_plan
+from recipes.plugins.registry import get_registry
+from recipes.run.publish import matches
+from recipes.run.runner import run_plan
 
 
 class Run:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import GOOD_RECIPE, write
 from recipes.cli import main
 from recipes.errors import RecipeError
-from recipes.load import check_recipe, load_recipe
+from recipes.config.load import check_recipe, load_recipe
 
 GOOD = "\n" + GOOD_RECIPE  # line numbers below count the leading empty line
 
@@ -40,8 +40,8 @@ def test_bundled_recipes_validate():
 def test_good_recipe_and_defaults_from_the_seed_plan(recipe_dir):
     loaded = load_recipe(str(write(recipe_dir / "r.toml", GOOD)))
     pre, sft = (stage.settings(loaded.recipe.defaults) for stage in loaded.recipe.stages)
-    assert (pre["learning_rate"], pre["cutoff_len"], sft["learning_rate"], sft["cutoff_len"]) == (1e-4, 2048, 5e-5, 1024)
-    assert pre["lora_rank"] == pre["lora_alpha"] == 16 and pre["lora_target"] == "all"
+    assert (pre.learning_rate, pre.cutoff_len, sft.learning_rate, sft.cutoff_len) == (1e-4, 2048, 5e-5, 1024)
+    assert pre.lora_rank == pre.lora_alpha == 16 and pre.lora_target == "all"
 
 
 def test_unknown_key_is_located_with_a_suggestion(recipe_dir):

@@ -1,1 +1,1 @@
-"""The built-in plugins: registered like any third-party plugin (see recipes.plugins)."""
+"""The built-in plugins: registered like any third-party plugin (see recipes.plugins.registry)."""

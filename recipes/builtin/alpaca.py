@@ -12,9 +12,9 @@ from typing import Iterator
 
 from pydantic import Field
 
-from recipes.conversations import ConversationOptions, conversation
+from recipes.data.conversations import ConversationOptions, conversation
 from recipes.errors import RecipeError
-from recipes.records import field, read_table
+from recipes.data.records import field, read_table
 
 
 class AlpacaOptions(ConversationOptions):

@@ -1,5 +1,5 @@
 """Built-in loss functions: ``chunked`` (the default: the output layer and cross-entropy in chunks,
-only where a label is; see recipes.chunked_loss) and ``standard`` (transformers' own: full logits,
+only where a label is; see recipes.training.chunked_loss) and ``standard`` (transformers' own: full logits,
 kept for comparison and for models the chunked path refuses).
 
 Light on purpose: plugins load when a recipe is validated, so torch is imported only in ``build``.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recipes.hookspecs import LossFunction, NoOptions, hookimpl
+from recipes.plugins.hookspecs import LossFunction, NoOptions, hookimpl
 
 # 512 positions x 151,936 fp32 logits = 0.3 GB alive at a time. On this 2-core CPU (hidden 256) 512
 # and 1024 ran at the same speed within the noise, and 1024 raised the SFT peak RSS by 0.3 GB
@@ -26,14 +26,14 @@ class ChunkedOptions(BaseModel):
 def build_chunked(model, options: ChunkedOptions):
     from functools import partial
 
-    from recipes.chunked_loss import chunked_lm_loss, output_layer
+    from recipes.training.chunked_loss import chunked_lm_loss, output_layer
 
     output_layer(model)  # refuse a head it cannot reproduce before training starts
     return partial(chunked_lm_loss, chunk_size=options.chunk_size)
 
 
 def build_standard(model, options):
-    from recipes.chunked_loss import standard_lm_loss
+    from recipes.training.chunked_loss import standard_lm_loss
 
     return standard_lm_loss
 

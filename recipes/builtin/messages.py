@@ -13,9 +13,9 @@ from typing import Iterator
 
 from pydantic import Field
 
-from recipes.conversations import ConversationOptions, conversation, tool_call
+from recipes.data.conversations import ConversationOptions, conversation, tool_call
 from recipes.errors import RecipeError
-from recipes.records import field, read_table
+from recipes.data.records import field, read_table
 
 ROLES = ("system", "user", "assistant", "tool")
 

@@ -16,7 +16,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from recipes.hookspecs import NoOptions, QuantizationBackend, hookimpl
+from recipes.plugins.hookspecs import NoOptions, QuantizationBackend, hookimpl
 
 # The output head stays unquantized, as transformers does by default; `skip_modules` adds to it
 # (transformers' own llm_int8_skip_modules would replace the default and quantize the head).

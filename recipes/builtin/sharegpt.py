@@ -17,9 +17,9 @@ from typing import Iterator
 
 from pydantic import Field
 
-from recipes.conversations import ConversationOptions, conversation, tool_call
+from recipes.data.conversations import ConversationOptions, conversation, tool_call
 from recipes.errors import RecipeError
-from recipes.records import field, read_table
+from recipes.data.records import field, read_table
 
 
 class ShareGPTOptions(ConversationOptions):

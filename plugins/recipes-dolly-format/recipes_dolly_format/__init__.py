@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recipes.records import read_table
+from recipes.data.records import read_table
 from recipes.errors import RecipeError
-from recipes.hookspecs import DataFormat, hookimpl
+from recipes.plugins.hookspecs import DataFormat, hookimpl
 
 
 class DollyOptions(BaseModel):

@@ -7,10 +7,10 @@ from typing import Iterator, Optional
 
 from pydantic import Field
 
-from recipes.conversations import ConversationOptions, conversation
+from recipes.data.conversations import ConversationOptions, conversation
 from recipes.errors import Problem, RecipeError
-from recipes.hookspecs import DataFormat, hookimpl
-from recipes.records import read_table, read_text_file
+from recipes.plugins.hookspecs import DataFormat, hookimpl
+from recipes.data.records import read_table, read_text_file
 from recipes_qa_markdown.markdown import MarkdownError, find_pairs
 
 

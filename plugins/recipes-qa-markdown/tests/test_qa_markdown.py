@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from recipes.cli import main
-from recipes.data import IGNORE_INDEX, DataStats, sft_examples
+from recipes.data.tokenization import IGNORE_INDEX, DataStats, sft_examples
 from recipes.errors import RecipeError
-from recipes.plugins import get_registry
+from recipes.plugins.registry import get_registry
 
 # no conftest.py here: run beside the host's tests, a second module named conftest would shadow theirs
 os.environ["HF_HUB_OFFLINE"] = "1"

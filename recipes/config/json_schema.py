@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from recipes.plugins import Registry
-from recipes.schema import Recipe
+from recipes.plugins.registry import Registry
+from recipes.config.schema import Recipe
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 

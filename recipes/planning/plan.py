@@ -7,10 +7,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recipes.hookspecs import CallbackPlugin, QuantizationBackend
-from recipes.load import LoadedRecipe
-from recipes.plugins import Registry
-from recipes.schema import MODEL_REF
+from recipes.plugins.hookspecs import CallbackPlugin, QuantizationBackend
+from recipes.config.load import LoadedRecipe
+from recipes.plugins.registry import Registry
+from recipes.config.schema import MODEL_REF, StageSettings
 
 
 @dataclass
@@ -19,7 +19,7 @@ class StagePlan:
     name: str
     kind: str
     base: str  # "model" or the name of an earlier stage
-    settings: dict
+    settings: StageSettings
     sources: list  # (DataFormat, options instance, [Path]) per data source
     folder: Path
     eval_sources: list = field(default_factory=list)  # the same, per `eval_data` source
@@ -38,7 +38,7 @@ class StagePlan:
 
     @property
     def effective_batch(self) -> int:
-        return self.settings["per_device_train_batch_size"] * self.settings["gradient_accumulation_steps"]
+        return self.settings.per_device_train_batch_size * self.settings.gradient_accumulation_steps
 
 
 @dataclass
@@ -90,7 +90,7 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
         "quantization": {"backend": backend.name, **backend_options.model_dump(mode="json")},
         "callbacks": [c.name for c in callbacks],
         "distributed": recipe.distributed.model_dump(mode="json"),
-        "stages": [{"name": st.name, "kind": st.kind, "base": st.base, "settings": st.settings,
+        "stages": [{"name": st.name, "kind": st.kind, "base": st.base, "settings": st.settings.as_dict(),
                     "data": _sources_json(st.sources), "eval_data": _sources_json(st.eval_sources)}
                    for st in stages],
     }

@@ -1,7 +1,7 @@
 """TOML text -> a validated ``Recipe``, with every problem located (file, line, column, dotted field).
 
 Here: finding the file, TOML syntax, and the pydantic models (types, ranges, unknown keys with "did
-you mean"). The cross-field and plugin checks are in ``recipes.checks``. All problems are reported
+you mean"). The cross-field and plugin checks are in ``recipes.config.checks``. All problems are reported
 at once, in line order. No torch, no transformers.
 """
 
@@ -16,12 +16,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from recipes.collector import Collector
+from recipes.config.collector import Collector
 from recipes.errors import Problem, RecipeError
-from recipes.model_info import BUNDLED_PREFIX, ModelInfo
-from recipes.plugins import Registry, get_registry
-from recipes.schema import Recipe, did_you_mean
-from recipes.toml_lines import locate
+from recipes.config.model_info import BUNDLED_PREFIX, ModelInfo
+from recipes.plugins.registry import Registry, get_registry
+from recipes.config.schema import Recipe, did_you_mean
+from recipes.config.toml_lines import locate
 
 
 @dataclass
@@ -165,7 +165,7 @@ def check_recipe(name_or_path: str, registry: Registry | None = None) -> Checked
         recipe = _without_bad_keys(data, exc)  # to find the other mistakes too, all at once
     loaded = LoadedRecipe(recipe, path, lines, {}) if recipe is not None else None
     if loaded is not None:
-        from recipes.checks import check
+        from recipes.config.checks import check
 
         check(loaded, registry or get_registry(), collector)
         loaded.warnings = Collector.in_order(collector.warnings)

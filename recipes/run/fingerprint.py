@@ -15,7 +15,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from recipes.schema import OPERATIONAL_SETTINGS
+from recipes.config.schema import OPERATIONAL_SETTINGS
 
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "safetensors", "tokenizers")
 _CHUNK = 1 << 20
@@ -76,7 +76,7 @@ def versions(registry) -> dict:
 
 def stage_parts(plan, stage, base_fingerprint: str, registry) -> dict:
     """The inputs of a stage, as stored in the manifest (small values, file digests)."""
-    settings = {k: v for k, v in stage.settings.items() if k not in OPERATIONAL_SETTINGS}
+    settings = {k: v for k, v in stage.settings.as_dict().items() if k not in OPERATIONAL_SETTINGS}
     data = [{"format": fmt.name, "options": options.model_dump(mode="json"),
              "files": {str(f): file_sha256(f) for f in files}} for fmt, options, files in stage.sources]
     return {

@@ -10,14 +10,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from recipes.collector import Collector
-from recipes.counting import count_all
-from recipes.load import (BUNDLED_PREFIX, SOURCE_GROUPS, LoadedRecipe, ResolvedSource, match_files,
+from recipes.config.collector import Collector
+from recipes.config.counting import count_all
+from recipes.config.load import (BUNDLED_PREFIX, SOURCE_GROUPS, LoadedRecipe, ResolvedSource, match_files,
                           resolve_data_path, short)
-from recipes.model_info import local_model_folder, model_info
-from recipes.optimizers import check_optimizer
-from recipes.plugins import Registry
-from recipes.schema import MODEL_REF, Recipe, did_you_mean
+from recipes.config.model_info import local_model_folder, model_info
+from recipes.config.optimizers import check_optimizer
+from recipes.plugins.registry import Registry
+from recipes.config.schema import MODEL_REF, Recipe, did_you_mean
 
 
 def check(loaded: LoadedRecipe, registry: Registry, problems: Collector) -> None:
@@ -115,11 +115,11 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
                                  f"{wanted}; pick a format that gives {wanted}")
                 check_options(fmt.options_model, resolved.options, at + ("options",), problems)
         settings = stage.settings(recipe.defaults)
-        loss = settings["loss"]
+        loss = settings.loss
         if loss not in registry.losses:
             problems.add(setting_path(recipe, index, "loss"), f"unknown loss {loss!r}; "
                          f"{did_you_mean(loss, sorted(registry.losses))}")
-        message = check_optimizer(settings["optim"])
+        message = check_optimizer(settings.optim)
         if message:
             problems.add(setting_path(recipe, index, "optim"), message)
         if stage.chaining is not None and (stage.base == MODEL_REF or (stage.base is None and index == 0)):
@@ -133,7 +133,7 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
 def _resolve_source(source, base_dir: Path, at: tuple, problems: Collector) -> ResolvedSource | None:
     """Files, format and options of a data source: given in the recipe, or by a dataset_info entry."""
     if source.dataset_info is not None:
-        from recipes.dataset_info import resolve_dataset
+        from recipes.config.dataset_info import resolve_dataset
         from recipes.errors import RecipeError
 
         try:
@@ -208,10 +208,10 @@ def _check_against_model(loaded: LoadedRecipe, problems: Collector) -> None:
     for index, stage in enumerate(recipe.stages):
         settings = stage.settings(recipe.defaults)
         path = setting_path(recipe, index, "cutoff_len")
-        if info.context and settings["cutoff_len"] > info.context:
-            problems.add(path, f"cutoff_len {settings['cutoff_len']} is longer than the model's context "
+        if info.context and settings.cutoff_len > info.context:
+            problems.add(path, f"cutoff_len {settings.cutoff_len} is longer than the model's context "
                          f"({info.context} in {info.source}); set at most {info.context}")
-        targets = settings["lora_target"]
+        targets = settings.lora_target
         path = setting_path(recipe, index, "lora_target")
         if modules and targets != "all":
             for name in (t for t in targets if t not in modules):
@@ -226,7 +226,7 @@ def _advise(loaded: LoadedRecipe, problems: Collector) -> None:
     by_name = {stage.name: i for i, stage in enumerate(recipe.stages)}
     for index, (stage, s) in enumerate(zip(recipe.stages, settings)):
         where = ("stages", index)
-        if s["precision"] == "fp16" and info is not None and info.dtype == "bfloat16":
+        if s.precision == "fp16" and info is not None and info.dtype == "bfloat16":
             problems.warn(setting_path(recipe, index, "precision"), "fp16 with a model whose weights are "
                           "bf16: values beyond fp16's range overflow to inf; use bf16 (or auto)")
         for scope in (stage, recipe.defaults):
@@ -236,17 +236,17 @@ def _advise(loaded: LoadedRecipe, problems: Collector) -> None:
                               "warmup_steps wins, warmup_ratio is ignored: remove one")
         if stage.max_steps is not None and stage.num_train_epochs is not None:
             problems.warn(where + ("num_train_epochs",), "max_steps is set, so num_train_epochs is ignored")
-        steps = s["max_steps"] or _estimated_steps(loaded, index, s)
-        if s["warmup_steps"] and steps and s["warmup_steps"] >= steps:
-            problems.warn(setting_path(recipe, index, "warmup_steps"), f"warmup_steps {s['warmup_steps']} is "
-                          f"not shorter than the stage ({steps} steps{'' if s['max_steps'] else ', estimated'}): "
+        steps = s.max_steps or _estimated_steps(loaded, index, s)
+        if s.warmup_steps and steps and s.warmup_steps >= steps:
+            problems.warn(setting_path(recipe, index, "warmup_steps"), f"warmup_steps {s.warmup_steps} is "
+                          f"not shorter than the stage ({steps} steps{'' if s.max_steps else ', estimated'}): "
                           "the learning rate never reaches its peak")
         base = stage.base or (recipe.stages[index - 1].name if index else MODEL_REF)
         if stage.kind == "sft" and base in by_name:
             parent = by_name[base]
-            if recipe.stages[parent].kind == "pretrain" and s["learning_rate"] > settings[parent]["learning_rate"]:
+            if recipe.stages[parent].kind == "pretrain" and s.learning_rate > settings[parent].learning_rate:
                 problems.warn(setting_path(recipe, index, "learning_rate"), f"SFT learning rate "
-                              f"{s['learning_rate']:g} is above the pre-training one ({settings[parent]['learning_rate']:g}"
+                              f"{s.learning_rate:g} is above the pre-training one ({settings[parent].learning_rate:g}"
                               f" in {base!r}): SFT usually takes half or less, to keep what stage 1 taught")
         if stage.kind == "sft" and base == MODEL_REF and any(s.kind == "pretrain" for s in recipe.stages[:index]):
             problems.warn(where + ("base",) if stage.base else where + ("name",), "this SFT stage starts from "
@@ -262,5 +262,5 @@ def _estimated_steps(loaded: LoadedRecipe, index: int, s: dict) -> int | None:
     records = count_all(files)
     if not records:
         return None
-    batch = s["per_device_train_batch_size"] * s["gradient_accumulation_steps"]
-    return max(1, math.ceil(records / batch * s["num_train_epochs"]))
+    batch = s.per_device_train_batch_size * s.gradient_accumulation_steps
+    return max(1, math.ceil(records / batch * s.num_train_epochs))

@@ -133,27 +133,27 @@ def layer_activation_bytes(shape: Shape, targets, dropout: float, width: int) ->
     return kept
 
 
-# the chunked loss (recipes.chunked_loss) holds one chunk's fp32 logits, then their gradient in place
+# the chunked loss (recipes.training.chunked_loss) holds one chunk's fp32 logits, then their gradient in place
 CHUNKED_POSITIONS = 512
 CHUNKED_BYTES_PER_LOGIT = 8
 
 
-def logits_bytes(shape: Shape, settings: dict, tokens: int) -> int:
+def logits_bytes(shape: Shape, settings: StageSettings, tokens: int) -> int:
     """The output layer and loss: every position's logits and their copies with the standard loss;
     one chunk of positions at a time with the chunked loss (the default)."""
-    if settings.get("loss", "chunked") == "chunked":
+    if settings.loss == "chunked":
         return min(tokens, CHUNKED_POSITIONS) * shape.vocab * CHUNKED_BYTES_PER_LOGIT
     return tokens * shape.vocab * LOSS_BYTES_PER_LOGIT
 
 
-def estimate_memory(shape: Shape, settings: dict, quantization: dict | None = None,
+def estimate_memory(shape: Shape, settings: StageSettings, quantization: dict | None = None,
                     device: str = "cuda") -> MemoryEstimate:
     """The estimate for one stage: ``settings`` are its resolved settings (``StagePlan.settings``)."""
-    precision = resolve_precision(settings["precision"], device)
+    precision = resolve_precision(settings.precision, device)
     width = BYTES[precision]
-    lora = shape.lora_parameters(settings["lora_target"], settings["lora_rank"])
-    tokens = settings["per_device_train_batch_size"] * settings["cutoff_len"]
-    layer = layer_activation_bytes(shape, settings["lora_target"], settings["lora_dropout"], width)
+    lora = shape.lora_parameters(settings.lora_target, settings.lora_rank)
+    tokens = settings.per_device_train_batch_size * settings.cutoff_len
+    layer = layer_activation_bytes(shape, settings.lora_target, settings.lora_dropout, width)
     final_norm = NORM_BYTES_PER_WIDTH * shape.hidden
     without = tokens * (shape.layers * layer + final_norm)
     with_checkpointing = tokens * (shape.layers * width * shape.hidden + layer + final_norm)
@@ -161,8 +161,8 @@ def estimate_memory(shape: Shape, settings: dict, quantization: dict | None = No
         weights=weight_bytes(shape, precision, quantization),
         lora_weights=lora * 4,
         gradients=lora * 4,
-        optimizer=lora * optimizer_bytes_per_parameter(settings["optim"]),
-        activations=with_checkpointing if settings["gradient_checkpointing"] else without,
+        optimizer=lora * optimizer_bytes_per_parameter(settings.optim),
+        activations=with_checkpointing if settings.gradient_checkpointing else without,
         activations_without_checkpointing=without,
         activations_with_checkpointing=with_checkpointing,
         logits_and_loss=logits_bytes(shape, settings, tokens),

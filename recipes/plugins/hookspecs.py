@@ -1,7 +1,7 @@
 """The plugin contract.
 
 A plugin is a module or object with functions marked ``@hookimpl`` whose names match the hooks
-below. Third-party plugins are found through the entry-point group ``recipes.plugins``::
+below. Third-party plugins are found through the entry-point group ``recipes.plugins.registry``::
 
     [project.entry-points."recipes.plugins"]
     my_format = "my_package.plugin"
@@ -48,14 +48,14 @@ class DataFormat:
       carry ``"tool_calls": [{"type": "function", "function": {"name", "arguments": {...}}}]``. Any
       message may carry ``"train": bool``: whether its tokens get labels; without it only assistant
       turns are trained. The host renders the messages with the tokenizer's chat template. A format
-      whose options subclass ``recipes.conversations.ConversationOptions`` gets the masking options
-      (``train_on_prompt``, ``mask_history``) and calls ``recipes.conversations.conversation`` to
+      whose options subclass ``recipes.data.conversations.ConversationOptions`` gets the masking options
+      (``train_on_prompt``, ``mask_history``) and calls ``recipes.data.conversations.conversation`` to
       build each record.
 
     ``read(path, options)`` is called once per file matched by a data source, with ``options`` an
     instance of ``options_model`` (validated when the recipe is loaded), and returns an iterable of
     records. It raises ``recipes.errors.RecipeError`` for bad content, naming the file and record
-    (``recipes.records`` reads .json/.jsonl/.csv/.parquet with those names and checks columns).
+    (``recipes.data.records`` reads .json/.jsonl/.csv/.parquet with those names and checks columns).
     """
 
     name: str

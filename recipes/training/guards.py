@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from recipes.trainer_loss import PluggableLossTrainer
+from recipes.training.trainer_loss import PluggableLossTrainer
 
 from recipes.errors import TrainingError
 

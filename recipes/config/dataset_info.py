@@ -50,7 +50,7 @@ def resolve_dataset(info_path: Path, entry: str) -> ResolvedDataset:
     info_path = Path(info_path)
     index = _read_index(info_path)
     if entry not in index:
-        from recipes.schema import did_you_mean
+        from recipes.config.schema import did_you_mean
 
         raise RecipeError(Problem(f"no data set {entry!r} here; {did_you_mean(entry, sorted(index))}",
                                   file=str(info_path)))
@@ -98,7 +98,7 @@ def _read_index(info_path: Path) -> dict:
 
 
 def _check_keys(attrs: dict, where: str) -> None:
-    from recipes.schema import did_you_mean
+    from recipes.config.schema import did_you_mean
 
     for key in attrs:
         if key not in KNOWN_KEYS:
@@ -175,7 +175,7 @@ def _mapping(attrs: dict, key: str, where: str) -> dict[str, str]:
 
 
 def _only(given: dict, allowed: tuple, key: str, where: str) -> None:
-    from recipes.schema import did_you_mean
+    from recipes.config.schema import did_you_mean
 
     for name in given:
         if name not in allowed:

@@ -18,9 +18,9 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from recipes.data import DataStats, pretrain_examples, read_records, sft_examples
+from recipes.data.tokenization import DataStats, pretrain_examples, read_records, sft_examples
 from recipes.errors import RecipeError
-from recipes.fingerprint import digest, file_sha256
+from recipes.run.fingerprint import digest, file_sha256
 
 CACHE_VERSION = 1  # bump when tokenization changes what it produces
 
@@ -45,17 +45,17 @@ def prepare(stage, tokenizer, say) -> StageData:
         raise RecipeError(f"stage {stage.name!r}: the data gave no training example "
                           f"({stats.records} records, {stats.dropped} dropped)")
     data = StageData(examples, {}, stats, None, cached, key)
-    if s["val_size"]:
-        data.train, data.evals["val"] = split(examples, s["val_size"], s["seed"], stage.name)
+    if s.val_size:
+        data.train, data.evals["val"] = split(examples, s.val_size, s.seed, stage.name)
     for index, source in enumerate(stage.eval_sources):
         fmt, options, files = source
         name = Path(files[0]).stem if len(files) == 1 else f"eval{index}"
         data.evals[name], _, _, _ = tokenize_cached([source], fmt.yields, tokenizer, identity, s)
-    if s["packing"]:
-        from recipes.packing import pack_examples
+    if s.packing:
+        from recipes.data.packing import pack_examples
 
-        data.train, data.packing = pack_examples(data.train, s["cutoff_len"])
-        data.evals = {name: pack_examples(rows, s["cutoff_len"])[0] for name, rows in data.evals.items()}
+        data.train, data.packing = pack_examples(data.train, s.cutoff_len)
+        data.evals = {name: pack_examples(rows, s.cutoff_len)[0] for name, rows in data.evals.items()}
     return data
 
 
@@ -68,8 +68,8 @@ def tokenizer_identity(tokenizer) -> str:
 def tokenize_cached(sources, kind: str, tokenizer, identity: str, s: dict):
     """(examples, stats, key, from_cache) for ``sources`` read as ``kind``."""
     key = digest({
-        "version": CACHE_VERSION, "kind": kind, "tokenizer": identity, "cutoff_len": s["cutoff_len"],
-        "overlong": s["overlong_examples"] if kind == "conversations" else None,
+        "version": CACHE_VERSION, "kind": kind, "tokenizer": identity, "cutoff_len": s.cutoff_len,
+        "overlong": s.overlong_examples if kind == "conversations" else None,
         "sources": [{"format": fmt.name, "options": options.model_dump(mode="json"),
                      "files": [file_sha256(f) for f in files]} for fmt, options, files in sources],
     })
@@ -84,9 +84,9 @@ def tokenize_cached(sources, kind: str, tokenizer, identity: str, s: dict):
     stats = DataStats()
     records = read_records(sources)
     if kind == "documents":
-        examples = pretrain_examples(records, tokenizer, s["cutoff_len"], stats)
+        examples = pretrain_examples(records, tokenizer, s.cutoff_len, stats)
     else:
-        examples = sft_examples(records, tokenizer, s["cutoff_len"], stats, s["overlong_examples"])
+        examples = sft_examples(records, tokenizer, s.cutoff_len, stats, s.overlong_examples)
     _write(path, (examples, asdict(stats)))
     return examples, stats, key, False
 

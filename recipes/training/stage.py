@@ -16,16 +16,16 @@ from pathlib import Path
 
 import torch
 
-from recipes import distributed
-from recipes.data import PadCollator, special_id
+from recipes.training import distributed
+from recipes.data.tokenization import PadCollator, special_id
 from recipes.errors import Interrupted, RecipeError, TrainingError
-from recipes.guards import STOP, GuardedTrainer, NonFiniteError, StageGuard
-from recipes.hookspecs import StageContext
-from recipes.manifest import Manifest
-from recipes.plan import Plan, StagePlan
-from recipes.optimizers import device_note
-from recipes.publish import checksums, publishing
-from recipes.stage_data import prepare
+from recipes.training.guards import STOP, GuardedTrainer, NonFiniteError, StageGuard
+from recipes.plugins.hookspecs import StageContext
+from recipes.run.manifest import Manifest
+from recipes.planning.plan import Plan, StagePlan
+from recipes.config.optimizers import device_note
+from recipes.run.publish import checksums, publishing
+from recipes.data.prepare import prepare
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -75,7 +75,7 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     s = stage.settings
-    precision, why = pick_precision(s["precision"])
+    precision, why = pick_precision(s.precision)
     dtype = DTYPES[precision]
     say(f"precision: {why}")
     from_model = stage.base == "model"
@@ -95,33 +95,33 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
         say(note)
     say(f"data: {stats.records} records -> {stats.examples} sequences, {stats.tokens:,} tokens, "
         f"{stats.label_tokens:,} with a label"
-        + (f"; {stats.truncated} truncated to {s['cutoff_len']}" if stats.truncated else "")
+        + (f"; {stats.truncated} truncated to {s.cutoff_len}" if stats.truncated else "")
         + (f"; {stats.dropped} dropped" if stats.dropped else "")
         + "".join(f"; {name}: {len(rows)} held for evaluation" for name, rows in data.evals.items()))
     if data.packing is not None:
         say(data.packing.describe())
 
     # model through the quantization backend, then LoRA
-    set_seed(s["seed"])
+    set_seed(s.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    note = device_note(s["optim"], device)
+    note = device_note(s.optim, device)
     if note:
         say(f"warning: {note}")
     backend_kwargs = plan.backend.model_kwargs(plan.backend_options, dtype)
     if plan.backend.quantizes:
         backend_kwargs.setdefault("device_map", {"": 0 if device == "cuda" else "cpu"})
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, **load_kwargs, **backend_kwargs)
-    model = plan.backend.prepare(model, plan.backend_options, s["gradient_checkpointing"])
+    model = plan.backend.prepare(model, plan.backend_options, s.gradient_checkpointing)
     model.config.use_cache = False
-    targets = "all-linear" if s["lora_target"] == "all" else list(s["lora_target"])
-    lora = LoraConfig(r=s["lora_rank"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
+    targets = "all-linear" if s.lora_target == "all" else list(s.lora_target)
+    lora = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
     try:
-        model, frozen = attach_adapters(model, lora, list(adapters), s["chaining"], stage, say)
+        model, frozen = attach_adapters(model, lora, list(adapters), s.chaining, stage, say)
     except ValueError as exc:
         raise RecipeError(f"stage {stage.name!r}: lora_target: {exc}") from exc
     trainable, total = model.get_nb_trainable_parameters()
-    say(f"model: {base_path} ({plan.backend.name} backend) + LoRA r={s['lora_rank']} alpha={s['lora_alpha']:g} "
+    say(f"model: {base_path} ({plan.backend.name} backend) + LoRA r={s.lora_rank} alpha={s.lora_alpha:g} "
         f"on {targets if isinstance(targets, str) else ', '.join(targets)}: {trainable:,} trainable of "
         f"{total:,} parameters ({100 * trainable / total:.3f}%)")
 
@@ -139,7 +139,7 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
         manifest.update(stage.name, status="running", checkpoint=str(folder.relative_to(plan.run_dir)), step=step)
 
     if data.packing is not None:
-        from recipes.packing import PackedCollator, check_packable
+        from recipes.data.packing import PackedCollator, check_packable
 
         check_packable(model)
         collator = PackedCollator(pad_id)
@@ -148,18 +148,18 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
     trainer = GuardedTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.evals or None,
                              data_collator=collator,
                              processing_class=tokenizer, callbacks=[*callbacks, StageGuard(checkpoint_done)])
-    trainer.skip_limit = s["skip_nonfinite_batches"]
-    provider = plan.losses[s["loss"]]
+    trainer.skip_limit = s.skip_nonfinite_batches
+    provider = plan.losses[s.loss]
     trainer.lm_loss = provider.build(model, provider.options_model())
     for quiet in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(quiet)
     processes = distributed.world_size()
     say(f"training: {len(data.train)} {'rows' if data.packing else 'sequences'}, effective batch "
-        f"{stage.effective_batch * processes} ({s['per_device_train_batch_size']} x "
-        f"{s['gradient_accumulation_steps']} accumulation" + (f" x {processes} processes" if processes > 1 else "")
+        f"{stage.effective_batch * processes} ({s.per_device_train_batch_size} x "
+        f"{s.gradient_accumulation_steps} accumulation" + (f" x {processes} processes" if processes > 1 else "")
         + "), "
-        + (f"{s['max_steps']} steps" if s["max_steps"] else f"{s['num_train_epochs']:g} epoch(s)")
-        + f", lr {s['learning_rate']:g} {s['lr_scheduler_type']}; a checkpoint every {s['save_steps']} steps")
+        + (f"{s.max_steps} steps" if s.max_steps else f"{s.num_train_epochs:g} epoch(s)")
+        + f", lr {s.learning_rate:g} {s.lr_scheduler_type}; a checkpoint every {s.save_steps} steps")
     if resume_from is not None:
         say(f"resuming from {resume_from.name} (optimizer, scheduler, RNG state and data position)")
     before = (manifest.stage(stage.name) or {}).get("eval_before")
@@ -187,7 +187,7 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
         keep = f"; the final checkpoint {final} is intact" if final else ""
         with publishing(stage.adapter_dir, stage.merged_dir, keep_note=keep) as (adapter_side, merged_side):
             save_adapter(model, tokenizer, adapter_side)
-            if s["chaining"] == "stack":  # the new adapter applies on the earlier stage's merged model
+            if s.chaining == "stack":  # the new adapter applies on the earlier stage's merged model
                 point_adapter_at(adapter_side, plan.stage(stage.base).merged_dir)
             merged = merged_model(model, plan, base_path, dtype, load_kwargs, [*frozen, adapter_side])
             if stage.kind == "sft":
@@ -323,32 +323,32 @@ def training_arguments(stage: StagePlan, precision: str, device: str, distribute
         TrainingArguments).parameters else "gradient_checkpointing"
     kwargs = {
         "output_dir": str(stage.checkpoint_dir),
-        "per_device_train_batch_size": s["per_device_train_batch_size"],
-        "gradient_accumulation_steps": s["gradient_accumulation_steps"],
-        "learning_rate": s["learning_rate"],
-        "lr_scheduler_type": s["lr_scheduler_type"],
-        "warmup_steps": s["warmup_steps"] if s["warmup_steps"] is not None else s["warmup_ratio"],
-        "num_train_epochs": s["num_train_epochs"],
-        "max_steps": s["max_steps"] or -1,
-        "optim": s["optim"],
-        "adam_beta1": s["adam_beta1"],
-        "adam_beta2": s["adam_beta2"],
-        "weight_decay": s["weight_decay"],
-        "max_grad_norm": s["max_grad_norm"],
+        "per_device_train_batch_size": s.per_device_train_batch_size,
+        "gradient_accumulation_steps": s.gradient_accumulation_steps,
+        "learning_rate": s.learning_rate,
+        "lr_scheduler_type": s.lr_scheduler_type,
+        "warmup_steps": s.warmup_steps if s.warmup_steps is not None else s.warmup_ratio,
+        "num_train_epochs": s.num_train_epochs,
+        "max_steps": s.max_steps or -1,
+        "optim": s.optim,
+        "adam_beta1": s.adam_beta1,
+        "adam_beta2": s.adam_beta2,
+        "weight_decay": s.weight_decay,
+        "max_grad_norm": s.max_grad_norm,
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
-        checkpointing: s["gradient_checkpointing"],
+        checkpointing: s.gradient_checkpointing,
         f"{checkpointing}_kwargs": {"use_reentrant": False},
-        "logging_steps": s["logging_steps"],
+        "logging_steps": s.logging_steps,
         "logging_first_step": True,
-        "eval_strategy": "steps" if s["eval_steps"] else "no",
-        "eval_steps": s["eval_steps"],
-        "per_device_eval_batch_size": s["per_device_train_batch_size"],
+        "eval_strategy": "steps" if s.eval_steps else "no",
+        "eval_steps": s.eval_steps,
+        "per_device_eval_batch_size": s.per_device_train_batch_size,
         "save_strategy": "steps",
-        "save_steps": s["save_steps"],
-        "save_total_limit": s["save_total_limit"],
+        "save_steps": s.save_steps,
+        "save_total_limit": s.save_total_limit,
         "report_to": [],
-        "seed": s["seed"],
+        "seed": s.seed,
         "use_cpu": device == "cpu",
         "dataloader_pin_memory": device == "cuda",
         "disable_tqdm": True,

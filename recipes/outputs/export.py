@@ -10,7 +10,7 @@ look (config.json, generation_config.json, tokenizer_config.json), as Qwen2.5-In
 a chat model whose eos is ``<|endoftext|>`` only never stops (LLaMA-Factory #2684, #9189).
 
 Everything the user can get wrong is checked by ``export_request`` before torch is imported; the
-folder is written aside and moved into place in one rename (``recipes.publish.publishing``).
+folder is written aside and moved into place in one rename (``recipes.run.publish.publishing``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recipes.errors import RecipeError
-from recipes.manifest import MANIFEST_NAME, Manifest
-from recipes.publish import matches, publishing
-from recipes.schema import MODEL_REF, did_you_mean
+from recipes.run.manifest import MANIFEST_NAME, Manifest
+from recipes.run.publish import matches, publishing
+from recipes.config.schema import MODEL_REF, did_you_mean
 
 DTYPES = ("bf16", "fp16", "fp32")
 TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from recipes.counting import count_all
-from recipes.load import LoadedRecipe
-from recipes.schema import MODEL_REF
+from recipes.config.counting import count_all
+from recipes.config.load import LoadedRecipe
+from recipes.config.schema import MODEL_REF
 
 
 def summarize(loaded: LoadedRecipe) -> dict:
@@ -24,12 +24,12 @@ def summarize(loaded: LoadedRecipe) -> dict:
         stages.append({
             "name": stage.name, "kind": stage.kind,
             "base": stage.base or (recipe.stages[index - 1].name if index else MODEL_REF),
-            "effective_batch": s["per_device_train_batch_size"] * s["gradient_accumulation_steps"],
-            "per_device_train_batch_size": s["per_device_train_batch_size"],
-            "gradient_accumulation_steps": s["gradient_accumulation_steps"],
-            "learning_rate": s["learning_rate"], "cutoff_len": s["cutoff_len"],
-            "num_train_epochs": s["num_train_epochs"], "max_steps": s["max_steps"],
-            "lora_rank": s["lora_rank"], "lora_alpha": s["lora_alpha"], "data": sources,
+            "effective_batch": s.per_device_train_batch_size * s.gradient_accumulation_steps,
+            "per_device_train_batch_size": s.per_device_train_batch_size,
+            "gradient_accumulation_steps": s.gradient_accumulation_steps,
+            "learning_rate": s.learning_rate, "cutoff_len": s.cutoff_len,
+            "num_train_epochs": s.num_train_epochs, "max_steps": s.max_steps,
+            "lora_rank": s.lora_rank, "lora_alpha": s.lora_alpha, "data": sources,
         })
     return {
         "name": loaded.name,

@@ -156,7 +156,6 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "sft": {**_PRETRAIN_DEFAULTS, "lora_dropout": 0.0, "cutoff_len": 1024, "learning_rate": 5e-5,
             "gradient_accumulation_steps": 4, "num_train_epochs": 1.0, "packing": True},
 }
-assert all(set(d) == set(Settings.model_fields) for d in KIND_DEFAULTS.values())
 
 
 class Stage(Settings):
@@ -181,7 +180,7 @@ class Stage(Settings):
             raise ValueError(f'"{MODEL_REF}" is reserved for the recipe\'s [model]; pick another name')
         return value
 
-    def settings(self, defaults: Settings) -> dict[str, Any]:
+    def settings(self, defaults: Settings) -> "StageSettings":
         """The stage's complete settings: stage, then [defaults], then the seed plan for its kind."""
         merged = dict(KIND_DEFAULTS[self.kind])
         for source in (defaults, self):
@@ -189,7 +188,50 @@ class Stage(Settings):
                 value = getattr(source, key)
                 if value is not None:
                     merged[key] = value
-        return merged
+        return StageSettings(**merged)
+
+
+class StageSettings(BaseModel):
+    """One stage's complete, resolved settings: typed and frozen (every key of ``Settings``, none
+    missing). What the planning, data and training phases read, as attributes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lora_rank: int
+    lora_alpha: float
+    lora_dropout: float
+    lora_target: Union[str, tuple[str, ...]]
+    chaining: Literal["merge", "continue", "stack"]
+    loss: str
+    cutoff_len: int
+    overlong_examples: Literal["truncate", "drop"]
+    packing: bool
+    val_size: float
+    eval_steps: Optional[int]
+    learning_rate: float
+    lr_scheduler_type: Scheduler
+    warmup_steps: Optional[int]
+    warmup_ratio: float
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    num_train_epochs: float
+    max_steps: Optional[int]
+    optim: str
+    adam_beta1: float
+    adam_beta2: float
+    weight_decay: float
+    max_grad_norm: float
+    precision: Precision
+    gradient_checkpointing: bool
+    logging_steps: int
+    seed: int
+    save_steps: int
+    save_total_limit: int
+    skip_nonfinite_batches: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: for recipe.json and the fingerprint."""
+        return self.model_dump(mode="json")
 
 
 class Distributed(Strict):
@@ -230,3 +272,6 @@ def did_you_mean(value: str, choices: list[str]) -> str:
         return f'did you mean "{close[0]}"?'
     return "known: " + (", ".join(f'"{c}"' for c in choices) or "none")
 
+
+
+assert all(set(d) == set(Settings.model_fields) == set(StageSettings.model_fields) for d in KIND_DEFAULTS.values())

@@ -1,4 +1,4 @@
-"""Loading plugins: the built-ins first, then every entry point in the group ``recipes.plugins``.
+"""Loading plugins: the built-ins first, then every entry point in the group ``recipes.plugins.registry``.
 
 Set ``RECIPES_PLUGINS`` to a comma-separated list of entry-point names to load only those
 (an empty value loads none); the built-ins always load. A plugin that fails to import or to register
@@ -14,9 +14,9 @@ from importlib import metadata
 
 import pluggy
 
-from recipes import hookspecs
+from recipes.plugins import hookspecs
 from recipes.errors import RecipeError
-from recipes.hookspecs import CallbackPlugin, DataFormat, LossFunction, QuantizationBackend
+from recipes.plugins.hookspecs import CallbackPlugin, DataFormat, LossFunction, QuantizationBackend
 
 ENTRY_POINT_GROUP = "recipes.plugins"
 BUILTIN_PLUGINS = (

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from recipes.builtin.losses import DEFAULT_CHUNK_SIZE
-from recipes.data import IGNORE_INDEX
+from recipes.data.tokenization import IGNORE_INDEX
 from recipes.errors import RecipeError
 
 # config keys that change the logits after the output layer; the chunked path would ignore them

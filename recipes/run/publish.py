@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from recipes.errors import TrainingError
-from recipes.fingerprint import file_sha256
-from recipes.manifest import fsync_dir
+from recipes.run.fingerprint import file_sha256
+from recipes.run.manifest import fsync_dir
 
 
 @contextmanager

@@ -175,7 +175,7 @@ def write_report(run_dir, console=None) -> Path:
     """Write <run>/report/ (report.json, report.md, loss.png, eval.png when eval rows exist) and, with
     a rich console, print the table. Returns the report folder. Called when a run ends and by
     `recipes report`."""
-    from recipes.curves import draw_curves
+    from recipes.outputs.curves import draw_curves
 
     report = read_run(Path(run_dir))
     folder = Path(run_dir) / REPORT_DIR

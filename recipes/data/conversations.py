@@ -17,7 +17,7 @@ import json
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recipes.errors import RecipeError
-from recipes.records import json_field
+from recipes.data.records import json_field
 
 
 class ConversationOptions(BaseModel):

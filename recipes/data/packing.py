@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from recipes.data import IGNORE_INDEX
+from recipes.data.tokenization import IGNORE_INDEX
 
 # attention implementations on which position-id packing is tested to give block-diagonal attention
 PACKED_ATTENTION = ("sdpa", "eager")

@@ -1,5 +1,5 @@
 """What each stage of a recipe will cost, before anything runs: parameters (total, trainable, their
-share, the layers LoRA wraps), memory per GPU (recipes.memory) and, where the data is at hand,
+share, the layers LoRA wraps), memory per GPU (recipes.planning.memory) and, where the data is at hand,
 tokens per epoch, optimizer steps and warmup steps. This is `recipes plan`.
 
 Parameters come from config.json shapes (qwen_recipes.shapes), so no torch and no weights are
@@ -7,7 +7,7 @@ needed. Tokens come from one of two places:
 
 - by default an estimate from the data's UTF-8 size (``BYTES_PER_TOKEN``, measured with the Qwen
   tokenizer on the bundled samples, English and Chinese), plus ChatML's tokens per message for SFT;
-- with ``tokenize=True``, the stage's own tokenizer and data code (recipes.data), which gives the
+- with ``tokenize=True``, the stage's own tokenizer and data code (recipes.data.tokenization), which gives the
   exact sequence counts a run will see; it imports transformers and needs the tokenizer at hand.
 """
 
@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 
 from recipes.errors import RecipeError
-from recipes.load import LoadedRecipe
-from recipes.memory import estimate_memory, shard
-from recipes.plan import Plan, StagePlan
+from recipes.config.load import LoadedRecipe
+from recipes.planning.memory import estimate_memory, shard
+from recipes.planning.plan import Plan, StagePlan
 
 # Measured on the bundled samples with the Qwen tokenizer (tests/test_plan.py keeps the byte
 # estimate within 10% of the tokenized count for both stages of the demo: 4,078 vs 4,004 and
@@ -68,8 +68,8 @@ def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tok
                    distributed=None, processes: int = 1) -> dict:
     s = stage.settings
     base = shape.total_parameters
-    lora = shape.lora_parameters(s["lora_target"], s["lora_rank"])
-    wrapped = shape.targeted(s["lora_target"])
+    lora = shape.lora_parameters(s.lora_target, s.lora_rank)
+    wrapped = shape.targeted(s.lora_target)
     memory = estimate_memory(shape, s, quantization, device)
     if distributed is not None:
         memory = shard(memory, distributed.strategy, processes, distributed.fsdp_sharding, distributed.zero_stage,
@@ -79,40 +79,40 @@ def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tok
         "parameters": {
             "total": base + lora, "base": base, "trainable": lora,
             "trainable_share": lora / (base + lora),  # as peft counts it: LoRA in the total
-            "lora_rank": s["lora_rank"], "lora_target": s["lora_target"],
+            "lora_rank": s.lora_rank, "lora_target": s.lora_target,
             "lora_modules": [layer.path for layer in wrapped],
             "lora_layers": len(wrapped) * shape.layers,
         },
-        "memory": {**memory.as_dict(), "batch": s["per_device_train_batch_size"], "cutoff_len": s["cutoff_len"],
-                   "gradient_checkpointing": s["gradient_checkpointing"], "optim": s["optim"]},
+        "memory": {**memory.as_dict(), "batch": s.per_device_train_batch_size, "cutoff_len": s.cutoff_len,
+                   "gradient_checkpointing": s.gradient_checkpointing, "optim": s.optim},
         "data": data_estimate(stage, tokenizer),
     }
 
 
 def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
     """Records, tokens per epoch, sequences, optimizer steps and warmup steps of one stage."""
-    from recipes.data import read_records
+    from recipes.data.tokenization import read_records
 
     s = stage.settings
     if tokenizer is not None:  # exactly what the stage will train on: tokenized, split, packed
-        from recipes.stage_data import prepare
+        from recipes.data.prepare import prepare
 
         data = prepare(stage, tokenizer, lambda message: None)
         sequences, tokens, record_count = len(data.train), data.stats.tokens, data.stats.records
     else:
         records = read_records(stage.sources)
         record_count = len(records)
-        tokens, sequences = _tokens_from_size(records, stage.kind, s["cutoff_len"])
-        if s["val_size"]:
-            held = int(s["val_size"]) if s["val_size"] >= 1 else round(sequences * s["val_size"])
+        tokens, sequences = _tokens_from_size(records, stage.kind, s.cutoff_len)
+        if s.val_size:
+            held = int(s.val_size) if s.val_size >= 1 else round(sequences * s.val_size)
             sequences -= held
-        if s["packing"]:
+        if s.packing:
             train_tokens = tokens * sequences / max(record_count, 1)
-            sequences = math.ceil(train_tokens / (s["cutoff_len"] * PACKING_FILL))
-    batches = math.ceil(sequences / s["per_device_train_batch_size"])
-    per_epoch = max(math.ceil(batches / s["gradient_accumulation_steps"]), 1)  # as the HF Trainer counts
-    steps = s["max_steps"] or math.ceil(s["num_train_epochs"] * per_epoch)
-    warmup = s["warmup_steps"] if s["warmup_steps"] is not None else math.ceil(steps * s["warmup_ratio"])
+            sequences = math.ceil(train_tokens / (s.cutoff_len * PACKING_FILL))
+    batches = math.ceil(sequences / s.per_device_train_batch_size)
+    per_epoch = max(math.ceil(batches / s.gradient_accumulation_steps), 1)  # as the HF Trainer counts
+    steps = s.max_steps or math.ceil(s.num_train_epochs * per_epoch)
+    warmup = s.warmup_steps if s.warmup_steps is not None else math.ceil(steps * s.warmup_ratio)
     return {"records": record_count, "tokens_per_epoch": tokens, "sequences": sequences,
             "steps_per_epoch": per_epoch, "optimizer_steps": steps, "warmup_steps": warmup,
             "exact": tokenizer is not None}
@@ -141,7 +141,7 @@ def _tokens_from_size(records: list[dict], kind: str, cutoff_len: int) -> tuple[
 def _tokenizer(plan: Plan):
     from transformers import AutoTokenizer
 
-    from recipes.runner import resolve_model
+    from recipes.run.runner import resolve_model
 
     path = resolve_model(plan.model_path, plan.revision, None, plan.recipe_path)
     kwargs = {"trust_remote_code": plan.trust_remote_code}

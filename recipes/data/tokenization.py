@@ -4,7 +4,7 @@
   token is a label. The last, shorter block is kept (no token is dropped).
 - SFT: each conversation rendered with the tokenizer's own chat template (Qwen's ChatML), so that
   training and inference see the same text; labels on the messages marked trained (by default the
-  assistant turns: their text and the ``<|im_end|>`` that closes them; see recipes.conversations). Conversations longer than ``cutoff_len`` are truncated; one left
+  assistant turns: their text and the ``<|im_end|>`` that closes them; see recipes.data.conversations). Conversations longer than ``cutoff_len`` are truncated; one left
   with no label is dropped, and counted.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qwen_recipes.architectures import END_OF_TEXT, TURN_END
-from recipes.conversations import message_trained
+from recipes.data.conversations import message_trained
 from recipes.errors import RecipeError
 
 IGNORE_INDEX = -100
@@ -99,7 +99,7 @@ def render_conversation(tokenizer, messages: list[dict], tools: list[dict] | Non
 
     Each message owns the text its rendering adds to the rendering of the messages before it (so the
     spans come from the template itself, never from knowing its syntax). A trained message (see
-    ``recipes.conversations.message_trained``) is labelled over that text, except that an assistant
+    ``recipes.data.conversations.message_trained``) is labelled over that text, except that an assistant
     turn after an untrained message starts after the generation prompt (``<|im_start|>assistant\n``),
     and a trained stretch ends at the turn terminator, not the newline after it. By default that is
     each assistant message's text plus its ``<|im_end|>``; with every message trained, every token."""

@@ -1,5 +1,5 @@
 """Running a plan: every stage in order, each starting from what the one before published, keeping
-what earlier runs finished (see recipes.manifest and recipes.fingerprint)."""
+what earlier runs finished (see recipes.run.manifest and recipes.run.fingerprint)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import shutil
 import time
 from pathlib import Path
 
-from recipes import distributed
+from recipes.training import distributed
 from recipes.errors import RecipeError
-from recipes.fingerprint import digest, model_fingerprint, stage_parts, why_changed
-from recipes.manifest import Manifest
-from recipes.plan import Plan
-from recipes.publish import matches
-from recipes.schema import MODEL_REF
+from recipes.run.fingerprint import digest, model_fingerprint, stage_parts, why_changed
+from recipes.run.manifest import Manifest
+from recipes.planning.plan import Plan
+from recipes.run.publish import matches
+from recipes.config.schema import MODEL_REF
 
 log = logging.getLogger("recipes")
 
@@ -74,7 +74,7 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
     hf_logging.set_verbosity_warning()
     hf_logging.disable_default_handler()  # warnings go to run.log, not over the progress bar
     if registry is None:
-        from recipes.plugins import get_registry
+        from recipes.plugins.registry import get_registry
 
         registry = get_registry()
     import torch
@@ -88,8 +88,8 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
         with open(plan.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:  # marks where a run starts
             metrics.write(json.dumps({"event": "run_start", "recipe": str(plan.recipe_path), "time": time.time()}) + "\n")
     handler = _setup_logging(plan.run_dir) if main else _silence()
-    from recipes.guards import graceful_interrupts  # imports the training stack: after logging is set up
-    from recipes.stage import run_stage
+    from recipes.training.guards import graceful_interrupts  # imports the training stack: after logging is set up
+    from recipes.training.stage import run_stage
 
     def say(message: str) -> None:
         console.print(f"  {message}", highlight=False)
@@ -142,7 +142,7 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
         distributed.barrier()
         console.rule("done")
         if main:
-            from recipes.report import write_report
+            from recipes.outputs.report import write_report
 
             write_report(plan.run_dir, console)
         console.print(f"Run folder: {plan.run_dir.resolve()}")
@@ -162,7 +162,7 @@ def stage_base(plan: Plan, stage, model_path: str) -> tuple[str, list[Path]]:
     if stage.base == MODEL_REF:
         return model_path, []
     previous = plan.stage(stage.base)
-    if stage.settings["chaining"] == "merge":
+    if stage.settings.chaining == "merge":
         return str(previous.merged_dir), []
     root, adapters = stage_base(plan, previous, model_path)
     return root, adapters + [previous.adapter_dir]

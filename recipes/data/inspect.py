@@ -3,38 +3,38 @@
 Counts (records, sequences, tokens, supervised tokens, truncated and dropped examples), length
 percentiles, packing efficiency against padding each batch to its longest example, and a few
 examples rendered with the trained tokens highlighted, so that a wrong template or mask is seen at a
-glance. It goes through the same code as a run (recipes.stage_data), cache included.
+glance. It goes through the same code as a run (recipes.data.prepare), cache included.
 """
 
 from __future__ import annotations
 
 import random
 
-from recipes.data import IGNORE_INDEX
+from recipes.data.tokenization import IGNORE_INDEX
 
 
 def inspect_stage(stage, tokenizer, count: int) -> dict:
-    from recipes.packing import pack_examples
-    from recipes.stage_data import split, tokenize_cached, tokenizer_identity
+    from recipes.data.packing import pack_examples
+    from recipes.data.prepare import split, tokenize_cached, tokenizer_identity
 
     s = stage.settings
     kind = "documents" if stage.kind == "pretrain" else "conversations"
     examples, stats, key, cached = tokenize_cached(stage.sources, kind, tokenizer, tokenizer_identity(tokenizer), s)
-    train = split(examples, s["val_size"], s["seed"], stage.name)[0] if s["val_size"] else examples
+    train = split(examples, s.val_size, s.seed, stage.name)[0] if s.val_size else examples
     lengths = sorted(len(e["input_ids"]) for e in train)
-    batch = s["per_device_train_batch_size"]
+    batch = s.per_device_train_batch_size
     out = {
-        "stage": stage.name, "kind": stage.kind, "cutoff_len": s["cutoff_len"], "cached": cached,
+        "stage": stage.name, "kind": stage.kind, "cutoff_len": s.cutoff_len, "cached": cached,
         "records": stats.records, "sequences": stats.examples, "tokens": stats.tokens,
         "supervised_tokens": stats.label_tokens, "truncated": stats.truncated, "dropped": stats.dropped,
         "held_out": len(examples) - len(train),
         "length": {f"p{p}": _percentile(lengths, p) for p in (50, 90, 99)} | {"max": lengths[-1] if lengths else 0},
-        "padded_efficiency": _padded_efficiency(lengths, batch, s["seed"]),
+        "padded_efficiency": _padded_efficiency(lengths, batch, s.seed),
         "packing": None,
         "examples": [segments(tokenizer, e) for e in train[:count]],
     }
-    if s["packing"]:
-        rows, packing = pack_examples(train, s["cutoff_len"])
+    if s.packing:
+        rows, packing = pack_examples(train, s.cutoff_len)
         out["packing"] = {"rows": packing.rows, "efficiency": packing.efficiency}
     return out
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recipes.errors import Problem
-from recipes.toml_lines import position_of
+from recipes.config.toml_lines import position_of
 
 
 def dotted(path: tuple) -> str:

@@ -1,0 +1,1 @@
+"""6. Outputs: what a finished run gives: export, the report and its curves."""

@@ -1,0 +1,1 @@
+"""5. Run: every stage in order, resumable: the manifest, fingerprints, atomic publishing."""
