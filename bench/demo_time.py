@@ -1,13 +1,11 @@
 """Wall time of the demo's two-stage chain, as a user runs it: `recipes run demo`.
 
-    python bench/demo_time.py [--runs 3] [--preview-chunked]
+    python bench/demo_time.py [--runs 3]
 
 Each run is a fresh `recipes run demo -o TMP` process (the tiny model already built and cached, so
 the first run does not pay for building it); measured: the command's wall time, its peak RSS
 (``os.wait4``'s ``ru_maxrss``) and each stage's training seconds from ``stages/*/stage.json``.
-Printed: per-run rows and the medians. Whatever loss the installed recipes wires is what is timed;
-``--preview-chunked`` runs the same command with the chunked loss wired in as proposed for
-GuardedTrainer (a shim that subclasses it over PluggableLossTrainer), until stage.py does it itself.
+Printed: per-run rows and the medians.
 """
 
 from __future__ import annotations
@@ -23,28 +21,13 @@ import time
 from pathlib import Path
 
 RECIPES = Path(sys.executable).with_name("recipes")
-PREVIEW = """
-import sys
-from functools import partial
-import recipes.training.stage
-from recipes.training.chunked_loss import chunked_lm_loss
-from recipes.cli import main
-from recipes.training.guards import GuardedTrainer
-from recipes.training.trainer_loss import PluggableLossTrainer
-
-class Wired(GuardedTrainer, PluggableLossTrainer):
-    lm_loss = staticmethod(partial(chunked_lm_loss, chunk_size=512))
-
-recipes.training.stage.GuardedTrainer = Wired
-main(["run", "demo", "-o", sys.argv[1]])
-"""
 
 
-def one_run(folder: Path, preview: bool) -> dict:
+def one_run(folder: Path) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     started = time.perf_counter()
     with open(folder / "output.txt", "w") as output:
-        command = [sys.executable, "-c", PREVIEW] if preview else [str(RECIPES), "run", "demo", "-o"]
+        command = [str(RECIPES), "run", "demo", "-o"]
         process = subprocess.Popen([*command, str(folder / "run")], stdout=output, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
@@ -58,7 +41,6 @@ def one_run(folder: Path, preview: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--preview-chunked", action="store_true")
     options = parser.parse_args()
     subprocess.run([str(RECIPES), "validate", "demo"], check=True, capture_output=True)
     from qwen_recipes.tiny import tiny_qwen2_path
@@ -68,7 +50,7 @@ def main() -> None:
     rows = []
     for run in range(options.runs):
         with tempfile.TemporaryDirectory(prefix="demo_time_") as folder:
-            row = one_run(Path(folder), options.preview_chunked)
+            row = one_run(Path(folder))
         rows.append(row)
         stages = ", ".join(f"{name} {s:.1f} s" for name, s in row["train_seconds"].items())
         print(f"run {run + 1}: {row['seconds']:.1f} s wall, peak RSS {row['peak_rss_gb']:.2f} GB, training: {stages}",

@@ -3,7 +3,7 @@
     python bench/memory_estimate.py [--stage domain]
 
 1. CPU: one real stage of the bundled demo recipe (the embedded tiny Qwen2 model, fp32) runs through
-   ``recipes.training.stage.run_stage`` in a fresh process. Measured: the process's peak RSS
+   ``recipes.training.stage.StageRun`` in a fresh process. Measured: the process's peak RSS
    (``getrusage(RUSAGE_SELF).ru_maxrss``) minus its RSS just before the stage, after the imports and
    a warm-up pass over the tokenizer and data (so that only the model, training and publishing are
    in the difference). The estimate is ``recipes plan demo --device cpu`` for the same stage. Target
@@ -39,7 +39,8 @@ from recipes.planning.plan import make_plan
 from recipes.plugins.registry import get_registry
 from recipes.run.manifest import Manifest
 from recipes.data.tokenization import DataStats, pretrain_examples, read_records, sft_examples
-from recipes.training.stage import run_stage
+from recipes.run.progress import ManifestProgress
+from recipes.training.stage import StageRun
 import peft, transformers
 from transformers import AutoTokenizer, Trainer
 from qwen_recipes.tiny import tiny_qwen2_path
@@ -48,7 +49,7 @@ registry = get_registry()
 plan = make_plan(load_recipe("demo", registry), registry, str(run_dir))
 stage = plan.stage(stage_name)
 base = str(tiny_qwen2_path())
-tokenizer = AutoTokenizer.from_pretrained(base)  # warm-up: what run_stage does before the model
+tokenizer = AutoTokenizer.from_pretrained(base)  # warm-up: what StageRun does before the model
 build = pretrain_examples if stage.kind == "pretrain" else sft_examples
 examples = build(read_records(stage.sources), tokenizer, stage.settings.cutoff_len, DataStats())
 del tokenizer, examples
@@ -64,7 +65,7 @@ manifest = Manifest.load(plan.run_dir)
 plan.run_dir.mkdir(parents=True, exist_ok=True)
 manifest.reset(stage.name, status="running")
 console = Console(file=io.StringIO())
-result = run_stage(plan, stage, base, lambda message: None, console, manifest)
+result = StageRun(plan, stage, base, lambda message: None, console, ManifestProgress(manifest, stage.name, plan.run_dir)).run()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"rss_before": before, "peak_before": peak_before, "peak": peak, "steps": result.steps,
                   "trainable": result.trainable_params, "total": result.total_params}))

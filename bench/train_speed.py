@@ -11,7 +11,7 @@ lm_head; fp32 on CPU; batch 4, one epoch, gradient checkpointing as recipes' def
   our ``alpaca`` format, tokenized by ``recipes.data.tokenization.sft_examples``, cutoff 1024). The same tokens and
   labels go to every variant:
   ``baseline``: transformers' Trainer + peft, transformers' DataCollatorForSeq2Seq (pad to longest),
-  the model's own loss. ``ours``: recipes' trainer (GuardedTrainer over PluggableLossTrainer, as
+  the model's own loss. ``ours``: recipes' trainer (StageTrainer, as
   stage.py wires it), the chunked loss, packed rows (``recipes.data.packing``). ``ours-unpacked``: the
   same without packing (padded like the baseline).
 - Pre-training: the first ``--pretrain-blocks`` blocks of 1024 tokens of c4_demo.jsonl (our ``text``
@@ -48,7 +48,8 @@ BATCH = 4
 
 def bench_model() -> Path:
     """The bench model's folder (random init with seed 0, the tiny model's tokenizer), built once."""
-    from qwen_recipes.tiny import cache_root, tiny_qwen2_path
+    from qwen_recipes.tiny import tiny_qwen2_path
+    from recipes.cache import cache_root
 
     target = cache_root() / "bench-qwen2-h256-l4"
     if (target / "config.json").is_file():
@@ -88,10 +89,9 @@ def child(kind: str, variant: str, model_dir: Path, data_dir: Path, count: int, 
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
     from recipes.data.tokenization import PadCollator
-    from recipes.training.guards import GuardedTrainer, StageGuard
     from recipes.data.packing import PackedCollator, pack_examples
     from recipes.plugins.registry import get_registry
-    from recipes.training.trainer_loss import PluggableLossTrainer
+    from recipes.training.trainer import StageGuard, StageTrainer
 
     torch.set_num_threads(os.cpu_count())
     data = examples(kind, model_dir, data_dir, count)
@@ -116,18 +116,15 @@ def child(kind: str, variant: str, model_dir: Path, data_dir: Path, count: int, 
                                           label_pad_token_id=-100)
         trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collator)
     else:
-        class OursTrainer(GuardedTrainer, PluggableLossTrainer):
-            """GuardedTrainer as it will be wired: its compute_loss over PluggableLossTrainer's."""
-
         rows, collator = data, PadCollator(pad_id)
         if variant == "ours" and kind == "sft":
             rows, _ = pack_examples(data, CUTOFF)
             collator = PackedCollator(pad_id)
-        trainer = OursTrainer(model=model, args=args, train_dataset=rows, data_collator=collator,
-                              callbacks=[StageGuard(lambda folder, step: None)])
         chunked = get_registry().losses["chunked"]
         chunk = {"chunk_size": int(os.environ["BENCH_CHUNK_SIZE"])} if os.environ.get("BENCH_CHUNK_SIZE") else {}
-        trainer.lm_loss = chunked.build(model, chunked.options_model.model_validate(chunk))
+        trainer = StageTrainer(model=model, args=args, train_dataset=rows, data_collator=collator,
+                               callbacks=[StageGuard(lambda folder, step: None)],
+                               lm_loss=chunked.build(model, chunked.options_model.model_validate(chunk)))
     started, cpu_started = time.perf_counter(), time.process_time()
     trainer.train()
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started

@@ -12,6 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from recipes.cache import cache_root
+
 # Bump when the build changes, so that old caches are not used.
 BUILD = "tiny-qwen2-v2"
 
@@ -33,14 +35,6 @@ CONFIG = dict(
     # weights span about 1 nat, so no LoRA could show the loss falling in a minute.
     initializer_range=0.1,
 )
-
-
-def cache_root() -> Path:
-    root = os.environ.get("RECIPES_CACHE")
-    if root:
-        return Path(root)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "qwen-recipes"
 
 
 def tiny_qwen2_path(console=None) -> Path:

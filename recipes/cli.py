@@ -113,6 +113,10 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
 
     console = _console() if distributed.is_main() else _quiet_console()
     run_plan(plan, console, registry, tuple(restart))
+    if distributed.is_main():
+        from recipes.outputs.report import write_report
+
+        write_report(plan.run_dir, console)
 
 
 @main.command()
@@ -284,7 +288,7 @@ def inspect(recipe, stage_name, count, as_json):
     from transformers import AutoTokenizer
 
     from recipes.data.inspect import inspect_stage, print_inspection
-    from recipes.run.runner import resolve_model
+    from recipes.planning.resolve import resolve_model
 
     path = resolve_model(plan.model_path, plan.revision, None, plan.recipe_path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=plan.trust_remote_code)
@@ -302,10 +306,10 @@ def list_recipes():
     """List the bundled recipes."""
     import tomllib
 
-    from qwen_recipes import bundled_recipes
+    from recipes.family import family
 
     console = _console()
-    bundled = bundled_recipes()
+    bundled = family().bundled_recipes()
     width = max(map(len, bundled), default=0)
     for name, path in bundled.items():
         description = tomllib.loads(path.read_text(encoding="utf-8")).get("description", "")
@@ -318,10 +322,10 @@ def list_recipes():
 @friendly
 def cp(name, destination):
     """Copy the bundled recipe NAME to DESTINATION, to edit."""
-    from qwen_recipes import bundled_recipes
     from recipes.config.schema import did_you_mean
+    from recipes.family import family
 
-    bundled = bundled_recipes()
+    bundled = family().bundled_recipes()
     stem = name[:-5] if name.endswith(".toml") else name
     if stem not in bundled:
         raise RecipeError(f"{name}: no bundled recipe of that name; {did_you_mean(stem, sorted(bundled))}")

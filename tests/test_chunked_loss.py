@@ -76,10 +76,11 @@ def loss_and_grads(model, compute):
 def assert_same(model, batch, num_items=None):
     import torch
 
-    from recipes.training.chunked_loss import chunked_lm_loss, standard_lm_loss
+    from recipes.builtin.losses import standard_lm_loss
+    from recipes.training.chunked_loss import chunked_lm_loss
 
     standard, standard_grads = loss_and_grads(model, lambda: standard_lm_loss(model, batch, num_items))
-    chunked, chunked_grads = loss_and_grads(model, lambda: chunked_lm_loss(model, batch, num_items, CHUNK))
+    chunked, chunked_grads = loss_and_grads(model, lambda: chunked_lm_loss(model, batch, num_items, chunk_size=CHUNK))
     assert abs(chunked - standard) < 1e-5, (chunked, standard)
     assert any("lora_A" in n for n in standard_grads) and any("lora_B" in n for n in standard_grads)
     assert standard_grads.keys() == chunked_grads.keys()
@@ -101,12 +102,9 @@ def test_tied_output_layer(tied, batches, kind):
 
 
 def test_num_items_in_batch_divides_like_the_trainer(tied, batches):
-    import torch
-
     labels = batches["sft"]["labels"][:, 1:].ne(-100).sum()
     assert_same(tied, batches["sft"], num_items=labels + 17)  # as if other micro-batches were accumulated
     assert_same(tied, batches["sft"], num_items=int(labels) * 2)
-    assert isinstance(labels, torch.Tensor)
 
 
 @pytest.mark.parametrize("kind", ["pretrain", "sft_packed"])
@@ -169,11 +167,11 @@ def test_a_head_it_cannot_reproduce_is_refused_naming_the_way_out(tiny_model, ba
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
                            LoraConfig(r=2, target_modules=["q_proj", "lm_head"]))
     with pytest.raises(RecipeError, match='output layer .* carries a LoRA adapter.*loss = "standard"'):
-        chunked_lm_loss(model, batches["sft"])
+        chunked_lm_loss(model, batches["sft"], chunk_size=CHUNK)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(r=2, target_modules=["q_proj"]))
     model.get_base_model().config.final_logit_softcapping = 30.0
     with pytest.raises(RecipeError, match="final_logit_softcapping=30.0"):
-        chunked_lm_loss(model, batches["sft"])
+        chunked_lm_loss(model, batches["sft"], chunk_size=CHUNK)
 
 
 def test_a_plugin_on_the_same_hook_provides_a_loss_and_the_builtins_build(tiny_model, tied, batches):
@@ -181,7 +179,7 @@ def test_a_plugin_on_the_same_hook_provides_a_loss_and_the_builtins_build(tiny_m
     register_loss_functions, found by name next to the built-ins; a clash with a built-in is refused."""
     import types
 
-    from recipes.training.chunked_loss import standard_lm_loss
+    from recipes.builtin.losses import standard_lm_loss
     from recipes.plugins.hookspecs import LossFunction, hookimpl
     from recipes.plugins.registry import get_registry
 
@@ -217,19 +215,20 @@ def test_training_with_the_chunked_loss_follows_the_standard_run(tiny_model, sft
     import torch
     from transformers import TrainingArguments
 
+    from functools import partial
+
     from recipes.training.chunked_loss import chunked_lm_loss
-    from recipes.training.trainer_loss import PluggableLossTrainer
+    from recipes.training.trainer import StageTrainer
 
     runs = []
-    for lm_loss in (None, chunked_lm_loss):
+    for lm_loss in (None, partial(chunked_lm_loss, chunk_size=CHUNK)):
         model = lora_model(tiny_model)
         args = TrainingArguments(output_dir=str(tmp_path / str(len(runs))), per_device_train_batch_size=2,
                                  gradient_accumulation_steps=2, max_steps=2, learning_rate=1e-2, logging_steps=1,
                                  save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
                                  remove_unused_columns=False)
-        trainer = PluggableLossTrainer(model=model, args=args, train_dataset=sft,
-                                       data_collator=PadCollator(ENDOFTEXT))
-        trainer.lm_loss = lm_loss
+        trainer = StageTrainer(model=model, args=args, train_dataset=sft, data_collator=PadCollator(ENDOFTEXT),
+                               lm_loss=lm_loss)
         trainer.train()
         losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
         runs.append((losses, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}))

@@ -35,8 +35,6 @@ def test_inspect_shows_counts_and_the_trained_tokens(demo_run):
 
 
 def test_a_second_run_reuses_the_tokenization_cache_and_says_so(demo_run):
-    _, output = demo_run
-    assert "data: tokenized and cached" in output or "data: tokenized earlier, from the cache" in output
     from recipes.config.load import load_recipe
     from recipes.planning.plan import make_plan
     from recipes.plugins.registry import get_registry

@@ -79,7 +79,7 @@ def test_each_strategy_validates_and_becomes_the_trainers_own_settings(tmp_path)
 
     from recipes.cli import main
     from recipes.config.load import load_recipe
-    from recipes.training.stage import sharding_arguments
+    from recipes.training.trainer import sharding_arguments
 
     write(tmp_path / "corpus.jsonl", '{"text": "Bees."}\n')
     base = ('[model]\npath = "bundled:tiny-qwen2"\n{extra}\n[[stages]]\nname = "a"\nkind = "pretrain"\n'

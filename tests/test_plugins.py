@@ -28,7 +28,7 @@ HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
 
 def test_every_hook_is_documented_and_implemented_by_a_builtin():
     assert sorted(HOOKS) == ["register_callbacks", "register_data_formats", "register_loss_functions",
-                             "register_quantization_backends"]
+                             "register_model_families", "register_quantization_backends"]
     registry = get_registry()
     implemented = {hook for name in registry.info for hook in registry.hooks_of(name)}
     for name in HOOKS:
@@ -170,6 +170,19 @@ def test_example_plugin_package_is_installed_and_works():
     registry = get_registry()
     assert "dolly" in registry.info and "dolly" in registry.formats
     assert registry.info["dolly"].source == "recipes-dolly-format"
+
+
+def test_the_dolly_plugin_reads_records_and_names_a_bad_one(tmp_path):
+    dolly = get_registry().formats["dolly"]
+    path = write(tmp_path / "d.jsonl", json.dumps({"instruction": "Name a bee.", "context": "Hives.",
+                                                    "response": "Apis."}) + "\n" + json.dumps({"instruction": "x"}))
+    options = dolly.options_model(context_position="before")
+    records = dolly.read(path, options)
+    first = next(records)
+    assert first["messages"] == [{"role": "user", "content": "Hives.\n\nName a bee."},
+                                 {"role": "assistant", "content": "Apis."}]
+    with pytest.raises(RecipeError, match=r"d.jsonl:2: a dolly record needs 'response'"):
+        next(records)
 
 
 def test_cli_list_and_cp(tmp_path):

@@ -101,11 +101,12 @@ def test_sigkill_anywhere_then_rerun_completes_without_retraining(demo_run, tmp_
     assert seen["domain"]["checkpoint"].endswith("checkpoint-10")
     # 3. while publishing stage 1 (trained, not yet done)
     run = Run(run_dir)
-    seen = run.signal_when(lambda st, out: status(st, "domain") in ("trained", "done"))
+    seen = run.signal_when(lambda st, out: status(st, "domain") == "trained")
     assert run.finish()[0] == -signal.SIGKILL
     assert "resuming from checkpoint-10" in "".join(run.lines)
-    assert seen["domain"]["status"] == "trained", "the kill came after publishing, not during it"
-    assert not (run_dir / "stages" / "domain" / "merged").exists() or status(run.stages(), "domain") == "done"
+    assert seen["domain"]["status"] == "trained"
+    merged = run_dir / "stages" / "domain" / "merged"  # killed while publishing: absent, or whole
+    assert not merged.exists() or (merged / "config.json").is_file() and any(merged.glob("*.safetensors"))
     # 4. between the stages
     run = Run(run_dir)
     run.signal_when(lambda st, out: status(st, "domain") == "done")

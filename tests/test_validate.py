@@ -251,3 +251,21 @@ def test_json_schema_describes_recipes_and_plugin_options(tmp_path):
     assert "lora_rnak" in messages and "splitt" in messages
     assert any("quant_typ" in str(e.context) for e in validator.iter_errors(recipe))
     assert "dolly" in schema["$defs"]["DataSource"]["properties"]["format"]["enum"]  # third-party formats too
+
+
+def test_loss_options_reach_the_loss_and_the_plan_and_are_checked(recipe_dir):
+    from recipes.planning.plan import make_plan
+    from recipes.plugins.registry import get_registry
+
+    text = GOOD.replace('kind = "pretrain"', 'kind = "pretrain"\nloss_options = {chunk_size = 128}')
+    loaded = load_recipe(str(write(recipe_dir / "r.toml", text)))
+    domain, sft = make_plan(loaded, get_registry()).stages
+    assert domain.loss.name == "chunked" and domain.loss_options.chunk_size == 128
+    assert domain.logit_positions(4 * 2048) == 128 and sft.logit_positions(4 * 1024) == 512  # the default
+    bad = GOOD.replace('kind = "pretrain"', 'kind = "pretrain"\nloss_options = {chunk_sise = 128}')
+    [error] = _errors(write(recipe_dir / "bad.toml", bad))
+    assert error.startswith(f"{recipe_dir / 'bad.toml'}:9:1: stages[0].loss_options.chunk_sise: unknown option")
+    assert 'did you mean "chunk_size"' in error
+    standard = GOOD.replace('kind = "pretrain"', 'kind = "pretrain"\nloss = "standard"\nloss_options = {chunk_size = 8}')
+    [error] = _errors(write(recipe_dir / "std.toml", standard))
+    assert "stages[0].loss_options.chunk_size: unknown option 'chunk_size'; this takes no options" in error

@@ -132,7 +132,8 @@ def test_wrong_recipe(recipe_dir, name, edits, expected):
     path = write(recipe_dir / f"{name}.toml", text)
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit) and result.exception.code == 2  # exited, did not raise
     lines = result.output.strip().splitlines()
     assert all(line.startswith(("error: ", "warning: ")) for line in lines), lines  # one line per problem
     for fragment in expected:

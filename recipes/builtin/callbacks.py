@@ -7,7 +7,7 @@ import importlib.util
 import json
 import time
 
-from recipes.plugins.hookspecs import CallbackPlugin, StageContext, hookimpl
+from recipes.api import CallbackPlugin, StageContext, hookimpl
 
 
 def build_progress(context: StageContext):

@@ -7,11 +7,11 @@ content can point at it.
 
 from __future__ import annotations
 
+from recipes.api import DataFormat, hookimpl
 from recipes.builtin.alpaca import AlpacaOptions, read_alpaca
 from recipes.builtin.messages import MessagesOptions, read_messages
 from recipes.builtin.sharegpt import ShareGPTOptions, read_sharegpt
 from recipes.builtin.text import TextOptions, read_text
-from recipes.plugins.hookspecs import DataFormat, hookimpl
 
 TABLES = ".json, .jsonl, .csv or .parquet"
 

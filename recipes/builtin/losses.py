@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recipes.plugins.hookspecs import LossFunction, NoOptions, hookimpl
+from recipes.api import LossFunction, NoOptions, hookimpl
 
 # 512 positions x 151,936 fp32 logits = 0.3 GB alive at a time. On this 2-core CPU (hidden 256) 512
 # and 1024 ran at the same speed within the noise, and 1024 raised the SFT peak RSS by 0.3 GB
@@ -32,16 +32,24 @@ def build_chunked(model, options: ChunkedOptions):
     return partial(chunked_lm_loss, chunk_size=options.chunk_size)
 
 
-def build_standard(model, options):
-    from recipes.training.chunked_loss import standard_lm_loss
+def chunked_positions(options: ChunkedOptions, tokens: int) -> int:
+    return min(tokens, options.chunk_size)
 
+
+def build_standard(model, options):
     return standard_lm_loss
+
+
+def standard_lm_loss(model, inputs: dict, num_items_in_batch=None):
+    """The model's own loss (transformers: full logits, then cross-entropy), as the Trainer calls it."""
+    extra = {"num_items_in_batch": num_items_in_batch} if num_items_in_batch is not None else {}
+    return model(**inputs, **extra).loss
 
 
 @hookimpl
 def register_loss_functions():
     return [
-        LossFunction("chunked", build_chunked, ChunkedOptions, description=(
+        LossFunction("chunked", build_chunked, ChunkedOptions, logit_positions=chunked_positions, description=(
             "The output layer and cross-entropy in chunks of positions, only where a label is: never the full "
             "logits (default; equals standard within float rounding).")),
         LossFunction("standard", build_standard, NoOptions, description=(

@@ -16,7 +16,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from recipes.plugins.hookspecs import NoOptions, QuantizationBackend, hookimpl
+from recipes.api import NoOptions, QuantizationBackend, hookimpl
 
 # The output head stays unquantized, as transformers does by default; `skip_modules` adds to it
 # (transformers' own llm_int8_skip_modules would replace the default and quantize the head).
@@ -71,8 +71,10 @@ class BitsAndBytesOptions(BaseModel):
 def _torch_dtype(name: str, fallback):
     import torch
 
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
-            "uint8": torch.uint8}.get(name, fallback)
+    from recipes.config.schema import TORCH_DTYPE_NAMES
+
+    names = {**TORCH_DTYPE_NAMES, "uint8": "uint8"}
+    return getattr(torch, names[name]) if name in names else fallback
 
 
 def _bnb_kwargs(options: BitsAndBytesOptions, dtype) -> dict:

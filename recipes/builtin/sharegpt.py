@@ -17,9 +17,7 @@ from typing import Iterator
 
 from pydantic import Field
 
-from recipes.data.conversations import ConversationOptions, conversation, tool_call
-from recipes.errors import RecipeError
-from recipes.data.records import field, read_table
+from recipes.api import ConversationOptions, RecipeError, conversation, field, read_table, tool_call
 
 
 class ShareGPTOptions(ConversationOptions):

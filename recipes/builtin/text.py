@@ -12,7 +12,7 @@ from typing import Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recipes.data.records import RECORD_SUFFIXES, field, read_table, read_text_file
+from recipes.api import RECORD_SUFFIXES, field, read_table, read_text_file
 
 
 class TextOptions(BaseModel):

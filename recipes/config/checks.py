@@ -12,10 +12,11 @@ from pydantic import BaseModel, ValidationError
 
 from recipes.config.collector import Collector
 from recipes.config.counting import count_all
-from recipes.config.load import (BUNDLED_PREFIX, SOURCE_GROUPS, LoadedRecipe, ResolvedSource, match_files,
+from recipes.config.loaded import (BUNDLED_PREFIX, SOURCE_GROUPS, LoadedRecipe, ResolvedSource, match_files,
                           resolve_data_path, short)
 from recipes.config.model_info import local_model_folder, model_info
 from recipes.config.optimizers import check_optimizer
+from recipes.plugins.hookspecs import RECORDS_FOR_KIND
 from recipes.plugins.registry import Registry
 from recipes.config.schema import MODEL_REF, Recipe, did_you_mean
 
@@ -45,12 +46,12 @@ def setting_path(recipe: Recipe, index: int, key: str) -> tuple:
 def _check_model(loaded: LoadedRecipe, base_dir: Path, problems: Collector) -> None:
     model = loaded.recipe.model
     if model.path.startswith(BUNDLED_PREFIX):
-        from qwen_recipes import BUNDLED_MODELS
+        from recipes.family import family
 
-        name = model.path[len(BUNDLED_PREFIX):]
-        if name not in BUNDLED_MODELS:
+        name, bundled = model.path[len(BUNDLED_PREFIX):], family().bundled_models
+        if name not in bundled:
             problems.add(("model", "path"), f"unknown bundled model {name!r}; "
-                         f"{did_you_mean(name, sorted(BUNDLED_MODELS))}")
+                         f"{did_you_mean(name, sorted(bundled))}")
             return
     folder = local_model_folder(model.path, base_dir)
     if folder is not None and not (folder / "config.json").is_file():
@@ -96,7 +97,7 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
                 hint = did_you_mean(stage.base, [MODEL_REF, *seen])
             problems.add(where + ("base",), f"base {stage.base!r} is not an earlier stage: {hint}")
         seen.append(stage.name)
-        wanted = "documents" if stage.kind == "pretrain" else "conversations"
+        wanted = RECORDS_FOR_KIND[stage.kind]
         for group in SOURCE_GROUPS:
             for source_index, source in enumerate(getattr(stage, group)):
                 at = where + (group, source_index)
@@ -119,6 +120,9 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
         if loss not in registry.losses:
             problems.add(setting_path(recipe, index, "loss"), f"unknown loss {loss!r}; "
                          f"{did_you_mean(loss, sorted(registry.losses))}")
+        else:
+            check_options(registry.losses[loss].options_model, settings.loss_options,
+                          setting_path(recipe, index, "loss_options"), problems)
         message = check_optimizer(settings.optim)
         if message:
             problems.add(setting_path(recipe, index, "optim"), message)
@@ -201,10 +205,10 @@ def _check_distributed(recipe: Recipe, problems: Collector) -> None:
 
 def _check_against_model(loaded: LoadedRecipe, problems: Collector) -> None:
     """cutoff_len within the model's context; LoRA targets among its linear layers."""
-    from qwen_recipes.architectures import LINEAR_MODULES
+    from recipes.family import family
 
     recipe, info = loaded.recipe, loaded.model
-    modules = LINEAR_MODULES.get(info.model_type or "")
+    modules = family().linear_modules.get(info.model_type or "")
     for index, stage in enumerate(recipe.stages):
         settings = stage.settings(recipe.defaults)
         path = setting_path(recipe, index, "cutoff_len")
@@ -241,7 +245,7 @@ def _advise(loaded: LoadedRecipe, problems: Collector) -> None:
             problems.warn(setting_path(recipe, index, "warmup_steps"), f"warmup_steps {s.warmup_steps} is "
                           f"not shorter than the stage ({steps} steps{'' if s.max_steps else ', estimated'}): "
                           "the learning rate never reaches its peak")
-        base = stage.base or (recipe.stages[index - 1].name if index else MODEL_REF)
+        base = recipe.base_of(index)
         if stage.kind == "sft" and base in by_name:
             parent = by_name[base]
             if recipe.stages[parent].kind == "pretrain" and s.learning_rate > settings[parent].learning_rate:

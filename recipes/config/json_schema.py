@@ -1,8 +1,8 @@
 """The JSON Schema of the recipe format, with the loaded plugins' own options, for editors.
 
 Built from the pydantic models: the recipe's, then each quantization backend's and each data
-format's options model, attached with if/then on the `backend` and `format` values, so that an
-editor completes and checks a backend's or a format's options too.
+format's and each loss function's options model, attached with if/then on the `backend`, `format`
+and `loss` values, so that an editor completes and checks those options too.
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ def recipe_schema(registry: Registry) -> dict:
     source["allOf"] = [
         _when("format", name, {"properties": {"options": _options(fmt.options_model, defs)}})
         for name, fmt in sorted(registry.formats.items())]
+
+    for settings in (defs["Settings"], defs["Stage"]):  # a stage's loss_options follow its loss
+        settings["allOf"] = [
+            _when("loss", name, {"properties": {"loss_options": _options(loss.options_model, defs)}})
+            for name, loss in sorted(registry.losses.items())]
 
     callbacks = schema["properties"]["callbacks"]
     for branch in callbacks.get("anyOf", [callbacks]):

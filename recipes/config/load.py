@@ -7,47 +7,20 @@ at once, in line order. No torch, no transformers.
 
 from __future__ import annotations
 
-import glob
 import re
 import tomllib
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
 from recipes.config.collector import Collector
 from recipes.errors import Problem, RecipeError
-from recipes.config.model_info import BUNDLED_PREFIX, ModelInfo
+from recipes.config.loaded import LoadedRecipe, short
 from recipes.plugins.registry import Registry, get_registry
 from recipes.config.schema import Recipe, did_you_mean
 from recipes.config.toml_lines import locate
-
-
-@dataclass
-class ResolvedSource:
-    """A data source as it will be read: format name, options (a dict for the format's model), files."""
-
-    format: str
-    options: dict
-    files: list[Path]
-
-
-SOURCE_GROUPS = ("data", "eval_data")
-
-
-@dataclass
-class LoadedRecipe:
-    recipe: Recipe
-    path: Path
-    lines: dict
-    sources: dict  # (stage index, "data" | "eval_data", source index) -> ResolvedSource
-    model: ModelInfo | None = None  # from config.json, where it can be read without a download
-    warnings: list = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.recipe.name or self.path.stem
 
 
 def find_recipe(name_or_path: str) -> Path:
@@ -55,9 +28,9 @@ def find_recipe(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    from qwen_recipes import bundled_recipes
+    from recipes.family import family
 
-    bundled = bundled_recipes()
+    bundled = family().bundled_recipes()
     stem = path.name[:-5] if path.name.endswith(".toml") else path.name
     if path.parent == Path(".") and stem in bundled:
         return bundled[stem]
@@ -65,25 +38,6 @@ def find_recipe(name_or_path: str) -> Path:
         raise RecipeError(f"{name_or_path}: not a file; give a recipe file (.toml) or a bundled recipe name")
     raise RecipeError(f"{name_or_path}: no such file, nor a bundled recipe; "
                       f"{did_you_mean(stem, sorted(bundled))} (see `recipes list`)")
-
-
-def resolve_data_path(spec: str, base_dir: Path) -> str:
-    if spec.startswith(BUNDLED_PREFIX):
-        from qwen_recipes import DATA_DIR
-
-        return str(DATA_DIR / spec[len(BUNDLED_PREFIX):])
-    path = Path(spec).expanduser()
-    return str(path if path.is_absolute() else base_dir / path)
-
-
-def match_files(pattern: str) -> list[Path]:
-    """Files named by a path, a folder (every file under it) or a glob, sorted."""
-    path = Path(pattern)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    return sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
 
 
 def _model_at(path: tuple) -> type[BaseModel] | None:
@@ -124,11 +78,6 @@ def _data_path(data, loc: tuple) -> tuple:
             break
         out += (key,)
     return out
-
-
-def short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass

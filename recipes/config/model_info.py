@@ -53,19 +53,21 @@ def local_model_folder(path: str, base_dir: Path) -> Path | None:
 def model_info(path: str, revision: str | None, base_dir: Path) -> ModelInfo | None:
     """The model's config, or None where it cannot be known without a download."""
     if path.startswith(BUNDLED_PREFIX):
-        from qwen_recipes.tiny import CONFIG
+        from recipes.family import family
 
-        return ModelInfo({"model_type": "qwen2", "torch_dtype": "float32", **CONFIG}, "the bundled tiny model")
+        bundled = family().bundled_models.get(path[len(BUNDLED_PREFIX):])
+        return ModelInfo(dict(bundled.config), f"the bundled model {bundled.name}") if bundled else None
     folder = local_model_folder(path, base_dir)
     if folder is not None:
         return _read(folder / "config.json")
     cached = hf_cache_file(path, "config.json", revision)
     if cached is not None:
         return _read(cached)
-    from qwen_recipes import CONFIGS_DIR, KNOWN_CONFIGS
+    from recipes.family import family
 
-    if path in KNOWN_CONFIGS:
-        return _read(CONFIGS_DIR / KNOWN_CONFIGS[path], f"the shipped config of {path}")
+    known = family().known_configs
+    if path in known:
+        return _read(known[path], f"the shipped config of {path}")
     return None
 
 

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 StageKind = Literal["pretrain", "sft"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
+# precision names -> torch dtype names (the one table; ``recipes.training.precision.torch_dtype``)
+TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 Scheduler = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
     "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
@@ -91,6 +93,9 @@ class Settings(Strict):
     loss: Optional[str] = Field(None, description="How the training loss is computed: \"chunked\" (default: "
                                 "the output layer and cross-entropy in chunks, only where a label is), "
                                 "\"standard\" (full logits), or a loss plugin's name.")
+    loss_options: Optional[dict[str, Any]] = Field(
+        None, description="The loss function's own options, e.g. {chunk_size = 256} for chunked "
+        "(`recipes plugins` lists each loss; `recipes schema` their options).")
     # data
     cutoff_len: Optional[int] = Field(None, gt=0, description="Maximum tokens per training sequence.")
     overlong_examples: Optional[Literal["truncate", "drop"]] = Field(
@@ -146,7 +151,7 @@ _PRETRAIN_DEFAULTS: dict[str, Any] = dict(
     per_device_train_batch_size=4, gradient_accumulation_steps=8, num_train_epochs=2.0,
     max_steps=None, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0,
     max_grad_norm=1.0, precision="auto", gradient_checkpointing=True, logging_steps=10, seed=42,
-    save_steps=500, save_total_limit=2, skip_nonfinite_batches=0, overlong_examples="truncate", packing=False, chaining="merge", loss="chunked", val_size=0.0, eval_steps=None,
+    save_steps=500, save_total_limit=2, skip_nonfinite_batches=0, overlong_examples="truncate", packing=False, chaining="merge", loss="chunked", loss_options={}, val_size=0.0, eval_steps=None,
 )
 # Settings that change how a stage is run and watched, not what it computes.
 OPERATIONAL_SETTINGS = ("logging_steps", "save_steps", "save_total_limit", "skip_nonfinite_batches", "eval_steps")
@@ -203,6 +208,7 @@ class StageSettings(BaseModel):
     lora_target: Union[str, tuple[str, ...]]
     chaining: Literal["merge", "continue", "stack"]
     loss: str
+    loss_options: dict[str, Any]
     cutoff_len: int
     overlong_examples: Literal["truncate", "drop"]
     packing: bool
@@ -261,6 +267,10 @@ class Recipe(Strict):
     distributed: Distributed = Field(default_factory=Distributed)
     defaults: Settings = Field(default_factory=Settings)
     stages: list[Stage] = Field(min_length=1)
+
+    def base_of(self, index: int) -> str:
+        """What stage ``index`` starts from: its ``base``, else the previous stage, else the model."""
+        return self.stages[index].base or (self.stages[index - 1].name if index else MODEL_REF)
 
 
 def did_you_mean(value: str, choices: list[str]) -> str:

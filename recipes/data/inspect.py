@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+from recipes.plugins.hookspecs import RECORDS_FOR_KIND
 from recipes.data.tokenization import IGNORE_INDEX
 
 
@@ -18,7 +19,7 @@ def inspect_stage(stage, tokenizer, count: int) -> dict:
     from recipes.data.prepare import split, tokenize_cached, tokenizer_identity
 
     s = stage.settings
-    kind = "documents" if stage.kind == "pretrain" else "conversations"
+    kind = RECORDS_FOR_KIND[stage.kind]
     examples, stats, key, cached = tokenize_cached(stage.sources, kind, tokenizer, tokenizer_identity(tokenizer), s)
     train = split(examples, s.val_size, s.seed, stage.name)[0] if s.val_size else examples
     lengths = sorted(len(e["input_ids"]) for e in train)

@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from recipes.data.tokenization import DataStats, pretrain_examples, read_records, sft_examples
+from recipes.plugins.hookspecs import RECORDS_FOR_KIND
 from recipes.errors import RecipeError
-from recipes.run.fingerprint import digest, file_sha256
+from recipes.hashing import digest, file_sha256
 
 CACHE_VERSION = 1  # bump when tokenization changes what it produces
 
@@ -37,7 +38,7 @@ class StageData:
 
 def prepare(stage, tokenizer, say) -> StageData:
     s = stage.settings
-    kind = "documents" if stage.kind == "pretrain" else "conversations"
+    kind = RECORDS_FOR_KIND[stage.kind]
     identity = tokenizer_identity(tokenizer)
     examples, stats, key, cached = tokenize_cached(stage.sources, kind, tokenizer, identity, s)
     say(f"data: {'tokenized earlier, from the cache' if cached else 'tokenized and cached'} ({key[:12]})")
@@ -92,7 +93,7 @@ def tokenize_cached(sources, kind: str, tokenizer, identity: str, s: dict):
 
 
 def cache_dir() -> Path:
-    from qwen_recipes.tiny import cache_root
+    from recipes.cache import cache_root
 
     return cache_root() / "tokenized"
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qwen_recipes.architectures import END_OF_TEXT, TURN_END
 from recipes.data.conversations import message_trained
 from recipes.errors import RecipeError
 
@@ -49,6 +48,9 @@ def special_id(tokenizer, token: str) -> int | None:
 
 
 def pretrain_examples(records: list[dict], tokenizer, cutoff_len: int, stats: DataStats) -> list[dict]:
+    from recipes.family import family
+
+    END_OF_TEXT = family().end_of_text
     separator = special_id(tokenizer, END_OF_TEXT)
     if separator is None:
         separator = tokenizer.eos_token_id
@@ -107,6 +109,9 @@ def render_conversation(tokenizer, messages: list[dict], tools: list[dict] | Non
         return tokenizer.apply_chat_template(messages[:upto], tools=tools, tokenize=False,
                                              add_generation_prompt=generation)
 
+    from recipes.family import family
+
+    turn_end = family().turn_end
     renders = [""] + [render(i + 1) for i in range(len(messages))]
     for before, after in zip(renders, renders[1:]):
         _check_prefix(before, after)
@@ -122,8 +127,8 @@ def render_conversation(tokenizer, messages: list[dict], tools: list[dict] | Non
             start = len(prompt)
         if index + 1 == len(messages) or not trained[index + 1]:
             text = renders[index + 1]
-            terminator = text.rfind(TURN_END, start, end)
-            end = terminator + len(TURN_END) if terminator >= 0 else start + len(text[start:end].rstrip())
+            terminator = text.rfind(turn_end, start, end)
+            end = terminator + len(turn_end) if terminator >= 0 else start + len(text[start:end].rstrip())
         if spans and spans[-1][1] == start:
             start = spans.pop()[0]
         spans.append((start, end))
@@ -164,10 +169,10 @@ def sft_examples(records: list[dict], tokenizer, cutoff_len: int, stats: DataSta
     """Tokens and labels per conversation. One longer than ``cutoff_len`` is truncated (``overlong =
     "truncate"``) or left out (``"drop"``); either way it is counted."""
     if not getattr(tokenizer, "chat_template", None):
-        from qwen_recipes import chatml_template
+        from recipes.family import family
 
-        tokenizer.chat_template = chatml_template()
-        stats.notes.append("the tokenizer had no chat template: using Qwen's ChatML")
+        tokenizer.chat_template = family().chat_template()
+        stats.notes.append(f"the tokenizer had no chat template: using {family().name}'s")
     examples = []
     for record in records:
         messages = record["messages"]

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from recipes.errors import RecipeError
 from recipes.run.manifest import MANIFEST_NAME, Manifest
+from recipes.outputs.run_folder import recorded_recipe, stage_order
 from recipes.run.publish import matches, publishing
-from recipes.config.schema import MODEL_REF, did_you_mean
+from recipes.config.schema import MODEL_REF, TORCH_DTYPE_NAMES, did_you_mean
 
-DTYPES = ("bf16", "fp16", "fp32")
-TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+DTYPES = tuple(TORCH_DTYPE_NAMES)
 SHARD_UNITS = {"GIB": 2**30, "MIB": 2**20, "KIB": 2**10, "GB": 10**9, "MB": 10**6, "KB": 10**3}
 # Written into tokenizer_config.json by a tokenizer loaded offline: where it came from, not what it is.
 LOAD_ONLY_KEYS = ("is_local", "local_files_only")
@@ -86,7 +86,7 @@ def export_request(run_dir: Path, to: Path | None, stage: str | None = None, wha
     if to.is_dir() and any(to.iterdir()) and not force:
         raise RecipeError(f"--to {to}: exists and is not empty; give another folder, or --force to replace it")
     manifest = Manifest.load(run_dir)
-    order = _stage_order(run_dir, manifest)
+    order = [(name, (kind, base)) for name, kind, base in stage_order(run_dir, manifest.data["stages"])]
     if not order:
         raise RecipeError(f"{run_dir}: the run has no stage yet; run the recipe first")
     name = stage or order[-1][0]
@@ -109,24 +109,7 @@ def export_request(run_dir: Path, to: Path | None, stage: str | None = None, wha
 
     kind, base = planned[name]
     return ExportRequest(run_dir, name, kind, base, what, source, to, dtype, shard_bytes,
-                         _recipe(run_dir).get("model_path", ""))
-
-
-def _recipe(run_dir: Path) -> dict:
-    path = run_dir / "recipe.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except ValueError:
-        return {}
-
-
-def _stage_order(run_dir: Path, manifest: Manifest) -> list[tuple[str, tuple[str, str]]]:
-    """[(stage, (kind, base))] in the recipe's order (recipe.json), else in the manifest's."""
-    stages = _recipe(run_dir).get("stages")
-    if stages:
-        return [(s["name"], (s.get("kind", ""), s.get("base", MODEL_REF))) for s in stages]
-    return [(name, ((entry.get("parts") or {}).get("kind", ""), ((entry.get("parts") or {}).get("base") or {})
-                    .get("name", MODEL_REF))) for name, entry in manifest.data["stages"].items()]
+                         recorded_recipe(run_dir).get("model_path", ""))
 
 
 def export(request: ExportRequest) -> list[str]:
@@ -144,14 +127,16 @@ def export(request: ExportRequest) -> list[str]:
 
 
 def _write_merged(request: ExportRequest, folder: Path) -> list[str]:
-    import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = getattr(torch, TORCH_DTYPE_NAMES[request.dtype]) if request.dtype else "auto"
+    from recipes.training.model import end_turns
+    from recipes.training.precision import torch_dtype
+
+    dtype = torch_dtype(request.dtype) if request.dtype else "auto"
     model = AutoModelForCausalLM.from_pretrained(request.source, dtype=dtype)
     tokenizer = _tokenizer(request)
     if request.kind == "sft":
-        _chat_eos(model, tokenizer)
+        end_turns(model, tokenizer)
     model.config.use_cache = True
     model.save_pretrained(folder, max_shard_size=request.max_shard_bytes)
     _save_tokenizer(tokenizer, folder)
@@ -161,9 +146,11 @@ def _write_merged(request: ExportRequest, folder: Path) -> list[str]:
 
 
 def _write_adapter(request: ExportRequest, folder: Path) -> list[str]:
+    from recipes.training.model import end_turns
+
     tokenizer = _tokenizer(request)
     if request.kind == "sft":
-        _chat_eos(None, tokenizer)
+        end_turns(None, tokenizer)
     for path in request.source.iterdir():
         if path.is_file() and path.name in ("adapter_model.safetensors", "adapter_model.bin", "README.md"):
             shutil.copy2(path, folder / path.name)
@@ -195,25 +182,6 @@ def _tokenizer(request: ExportRequest):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(request.source)
-
-
-def _chat_eos(model, tokenizer) -> None:
-    """<|im_end|> ends a turn: make it the eos of the config and the tokenizer, and let generation
-    stop at it and at <|endoftext|>."""
-    from qwen_recipes.architectures import END_OF_TEXT, TURN_END
-
-    turn_end = tokenizer.convert_tokens_to_ids(TURN_END)
-    end_of_text = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
-    if turn_end is None or turn_end == tokenizer.unk_token_id and TURN_END != tokenizer.unk_token:
-        return  # not a ChatML vocabulary: leave it as trained
-    tokenizer.eos_token = TURN_END
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = END_OF_TEXT
-    if model is not None:
-        model.config.eos_token_id = turn_end
-        if model.generation_config is not None:
-            model.generation_config.eos_token_id = [turn_end, end_of_text]
-            model.generation_config.pad_token_id = end_of_text
 
 
 def _save_tokenizer(tokenizer, folder: Path) -> None:

@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 from recipes.errors import RecipeError
+from recipes.outputs.run_folder import stage_order
 
 REPORT_DIR = "report"
 COLUMNS = (  # (key, heading)
@@ -75,13 +76,8 @@ def _headline_eval(row: dict) -> dict:
 
 
 def _stage_order(run_dir: Path, manifest: dict, curves: dict) -> list[str]:
-    names: list[str] = []
-    try:
-        recipe = json.loads((run_dir / "recipe.json").read_text(encoding="utf-8"))
-        names = [s["name"] for s in recipe.get("stages", [])]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return list(dict.fromkeys([*names, *manifest.get("stages", {}), *curves]))
+    names = [name for name, _, _ in stage_order(run_dir, manifest.get("stages", {}))]
+    return list(dict.fromkeys([*names, *curves]))
 
 
 def read_run(run_dir: Path) -> dict:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 from recipes.errors import RecipeError
-from recipes.config.load import LoadedRecipe
+from recipes.config.loaded import LoadedRecipe
 from recipes.planning.memory import estimate_memory, shard
 from recipes.planning.plan import Plan, StagePlan
 
@@ -34,7 +34,7 @@ DEFAULT_SYSTEM_TOKENS = 21
 def recipe_estimate(loaded: LoadedRecipe, plan: Plan, device: str = "cuda", tokenize: bool = False,
                     processes: int = 1) -> dict:
     """The whole recipe's estimate as plain data (what ``recipes plan --json`` prints)."""
-    from qwen_recipes.shapes import UnknownArchitecture, shape_of
+    from recipes.family import family
 
     info = loaded.model
     if info is None:
@@ -42,8 +42,8 @@ def recipe_estimate(loaded: LoadedRecipe, plan: Plan, device: str = "cuda", toke
                           "hand (not a local folder, not in the HF cache, not a shipped config); download it "
                           "(`hf download REPO config.json`) or give a local folder")
     try:
-        shape = shape_of(info.config)
-    except (UnknownArchitecture, KeyError) as exc:
+        shape = family().shape_of(info.config)
+    except (ValueError, KeyError) as exc:
         raise RecipeError(f"{loaded.path}: model.path: cannot plan a model whose config ({info.source}) "
                           f"{'lacks ' + repr(exc.args[0]) if isinstance(exc, KeyError) else 'has ' + str(exc)}") from None
     quantization = loaded.recipe.quantization
@@ -70,7 +70,7 @@ def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tok
     base = shape.total_parameters
     lora = shape.lora_parameters(s.lora_target, s.lora_rank)
     wrapped = shape.targeted(s.lora_target)
-    memory = estimate_memory(shape, s, quantization, device)
+    memory = estimate_memory(shape, s, quantization, device, stage.logit_positions)
     if distributed is not None:
         memory = shard(memory, distributed.strategy, processes, distributed.fsdp_sharding, distributed.zero_stage,
                        distributed.cpu_offload)
@@ -141,7 +141,7 @@ def _tokens_from_size(records: list[dict], kind: str, cutoff_len: int) -> tuple[
 def _tokenizer(plan: Plan):
     from transformers import AutoTokenizer
 
-    from recipes.run.runner import resolve_model
+    from recipes.planning.resolve import resolve_model
 
     path = resolve_model(plan.model_path, plan.revision, None, plan.recipe_path)
     kwargs = {"trust_remote_code": plan.trust_remote_code}

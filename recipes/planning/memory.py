@@ -44,8 +44,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from qwen_recipes.shapes import Shape
+from recipes.config.schema import StageSettings
+
+# a model's shape comes from its family (recipes.family.ModelFamily.shape_of; Qwen's: qwen_recipes.shapes.Shape)
+Shape = Any
 
 GiB = 1024 ** 3
 BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
@@ -133,22 +137,23 @@ def layer_activation_bytes(shape: Shape, targets, dropout: float, width: int) ->
     return kept
 
 
-# the chunked loss (recipes.training.chunked_loss) holds one chunk's fp32 logits, then their gradient in place
-CHUNKED_POSITIONS = 512
+# a loss that holds some positions' logits at a time (the chunked loss: one chunk's fp32 logits, then
+# their gradient in place)
 CHUNKED_BYTES_PER_LOGIT = 8
 
 
-def logits_bytes(shape: Shape, settings: StageSettings, tokens: int) -> int:
-    """The output layer and loss: every position's logits and their copies with the standard loss;
-    one chunk of positions at a time with the chunked loss (the default)."""
-    if settings.loss == "chunked":
-        return min(tokens, CHUNKED_POSITIONS) * shape.vocab * CHUNKED_BYTES_PER_LOGIT
+def logits_bytes(shape: Shape, tokens: int, positions: int | None = None) -> int:
+    """The output layer and loss: every position's logits and their copies with the standard loss
+    (``positions`` None); ``positions`` at a time with a loss that says so (the chunked default)."""
+    if positions is not None:
+        return min(tokens, positions) * shape.vocab * CHUNKED_BYTES_PER_LOGIT
     return tokens * shape.vocab * LOSS_BYTES_PER_LOGIT
 
 
 def estimate_memory(shape: Shape, settings: StageSettings, quantization: dict | None = None,
-                    device: str = "cuda") -> MemoryEstimate:
-    """The estimate for one stage: ``settings`` are its resolved settings (``StagePlan.settings``)."""
+                    device: str = "cuda", logit_positions=None) -> MemoryEstimate:
+    """The estimate for one stage: ``settings`` are its resolved settings (``StagePlan.settings``);
+    ``logit_positions(tokens)`` says how many positions' logits its loss holds at once (None: all)."""
     precision = resolve_precision(settings.precision, device)
     width = BYTES[precision]
     lora = shape.lora_parameters(settings.lora_target, settings.lora_rank)
@@ -165,7 +170,7 @@ def estimate_memory(shape: Shape, settings: StageSettings, quantization: dict | 
         activations=with_checkpointing if settings.gradient_checkpointing else without,
         activations_without_checkpointing=without,
         activations_with_checkpointing=with_checkpointing,
-        logits_and_loss=logits_bytes(shape, settings, tokens),
+        logits_and_loss=logits_bytes(shape, tokens, logit_positions(tokens) if logit_positions else None),
         overhead=CUDA_OVERHEAD_BYTES if device == "cuda" else CPU_OVERHEAD_BYTES,
         tokens=tokens, precision=precision, device=device,
     )

@@ -7,10 +7,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recipes.plugins.hookspecs import CallbackPlugin, QuantizationBackend
-from recipes.config.load import LoadedRecipe
+from pydantic import BaseModel
+
+from recipes.plugins.hookspecs import CallbackPlugin, LossFunction, QuantizationBackend
+from recipes.config.loaded import LoadedRecipe
 from recipes.plugins.registry import Registry
-from recipes.config.schema import MODEL_REF, StageSettings
+from recipes.config.schema import StageSettings
 
 
 @dataclass
@@ -23,6 +25,14 @@ class StagePlan:
     sources: list  # (DataFormat, options instance, [Path]) per data source
     folder: Path
     eval_sources: list = field(default_factory=list)  # the same, per `eval_data` source
+    loss: LossFunction | None = None  # the loss plugin's provider
+    loss_options: BaseModel | None = None  # validated by its options model
+
+    def logit_positions(self, tokens: int) -> int | None:
+        """How many positions' logits the stage's loss holds at once (None: every position)."""
+        if self.loss is None or self.loss.logit_positions is None:
+            return None
+        return self.loss.logit_positions(self.loss_options, tokens)
 
     @property
     def adapter_dir(self) -> Path:
@@ -73,11 +83,14 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
         callbacks = [registry.callbacks[name] for name in recipe.callbacks]
     stages = []
     for index, stage in enumerate(recipe.stages):
-        base = stage.base or (recipe.stages[index - 1].name if index else MODEL_REF)
+        base = recipe.base_of(index)
         sources, eval_sources = ([_source(loaded.sources[(index, group, j)], registry)
                                   for j in range(len(getattr(stage, group)))] for group in ("data", "eval_data"))
-        stages.append(StagePlan(index, stage.name, stage.kind, base, stage.settings(recipe.defaults), sources,
-                                run_dir / "stages" / stage.name, eval_sources))
+        settings = stage.settings(recipe.defaults)
+        loss = registry.losses[settings.loss]
+        stages.append(StagePlan(index, stage.name, stage.kind, base, settings, sources,
+                                run_dir / "stages" / stage.name, eval_sources, loss,
+                                loss.options_model.model_validate(settings.loss_options)))
     model_path = recipe.model.path
     if not model_path.startswith("bundled:"):
         local = Path(model_path).expanduser()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from recipes.config.counting import count_all
-from recipes.config.load import LoadedRecipe
-from recipes.config.schema import MODEL_REF
+from recipes.config.loaded import LoadedRecipe
 
 
 def summarize(loaded: LoadedRecipe) -> dict:
@@ -23,7 +22,7 @@ def summarize(loaded: LoadedRecipe) -> dict:
                             "records": count_all(resolved.files)})
         stages.append({
             "name": stage.name, "kind": stage.kind,
-            "base": stage.base or (recipe.stages[index - 1].name if index else MODEL_REF),
+            "base": recipe.base_of(index),
             "effective_batch": s.per_device_train_batch_size * s.gradient_accumulation_steps,
             "per_device_train_batch_size": s.per_device_train_batch_size,
             "gradient_accumulation_steps": s.gradient_accumulation_steps,

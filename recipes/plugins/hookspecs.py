@@ -26,8 +26,14 @@ import pluggy
 from pydantic import BaseModel, ConfigDict
 
 PROJECT = "recipes"
+# The version of the plugin contract and of recipes.api; a plugin sets REQUIRES_RECIPES_API to the one it needs
+API_VERSION = 1
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# What each stage kind trains on: the ``yields`` of the data formats its ``data`` sources may use.
+RECORDS_FOR_KIND = {"pretrain": "documents", "sft": "conversations"}
 
 
 class NoOptions(BaseModel):
@@ -132,11 +138,19 @@ class LossFunction:
     transformers' ``model(**inputs, num_items_in_batch=...).loss``: the token cross-entropy summed
     over the labels shifted by one position, divided by ``num_items_in_batch`` (by this batch's label
     count when None), so that loss curves compare across loss functions.
+
+    ``logit_positions(options, tokens)``, optional: how many positions' logits the loss holds at once
+    for a micro-batch of ``tokens`` tokens, so that ``recipes plan`` counts its memory; None (the
+    default) counts every position, as the standard loss holds them.
+
+    A stage's ``loss_options`` table is validated against ``options_model`` when the recipe is
+    checked, and ``build`` receives the validated instance.
     """
 
     name: str
     build: Callable[[Any, BaseModel], Callable[[Any, dict, Any], Any]]
     options_model: type[BaseModel] = NoOptions
+    logit_positions: Optional[Callable[[BaseModel, int], int]] = None
     description: str = ""
 
 
@@ -158,3 +172,11 @@ def register_callbacks() -> list[CallbackPlugin]:
 @hookspec
 def register_loss_functions() -> list[LossFunction]:
     """Return the training loss functions this plugin provides (a list of ``LossFunction``)."""
+
+
+@hookspec
+def register_model_families() -> list:
+    """Return the model families this plugin provides (a list of ``recipes.family.ModelFamily``):
+    the special tokens, chat template, module names, shapes, shipped configs, bundled models,
+    recipes and data of a family of models. ``qwen_recipes`` provides Qwen's. An installation uses
+    exactly one family: a second one is an error naming both plugins."""

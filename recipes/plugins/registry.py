@@ -43,7 +43,17 @@ class Registry:
     backends: dict[str, QuantizationBackend] = field(default_factory=dict)
     callbacks: dict[str, CallbackPlugin] = field(default_factory=dict)
     losses: dict[str, LossFunction] = field(default_factory=dict)
+    families: dict[str, object] = field(default_factory=dict)  # name -> recipes.family.ModelFamily
     info: dict[str, PluginInfo] = field(default_factory=dict)
+
+    @property
+    def family(self):
+        """The installation's model family (``recipes.family``): exactly one plugin provides it."""
+        if len(self.families) != 1:
+            found = ", ".join(sorted(self.families)) or "none"
+            raise RecipeError(f"recipes needs exactly one model family plugin (found: {found}); install "
+                              "qwen-recipes, or leave the others out with RECIPES_PLUGINS")
+        return next(iter(self.families.values()))
 
     def hooks_of(self, plugin_name: str) -> list[str]:
         plugin = self.manager.get_plugin(plugin_name)
@@ -51,16 +61,26 @@ class Registry:
 
     def provided_by(self, plugin_name: str) -> list[str]:
         """The names of the providers one plugin contributes, as `kind:name`."""
-        plugin = self.manager.get_plugin(plugin_name)
-        out = []
-        for kind, hook in (("format", "register_data_formats"),
-                           ("backend", "register_quantization_backends"),
-                           ("callback", "register_callbacks"),
-                           ("loss", "register_loss_functions")):
-            impl = getattr(plugin, hook, None)
-            if impl is not None:
-                out += [f"{kind}:{p.name}" for p in impl() or []]
-        return out
+        return [f"{kind}:{provider.name}" for kind, hook_name, _ in TABLES
+                for provider in _provided(self.manager, hook_name, plugin_name)]
+
+
+# (kind, hook, Registry attribute) for each registration hook
+TABLES = (
+    ("format", "register_data_formats", "formats"),
+    ("backend", "register_quantization_backends", "backends"),
+    ("callback", "register_callbacks", "callbacks"),
+    ("loss", "register_loss_functions", "losses"),
+    ("family", "register_model_families", "families"),
+)
+
+
+def _provided(manager: pluggy.PluginManager, hook_name: str, plugin_name: str) -> list:
+    """What one plugin returns from a hook, through pluggy's own call loop restricted to it (so that
+    hook wrappers apply as they do to the whole call)."""
+    others = [p for name, p in manager.list_name_plugin() if name != plugin_name]
+    caller = manager.subset_hook_caller(hook_name, remove_plugins=others)
+    return [provider for result in caller() for provider in result or []]
 
 
 def new_manager() -> pluggy.PluginManager:
@@ -70,6 +90,13 @@ def new_manager() -> pluggy.PluginManager:
 
 
 def _register(manager: pluggy.PluginManager, plugin, name: str, what: str) -> None:
+    from recipes.plugins.hookspecs import API_VERSION
+
+    required = getattr(plugin, "REQUIRES_RECIPES_API", None)
+    if required is not None and (not isinstance(required, int) or required > API_VERSION):
+        raise RecipeError(f"plugin {name!r} ({what}) needs version {required!r} of recipes' plugin API; this "
+                          f"recipes has version {API_VERSION}: upgrade qwen-recipes, or leave the plugin out "
+                          "with RECIPES_PLUGINS")
     try:
         manager.register(plugin, name=name)
     except Exception as exc:  # pluggy raises PluginValidationError, ValueError, ...
@@ -96,31 +123,40 @@ def load_entry_points(manager: pluggy.PluginManager, info: dict[str, PluginInfo]
         info[ep.name] = PluginInfo(ep.name, dist.version if dist else "?", dist.name if dist else "?")
 
 
+WHAT = {"format": "data format", "backend": "quantization backend", "callback": "callback",
+        "loss": "loss function", "family": "model family"}
+
+
 def build_registry(manager: pluggy.PluginManager, info: dict[str, PluginInfo]) -> Registry:
+    """Call every registration hook through pluggy's call loop (``manager.hook.<name>()``, so that
+    wrappers and tryfirst/trylast ordering work) and index the providers by name."""
     registry = Registry(manager=manager, info=info)
-    tables = (
-        ("data format", "register_data_formats", registry.formats),
-        ("quantization backend", "register_quantization_backends", registry.backends),
-        ("callback", "register_callbacks", registry.callbacks),
-        ("loss function", "register_loss_functions", registry.losses),
-    )
-    for what, hook_name, table in tables:
-        owners: dict[str, str] = {}
-        hook = getattr(manager.hook, hook_name)
-        for impl in hook.get_hookimpls():
-            try:
-                provided = impl.function() or []
-            except Exception as exc:
-                raise RecipeError(f"plugin {impl.plugin_name!r} failed in {hook_name}: "
-                                  f"{type(exc).__name__}: {exc}") from exc
-            for provider in provided:
-                if provider.name in table:
-                    raise RecipeError(
-                        f"{what} {provider.name!r} is provided by two plugins: {owners[provider.name]!r} "
-                        f"and {impl.plugin_name!r}; uninstall one or leave it out with RECIPES_PLUGINS")
-                table[provider.name] = provider
-                owners[provider.name] = impl.plugin_name
+    for kind, hook_name, attribute in TABLES:
+        table = getattr(registry, attribute)
+        try:
+            results = getattr(manager.hook, hook_name)()
+        except Exception as exc:
+            raise RecipeError(f"plugin {_failing(manager, hook_name)!r} failed in {hook_name}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        for provider in (p for result in results for p in result or []):
+            if provider.name in table:
+                owners = [name for name, _ in manager.list_name_plugin()
+                          if any(p.name == provider.name for p in _provided(manager, hook_name, name))]
+                raise RecipeError(
+                    f"{WHAT[kind]} {provider.name!r} is provided by two plugins: "
+                    f"{' and '.join(repr(o) for o in owners)}; uninstall one or leave it out with RECIPES_PLUGINS")
+            table[provider.name] = provider
     return registry
+
+
+def _failing(manager: pluggy.PluginManager, hook_name: str) -> str:
+    """The plugin whose implementation of a hook raises (called one by one, on the error path only)."""
+    for impl in getattr(manager.hook, hook_name).get_hookimpls():
+        try:
+            impl.function()
+        except Exception:
+            return impl.plugin_name
+    return "?"
 
 
 _cached: Registry | None = None

@@ -9,36 +9,13 @@ apart in the manifest so that a re-run can say *what* changed.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
 from recipes.config.schema import OPERATIONAL_SETTINGS
+from recipes.hashing import digest, file_sha256
 
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "safetensors", "tokenizers")
-_CHUNK = 1 << 20
-
-
-def digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """A file's sha256, computed once per process for an unchanged file (the fingerprint, the
-    tokenization cache key and the published checksums all ask for it)."""
-    stat = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=4096)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_fingerprint(model_path: str, revision: str | None) -> str:
@@ -46,9 +23,10 @@ def model_fingerprint(model_path: str, revision: str | None) -> str:
     content; weight files by their content-addressed blob name where they live in the HF cache, else
     by size and modification time."""
     if model_path.startswith("bundled:"):
-        from qwen_recipes.tiny import BUILD
+        from recipes.family import family
 
-        return digest({"bundled": model_path, "build": BUILD})
+        bundled = family().bundled_models[model_path.removeprefix("bundled:")]
+        return digest({"bundled": model_path, "build": bundled.build_id})
     folder = Path(model_path)
     entries = {}
     for file in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):

@@ -16,13 +16,10 @@ import time
 from pathlib import Path
 
 from recipes.errors import RecipeError
+from recipes.training import distributed
 
 MANIFEST_NAME = "manifest.json"
 VERSION = 1
-
-
-def is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -82,6 +79,6 @@ class Manifest:
         return self.update(name, **fields)
 
     def save(self) -> None:
-        if is_main_process():
+        if distributed.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_atomically(self.path, json.dumps(self.data, indent=2, ensure_ascii=False) + "\n")

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from recipes.errors import TrainingError
-from recipes.run.fingerprint import file_sha256
+from recipes.hashing import file_sha256
 from recipes.run.manifest import fsync_dir
 
 

@@ -10,149 +10,143 @@ import shutil
 import time
 from pathlib import Path
 
-from recipes.training import distributed
-from recipes.errors import RecipeError
-from recipes.run.fingerprint import digest, model_fingerprint, stage_parts, why_changed
-from recipes.run.manifest import Manifest
-from recipes.planning.plan import Plan
-from recipes.run.publish import matches
 from recipes.config.schema import MODEL_REF
+from recipes.errors import RecipeError
+from recipes.planning.plan import Plan
+from recipes.hashing import digest
+from recipes.run.fingerprint import model_fingerprint, stage_parts, why_changed
+from recipes.run.manifest import Manifest
+from recipes.run.progress import ManifestProgress
+from recipes.run.publish import checksums, matches, publishing
+from recipes.training import distributed
 
 log = logging.getLogger("recipes")
-
-
-def resolve_model(path: str, revision: str | None, console, recipe_path=None) -> str:
-    """The folder of the recipe's model: a bundled model (built on first use), a local folder, or a
-    hub id's snapshot in the local HF cache. Nothing is downloaded implicitly: a 7B checkpoint is a
-    download the user starts on purpose."""
-    if path.startswith("bundled:"):
-        from qwen_recipes.tiny import tiny_qwen2_path
-
-        return str(tiny_qwen2_path(console))
-    if Path(path).is_dir():
-        return path
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        return snapshot_download(path, revision=revision, local_files_only=True)
-    except (LocalEntryNotFoundError, HFValidationError, OSError) as exc:
-        raise RecipeError(f"{recipe_path}: model.path: {path!r} is neither a local model folder nor in the local HF cache "
-                          f"({type(exc).__name__}); download it first (`hf download {path}`) or give a local "
-                          "folder") from None
-
-
-def _setup_logging(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.captureWarnings(True)  # library deprecation warnings go to run.log too
-    for name in ("recipes", "transformers", "peft", "bitsandbytes", "py.warnings"):
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    return handler
-
-
-def _silence() -> logging.Handler:
-    """The other processes say nothing: the main one speaks and logs for the run."""
-    handler = logging.NullHandler()
-    logging.captureWarnings(True)
-    for name in ("recipes", "transformers", "peft", "bitsandbytes", "py.warnings"):
-        logging.getLogger(name).addHandler(handler)
-        logging.getLogger(name).propagate = False
-    return handler
+LOGGERS = ("recipes", "transformers", "peft", "bitsandbytes", "py.warnings")
 
 
 def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) -> list:
     """Run the plan's stages in order. A stage finished earlier with the same fingerprint is skipped;
     an interrupted one resumes from its last complete checkpoint; one whose inputs changed (or that
     ``restart`` names) runs afresh, and so do the stages after it."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_warning()
-    hf_logging.disable_default_handler()  # warnings go to run.log, not over the progress bar
     if registry is None:
         from recipes.plugins.registry import get_registry
 
         registry = get_registry()
+    _quiet_libraries()
     import torch
 
     distributed.init("cuda" if torch.cuda.is_available() else "cpu")
-    main = distributed.is_main()
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest.load(plan.run_dir)
-    if main:
-        (plan.run_dir / "recipe.json").write_text(plan.recipe_json, encoding="utf-8")
-        with open(plan.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:  # marks where a run starts
-            metrics.write(json.dumps({"event": "run_start", "recipe": str(plan.recipe_path), "time": time.time()}) + "\n")
-    handler = _setup_logging(plan.run_dir) if main else _silence()
-    from recipes.training.guards import graceful_interrupts  # imports the training stack: after logging is set up
-    from recipes.training.stage import run_stage
+    if distributed.is_main():
+        _record_start(plan)
+    handler = _setup_logging(plan.run_dir) if distributed.is_main() else _silence()
+    from recipes.training.interrupts import graceful_interrupts  # the training stack: after logging is set up
 
-    def say(message: str) -> None:
-        console.print(f"  {message}", highlight=False)
-        log.info(message)
-
-    results = []
     try:
         console.print(f"[bold]recipes[/] run [cyan]{plan.name}[/] ({plan.recipe_path}) -> {plan.run_dir}")
         log.info("run %s from %s", plan.name, plan.recipe_path)
-        model_path = resolve_model(plan.model_path, plan.revision, console, plan.recipe_path)
-        fingerprints = {MODEL_REF: model_fingerprint(model_path, plan.revision)}
-        rerun_from: str | None = None  # a stage trained again: the ones after it must follow
         with graceful_interrupts(console):
-            for stage in plan.stages:
-                distributed.barrier()  # the main process has written the manifest and published
-                if not main:
-                    manifest = Manifest.load(plan.run_dir)
-                parts = stage_parts(plan, stage, fingerprints[stage.base], registry)
-                fingerprint = fingerprints[stage.name] = digest(parts)
-                console.rule(f"stage {stage.index + 1}/{len(plan.stages)}: {stage.name} ({stage.kind})")
-                action, why, checkpoint = decide(plan, stage, manifest.stage(stage.name), fingerprint, parts,
-                                                 forced=stage.name in restart, after=rerun_from)
-                if action == "skip":
-                    if main:
-                        shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)  # left by a crash after publishing
-                    say(f"done earlier with the same inputs (fingerprint {fingerprint[:12]}): skipped")
-                    say(f"merged model: {stage.merged_dir}")
-                    continue
-                rerun_from = rerun_from or stage.name
-                if action == "fresh":
-                    if why:
-                        say(f"training afresh: {why}")
-                    if main:
-                        shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)
-                    manifest.reset(stage.name, status="running", fingerprint=fingerprint, parts=parts,
-                                   started=time.time())
-                base_path, adapters = stage_base(plan, stage, model_path)
-                for needed in [Path(base_path) / "config.json", *(a / "adapter_config.json" for a in adapters)]:
-                    if not needed.is_file():
-                        raise RecipeError(f"stage {stage.name!r} starts from {stage.base!r}, but {needed} is missing")
-                say(f"base: {stage.base} ({base_path}" + "".join(f" + {a}" for a in adapters) + ")")
-                started = time.monotonic()
-                result = run_stage(plan, stage, base_path, say, console, manifest, checkpoint, adapters)
-                loss = (f"loss {result.first_loss:.4f} -> {result.final_loss:.4f}"
-                        if result.first_loss is not None else "no loss logged")
-                say(f"done in {time.monotonic() - started:.1f} s: {result.steps} steps, {loss}")
-                say(f"adapter: {result.adapter_dir}")
-                say(f"merged model: {result.merged_dir}")
-                results.append(result)
+            results = PlanRun(plan, console, registry, restart).run()
         distributed.barrier()
         console.rule("done")
-        if main:
-            from recipes.outputs.report import write_report
-
-            write_report(plan.run_dir, console)
         console.print(f"Run folder: {plan.run_dir.resolve()}")
         console.print(f"Final model: {plan.stages[-1].merged_dir.resolve()}")
         return results
     finally:
         logging.captureWarnings(False)
-        for name in ("recipes", "transformers", "peft", "bitsandbytes", "py.warnings"):
+        for name in LOGGERS:
             logging.getLogger(name).removeHandler(handler)
         handler.close()
+
+
+class PlanRun:
+    """The stages of one plan, in order, against the run folder's manifest."""
+
+    def __init__(self, plan: Plan, console, registry, restart: tuple[str, ...]):
+        from recipes.planning.resolve import resolve_model
+
+        self.plan, self.console, self.registry, self.restart = plan, console, registry, restart
+        self.main = distributed.is_main()
+        self.manifest = Manifest.load(plan.run_dir)
+        self.model_path = resolve_model(plan.model_path, plan.revision, console, plan.recipe_path)
+        self.fingerprints = {MODEL_REF: model_fingerprint(self.model_path, plan.revision)}
+        self.rerun_from: str | None = None  # a stage trained again: the ones after it must follow
+
+    def say(self, message: str) -> None:
+        self.console.print(f"  {message}", highlight=False)
+        log.info(message)
+
+    def run(self) -> list:
+        results = []
+        for stage in self.plan.stages:
+            distributed.barrier()  # the main process has written the manifest and published
+            if not self.main:
+                self.manifest = Manifest.load(self.plan.run_dir)
+            result = self.run_stage(stage)
+            if result is not None:
+                results.append(result)
+        return results
+
+    def run_stage(self, stage):
+        """Skip, resume or train one stage; the result when it trained."""
+        plan = self.plan
+        parts = stage_parts(plan, stage, self.fingerprints[stage.base], self.registry)
+        fingerprint = self.fingerprints[stage.name] = digest(parts)
+        self.console.rule(f"stage {stage.index + 1}/{len(plan.stages)}: {stage.name} ({stage.kind})")
+        action, why, checkpoint = decide(plan, stage, self.manifest.stage(stage.name), fingerprint, parts,
+                                         forced=stage.name in self.restart, after=self.rerun_from)
+        if action == "skip":
+            if self.main:
+                shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)  # left by a crash after publishing
+            self.say(f"done earlier with the same inputs (fingerprint {fingerprint[:12]}): skipped")
+            self.say(f"merged model: {stage.merged_dir}")
+            return None
+        self.rerun_from = self.rerun_from or stage.name
+        if action == "fresh":
+            if why:
+                self.say(f"training afresh: {why}")
+            if self.main:
+                shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)
+            self.manifest.reset(stage.name, status="running", fingerprint=fingerprint, parts=parts,
+                                started=time.time())
+        return self.train_stage(stage, checkpoint)
+
+    def train_stage(self, stage, checkpoint: Path | None):
+        from recipes.training.stage import StageRun
+
+        base_path, adapters = stage_base(self.plan, stage, self.model_path)
+        for needed in [Path(base_path) / "config.json", *(a / "adapter_config.json" for a in adapters)]:
+            if not needed.is_file():
+                raise RecipeError(f"stage {stage.name!r} starts from {stage.base!r}, but {needed} is missing")
+        self.say(f"base: {stage.base} ({base_path}" + "".join(f" + {a}" for a in adapters) + ")")
+        started = time.monotonic()
+        progress = ManifestProgress(self.manifest, stage.name, self.plan.run_dir)
+        stage_run = StageRun(self.plan, stage, base_path, self.say, self.console, progress, checkpoint, adapters)
+        result = stage_run.run()
+        self.publish(stage, stage_run, result, progress)
+        loss = (f"loss {result.first_loss:.4f} -> {result.final_loss:.4f}"
+                if result.first_loss is not None else "no loss logged")
+        self.say(f"done in {time.monotonic() - started:.1f} s: {result.steps} steps, {loss}")
+        self.say(f"adapter: {result.adapter_dir}")
+        self.say(f"merged model: {result.merged_dir}")
+        return result
+
+    def publish(self, stage, stage_run, result, progress: ManifestProgress) -> None:
+        """Adapter and merged model together or not at all (the main process; the others wait at the
+        next barrier), then stage.json and the manifest's record of the outputs."""
+        from dataclasses import asdict
+
+        final = progress.trained()
+        if not self.main:
+            return
+        keep = f"; the final checkpoint {final} is intact" if final else ""
+        with publishing(stage.adapter_dir, stage.merged_dir, keep_note=keep) as (adapter_side, merged_side):
+            stage_run.publish(adapter_side, merged_side)
+        (stage.folder / "stage.json").write_text(json.dumps(asdict(result), indent=2, ensure_ascii=False))
+        outputs = {name: {"path": str(folder.relative_to(self.plan.run_dir)), "files": checksums(folder)}
+                   for name, folder in (("adapter", stage.adapter_dir), ("merged", stage.merged_dir))}
+        self.manifest.update(stage.name, status="done", outputs=outputs, result=asdict(result), finished=time.time())
+        shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)  # the published adapter is the result now
 
 
 def stage_base(plan: Plan, stage, model_path: str) -> tuple[str, list[Path]]:
@@ -188,3 +182,39 @@ def decide(plan: Plan, stage, entry: dict | None, fingerprint: str, parts: dict,
     if checkpoint and (plan.run_dir / checkpoint / "trainer_state.json").is_file():
         return "resume", None, plan.run_dir / checkpoint
     return "fresh", "it stopped before its first checkpoint", None
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_warning()
+    hf_logging.disable_default_handler()  # warnings go to run.log, not over the progress bar
+
+
+def _record_start(plan: Plan) -> None:
+    (plan.run_dir / "recipe.json").write_text(plan.recipe_json, encoding="utf-8")
+    with open(plan.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:  # marks where a run starts
+        metrics.write(json.dumps({"event": "run_start", "recipe": str(plan.recipe_path), "time": time.time()}) + "\n")
+
+
+def _setup_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.captureWarnings(True)  # library deprecation warnings go to run.log too
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    return handler
+
+
+def _silence() -> logging.Handler:
+    """The other processes say nothing: the main one speaks and logs for the run."""
+    handler = logging.NullHandler()
+    logging.captureWarnings(True)
+    for name in LOGGERS:
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).propagate = False
+    return handler

@@ -33,7 +33,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from recipes.builtin.losses import DEFAULT_CHUNK_SIZE
 from recipes.data.tokenization import IGNORE_INDEX
 from recipes.errors import RecipeError
 
@@ -126,7 +125,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         targets: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+                         targets: torch.Tensor, chunk_size: int) -> torch.Tensor:
     """The summed cross-entropy of ``hidden @ weight.T + bias`` ([N, H] by [V, H]) against ``targets``
     ([N], no ignored entries), never holding more than ``chunk_size`` rows of logits."""
     if chunk_size < 1:
@@ -154,8 +153,8 @@ def _hidden_states(model, head: torch.nn.Module, inputs: dict) -> torch.Tensor:
     return captured["hidden"]
 
 
-def chunked_lm_loss(model, inputs: dict, num_items_in_batch=None,
-                    chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+def chunked_lm_loss(model, inputs: dict, num_items_in_batch=None, *,
+                    chunk_size: int) -> torch.Tensor:
     """The causal-LM loss of ``inputs`` (``input_ids``, ``labels`` and the model's other inputs:
     ``attention_mask``, ``position_ids``...), equal to ``model(**inputs, num_items_in_batch=...).loss``.
 
@@ -179,8 +178,3 @@ def chunked_lm_loss(model, inputs: dict, num_items_in_batch=None,
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch
 
-
-def standard_lm_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
-    """The model's own loss (transformers: full logits, then cross-entropy), as the Trainer calls it."""
-    extra = {"num_items_in_batch": num_items_in_batch} if num_items_in_batch is not None else {}
-    return model(**inputs, **extra).loss

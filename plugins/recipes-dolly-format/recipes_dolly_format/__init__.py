@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recipes.data.records import read_table
-from recipes.errors import RecipeError
-from recipes.plugins.hookspecs import DataFormat, hookimpl
+from recipes.api import DataFormat, RecipeError, hookimpl, read_table
+
+REQUIRES_RECIPES_API = 1  # the version of recipes.api this plugin is written for
 
 
 class DollyOptions(BaseModel):

@@ -7,11 +7,11 @@ from typing import Iterator, Optional
 
 from pydantic import Field
 
-from recipes.data.conversations import ConversationOptions, conversation
-from recipes.errors import Problem, RecipeError
-from recipes.plugins.hookspecs import DataFormat, hookimpl
-from recipes.data.records import read_table, read_text_file
+from recipes.api import (ConversationOptions, DataFormat, Problem, RecipeError, conversation, hookimpl, read_table,
+                         read_text_file)
 from recipes_qa_markdown.markdown import MarkdownError, find_pairs
+
+REQUIRES_RECIPES_API = 1  # the version of recipes.api this plugin is written for
 
 
 class QAOptions(ConversationOptions):

@@ -8,9 +8,9 @@ import os
 import pytest
 from click.testing import CliRunner
 
+from recipes.api import RecipeError
 from recipes.cli import main
 from recipes.data.tokenization import IGNORE_INDEX, DataStats, sft_examples
-from recipes.errors import RecipeError
 from recipes.plugins.registry import get_registry
 
 # no conftest.py here: run beside the host's tests, a second module named conftest would shadow theirs

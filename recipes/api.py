@@ -1,0 +1,39 @@
+"""The public surface for plugins: everything a plugin package imports from recipes, and nothing else.
+
+A plugin module says which version of this surface it was written for::
+
+    REQUIRES_RECIPES_API = 1
+
+and the host refuses it, with one line naming it, when it needs a newer one than ``API_VERSION``.
+Within a version, names here only gain optional arguments and fields; anything else bumps it.
+Internal modules (``recipes.data.*``, ``recipes.training.*``, ...) may change in any release.
+
+- Markers: ``hookimpl`` (the hooks are documented in ``recipes.plugins.hookspecs`` and in
+  ``docs/plugin_hooks.md``).
+- Provider types the hooks return: ``DataFormat``, ``QuantizationBackend``, ``CallbackPlugin`` (with
+  the ``StageContext`` its factory receives), ``LossFunction``, ``ModelFamily`` (with ``BundledModel``);
+  ``NoOptions`` for providers that take none.
+- Record helpers for data formats: ``read_table`` (json/jsonl/csv/parquet rows with their
+  ``file:line`` places), ``read_text_file``, ``field`` and ``json_field`` (typed fields, named
+  errors), ``RECORD_SUFFIXES``; for conversation formats ``ConversationOptions`` (the masking options
+  every conversation format takes), ``conversation`` (builds a checked record) and ``tool_call``.
+- Errors: ``RecipeError`` (one line per problem, exit code 2) and ``Problem``.
+"""
+
+from __future__ import annotations
+
+from recipes.data.conversations import ConversationOptions, conversation, tool_call
+from recipes.data.records import RECORD_SUFFIXES, field, json_field, read_table, read_text_file
+from recipes.errors import Problem, RecipeError
+from recipes.family import BundledModel, ModelFamily
+from recipes.plugins.hookspecs import (API_VERSION, CallbackPlugin, DataFormat, LossFunction, NoOptions, QuantizationBackend,
+                                       StageContext, hookimpl)
+
+__all__ = [
+    "API_VERSION", "hookimpl",
+    "DataFormat", "QuantizationBackend", "CallbackPlugin", "StageContext", "LossFunction", "ModelFamily",
+    "BundledModel", "NoOptions",
+    "read_table", "read_text_file", "field", "json_field", "RECORD_SUFFIXES",
+    "ConversationOptions", "conversation", "tool_call",
+    "RecipeError", "Problem",
+]

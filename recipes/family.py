@@ -1,0 +1,68 @@
+"""The one seam between the engine and what it knows of a model family.
+
+The engine (``recipes``) knows no model by name: the special tokens it ends turns and documents with,
+the chat template it falls back on, the linear layers LoRA may target, the shapes ``recipes plan``
+counts, the models and recipes it ships and the sample data are a ``ModelFamily``, which a plugin
+provides through the ``register_model_families`` hook. ``qwen_recipes`` provides Qwen's (entry point
+``qwen`` in the group ``recipes.plugins``). No torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model the family ships as a recipe's ``model.path = "bundled:NAME"``.
+
+    ``config``: its config.json as a dict (validate and plan read it without building anything);
+    ``build_id``: changes whenever what ``path`` builds changes (part of a stage's fingerprint);
+    ``path(console)``: the model folder, built on first use (console: a rich console to say so, or None)."""
+
+    name: str
+    config: dict
+    build_id: str
+    path: Callable[[Any], Path]
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """What the engine needs to know of a model family.
+
+    - ``turn_end`` / ``end_of_text``: the token that ends a chat turn (generation of a trained SFT
+      model stops there) and the one between pre-training documents (also the padding token).
+    - ``chat_template()``: the template used when a tokenizer has none.
+    - ``linear_modules``: config ``model_type`` -> the linear layers of one decoder block (LoRA
+      targets ``validate`` accepts).
+    - ``shape_of(config)``: a config.json dict -> the shape ``recipes plan`` counts parameters and
+      memory with (see ``qwen_recipes.shapes.Shape``); raises ``UnknownArchitecture`` (any
+      ``ValueError``) for configs it cannot read.
+    - ``known_configs``: hub id -> a shipped config.json (so ``validate`` and ``plan`` know the model
+      without a download).
+    - ``bundled_models``: name -> ``BundledModel``; ``bundled_recipes()``: recipe name -> file;
+      ``data_dir``: the folder ``bundled:FILE`` data paths name.
+    - ``native_model(folder, console)``, optional: a model folder the engine should train instead of
+      ``folder`` (for example a converted checkpoint), or None to train ``folder`` as it is.
+    """
+
+    name: str
+    turn_end: str
+    end_of_text: str
+    chat_template: Callable[[], str]
+    linear_modules: dict
+    shape_of: Callable[[dict], Any]
+    known_configs: dict = field(default_factory=dict)
+    bundled_models: dict = field(default_factory=dict)
+    bundled_recipes: Callable[[], dict] = dict
+    data_dir: Optional[Path] = None
+    native_model: Optional[Callable[[Path, Any], Optional[Path]]] = None
+
+
+def family() -> ModelFamily:
+    """The model family of this installation (one plugin provides it; Qwen's by default)."""
+    from recipes.plugins.registry import get_registry
+
+    return get_registry().family

@@ -1,0 +1,137 @@
+"""The model a stage trains: loaded through the quantization backend, LoRA attached as the stage's
+chaining says, merged and saved when it is done."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from recipes.data.tokenization import special_id
+from recipes.errors import RecipeError
+
+
+def load_model(base_path: str, backend, backend_options, dtype, load_kwargs: dict, device: str,
+               gradient_checkpointing: bool):
+    """The base model through the quantization backend (``QuantizationBackend.model_kwargs`` and
+    ``prepare``), ready for LoRA. A quantizing backend loads onto this process's own device."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    backend_kwargs = backend.model_kwargs(backend_options, dtype)
+    if backend.quantizes:
+        backend_kwargs.setdefault("device_map", {"": torch.cuda.current_device() if device == "cuda" else "cpu"})
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, **load_kwargs, **backend_kwargs)
+    model = backend.prepare(model, backend_options, gradient_checkpointing)
+    model.config.use_cache = False
+    return model
+
+
+def lora_config(settings):
+    """peft's LoraConfig from a stage's settings."""
+    from peft import LoraConfig
+
+    targets = "all-linear" if settings.lora_target == "all" else list(settings.lora_target)
+    return LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+def attach_adapters(model, lora, adapters: list[Path], chaining: str, stage, say):
+    """LoRA on the model, as the stage's chaining says. Returns (peft model, the frozen adapters' folders).
+
+    The trained adapter is always named "default" (so that it saves at the top of its folder); earlier
+    adapters kept frozen are "frozen0", "frozen1", ... and stay active in the forward pass."""
+    from peft import PeftModel, get_peft_model
+
+    if not adapters:
+        if stage.base != "model":
+            say(f"chaining merge: {stage.base}'s adapter is merged into its base; a new adapter trains on it")
+        try:
+            return get_peft_model(model, lora), []
+        except ValueError as exc:
+            raise RecipeError(f"stage {stage.name!r}: lora_target: {exc}") from exc
+    trained = adapters[-1] if chaining == "continue" else None
+    frozen = adapters[:-1] if chaining == "continue" else adapters
+    names = [f"frozen{i}" for i in range(len(frozen))]
+    for i, (name, folder) in enumerate(zip(names, frozen)):
+        if i == 0:
+            model = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
+        else:
+            model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+    if trained is not None:
+        if frozen:
+            model.load_adapter(str(trained), adapter_name="default", is_trainable=True)
+        else:
+            model = PeftModel.from_pretrained(model, str(trained), adapter_name="default", is_trainable=True)
+        say(f"chaining continue: keeps training {stage.base}'s adapter ({trained}); its LoRA settings apply, "
+            "not this stage's")
+    else:
+        model.add_adapter("default", lora)
+        say(f"chaining stack: a new adapter trains on top of {stage.base}'s adapter, which stays frozen")
+    model.base_model.set_adapter([*names, "default"])
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = ".default." in name and "lora_" in name
+    return model, list(frozen)
+
+
+def merged_model(model, backend, base_path: str, dtype, load_kwargs: dict, adapter_dirs: list[Path]):
+    """The base with every adapter of the chain merged in. Never merged into quantized weights: for a
+    quantizing backend the base is reloaded unquantized in the stage's dtype, and the adapters are
+    merged there one by one."""
+    if not backend.quantizes:
+        return model.merge_and_unload()
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, **load_kwargs)
+    for adapter in adapter_dirs:
+        merged = PeftModel.from_pretrained(merged, str(adapter)).merge_and_unload()
+    return merged
+
+
+def point_adapter_at(folder: Path, base: Path) -> None:
+    """Set the adapter's base_model_name_or_path (what PeftModel.from_pretrained loads it on)."""
+    config_path = folder / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = str(base)
+    config_path.write_text(json.dumps(config, indent=2))
+
+
+def pad_id(tokenizer) -> int:
+    """The padding id: the tokenizer's, else the family's end-of-text, else eos, else 0."""
+    from recipes.family import family
+
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return special_id(tokenizer, family().end_of_text) or tokenizer.eos_token_id or 0
+
+
+def end_turns(model, tokenizer) -> None:
+    """After SFT an answer ends with the family's turn end (Qwen: ``<|im_end|>``): make it the eos of
+    the tokenizer and the model's config, and let generation stop there and at end-of-text, as the
+    family's chat models do. A vocabulary without it is left as trained. ``model`` may be None (an
+    adapter export: the tokenizer alone)."""
+    from recipes.family import family
+
+    turn_end, end_of_text = family().turn_end, family().end_of_text
+    turn_id, text_id = special_id(tokenizer, turn_end), special_id(tokenizer, end_of_text)
+    if turn_id is None:
+        return
+    tokenizer.eos_token = turn_end
+    if tokenizer.pad_token is None and text_id is not None:
+        tokenizer.pad_token = end_of_text
+    if model is not None:
+        model.config.eos_token_id = turn_id
+        if model.generation_config is not None:
+            model.generation_config.eos_token_id = [i for i in (turn_id, text_id) if i is not None]
+            model.generation_config.pad_token_id = text_id if text_id is not None else turn_id
+
+
+def save_adapter(model, tokenizer, folder: Path) -> None:
+    model.save_pretrained(str(folder), selected_adapters=["default"])
+    tokenizer.save_pretrained(str(folder))
+
+
+def save_merged(model, tokenizer, folder: Path) -> None:
+    model.config.use_cache = True
+    model.save_pretrained(str(folder), max_shard_size="5GB")
+    tokenizer.save_pretrained(str(folder))

@@ -1,0 +1,167 @@
+"""The HF Trainer as a stage uses it: its training loss from a loss plugin, every micro-batch's loss
+and every gradient checked, and its arguments built from the stage's settings.
+
+Why a Trainer subclass: ``Trainer(compute_loss_func=...)`` receives the model's outputs, so the full
+logits would already exist; the chunked loss has to run the model itself. Everything else stays the
+Trainer's: which ``num_items_in_batch`` it counts over the accumulated batch, whether it divides by
+the accumulation steps (it does not when the model accepts loss kwargs, as Qwen2 does, and our loss
+divides by ``num_items_in_batch`` as the model's own loss does), evaluation (``return_outputs=True``
+keeps the standard path).
+
+The guards, so that stopping never loses work:
+
+- A non-finite loss stops the stage, naming the step (or, with ``skip_nonfinite_batches = N``, up to
+  N such batches add no gradient and training goes on); a non-finite gradient stops it too. Nothing
+  is saved after the bad step, so the last checkpoint is a good one.
+- The last step always leaves a checkpoint: publishing can be redone without training again.
+- Each complete checkpoint is reported (to the manifest) only once the Trainer has written all of
+  it, so a checkpoint cut short by a crash is never resumed from.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from recipes.errors import RecipeError, TrainingError
+from recipes.training.interrupts import STOP
+
+log = logging.getLogger("recipes")
+
+
+class NonFiniteError(TrainingError):
+    def __init__(self, step: int, what: str):
+        self.step, self.what = step, what
+        super().__init__(f"{what} at step {step}")
+
+
+class StageTrainer(Trainer):
+    """The HF Trainer with the stage's loss function and a check of every micro-batch's loss.
+
+    ``lm_loss``: ``loss(model, inputs, num_items_in_batch)`` from ``LossFunction.build`` (None keeps
+    the Trainer's own loss); ``skip_limit``: how many non-finite batches may be skipped."""
+
+    def __init__(self, *args, lm_loss=None, skip_limit: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lm_loss, self.skip_limit, self.skipped = lm_loss, skip_limit, 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = self._loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = result[0] if return_outputs else result
+        if bool(torch.isfinite(loss.detach()).all()):
+            return result
+        step = self.state.global_step + 1
+        if self.skipped >= self.skip_limit:
+            raise NonFiniteError(step, f"the loss is {loss.detach().float().item()}")
+        self.skipped += 1
+        log.warning("step %d: non-finite loss (%s); batch skipped (%d of at most %d)", step,
+                    loss.detach().float().item(), self.skipped, self.skip_limit)
+        # zero, but still attached to the trainable weights: this batch adds no gradient
+        zero = sum((p * 0).sum() for p in model.parameters() if p.requires_grad)
+        return (zero, result[1]) if return_outputs else zero
+
+    def _loss(self, model, inputs, return_outputs, num_items_in_batch):
+        if self.lm_loss is None or return_outputs:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        loss = self.lm_loss(model, inputs, num_items_in_batch)
+        if (self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs
+                and num_items_in_batch is not None):
+            # as Trainer.compute_loss: num_items_in_batch counts every process's labels, DDP averages
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        return loss
+
+
+class StageGuard(TrainerCallback):
+    def __init__(self, on_checkpoint):
+        self.on_checkpoint = on_checkpoint  # (folder, step) -> None, once a checkpoint is complete
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        STOP.training = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        STOP.training = False
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+        if grads and not bool(torch.isfinite(torch.stack(grads)).all()):
+            raise NonFiniteError(state.global_step + 1, "the gradient is non-finite")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_save = True  # the final state too, so that publishing can be redone
+        if STOP.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_save(self, args, state, control, **kwargs):
+        self.on_checkpoint(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step)
+
+
+def sharding_arguments(distributed, device: str, layer_classes) -> dict:
+    """The Trainer's own FSDP or DeepSpeed settings for the recipe's [distributed] strategy."""
+    if distributed is None or distributed.strategy == "ddp":
+        return {}
+    if device != "cuda":
+        raise RecipeError(f"distributed.strategy: {distributed.strategy} needs GPUs; on CPU use \"ddp\"")
+    if distributed.strategy == "fsdp":
+        option = f"{distributed.fsdp_sharding or 'full_shard'} auto_wrap" + (" offload" if distributed.cpu_offload else "")
+        return {"fsdp": option, "fsdp_config": {"transformer_layer_cls_to_wrap": list(layer_classes or []),
+                                                "use_orig_params": True}}
+    zero = {"stage": distributed.zero_stage or 2}
+    if distributed.cpu_offload:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    return {"deepspeed": {"zero_optimization": zero, "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"},
+                          "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto",
+                          "gradient_accumulation_steps": "auto", "gradient_clipping": "auto"}}
+
+
+def training_arguments(stage, precision: str, device: str, distributed=None, layer_classes=None):
+    """``TrainingArguments`` from a stage's settings (``StagePlan``)."""
+    s = stage.settings
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in inspect.signature(
+        TrainingArguments).parameters else "gradient_checkpointing"
+    kwargs = {
+        "output_dir": str(stage.checkpoint_dir),
+        "per_device_train_batch_size": s.per_device_train_batch_size,
+        "gradient_accumulation_steps": s.gradient_accumulation_steps,
+        "learning_rate": s.learning_rate,
+        "lr_scheduler_type": s.lr_scheduler_type,
+        "warmup_steps": s.warmup_steps if s.warmup_steps is not None else s.warmup_ratio,
+        "num_train_epochs": s.num_train_epochs,
+        "max_steps": s.max_steps or -1,
+        "optim": s.optim,
+        "adam_beta1": s.adam_beta1,
+        "adam_beta2": s.adam_beta2,
+        "weight_decay": s.weight_decay,
+        "max_grad_norm": s.max_grad_norm,
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
+        checkpointing: s.gradient_checkpointing,
+        f"{checkpointing}_kwargs": {"use_reentrant": False},
+        "logging_steps": s.logging_steps,
+        "logging_first_step": True,
+        "eval_strategy": "steps" if s.eval_steps else "no",
+        "eval_steps": s.eval_steps,
+        "per_device_eval_batch_size": s.per_device_train_batch_size,
+        "save_strategy": "steps",
+        "save_steps": s.save_steps,
+        "save_total_limit": s.save_total_limit,
+        "report_to": [],
+        "seed": s.seed,
+        "use_cpu": device == "cpu",
+        "dataloader_pin_memory": device == "cuda",
+        "disable_tqdm": True,
+        "remove_unused_columns": False,
+        "ddp_find_unused_parameters": False,  # every LoRA weight takes part in each forward pass
+        **sharding_arguments(distributed, device, layer_classes),
+        "include_num_input_tokens_seen": "non_padding",
+    }
+    try:
+        return TrainingArguments(**kwargs)
+    except ValueError as exc:  # e.g. an optim name the installed libraries do not have
+        raise RecipeError(f"stage {stage.name!r}: {exc}") from exc
