@@ -155,3 +155,28 @@ def test_the_command_imports_no_torch(tmp_path):
             f"'--dataset-dir', {str(DATA)!r}, '-o', {str(tmp_path / 'r.toml')!r}]); "
             "assert r.exit_code == 0, r.output; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_create_new_adapter_merges_deepspeed_maps_and_a_lone_sft_starts_from_the_model(tmp_path):
+    write(tmp_path / "ds_z3_config.json", json.dumps({"zero_optimization": {"stage": 3}}))
+    pretrain = write(tmp_path / "pt.yaml", (LF / "qwen3_lora_pretrain.yaml").read_text())
+    sft = write(tmp_path / "sft.yaml", (LF / "qwen3_lora_sft.yaml").read_text().replace(
+        "trust_remote_code: true", "trust_remote_code: true\nadapter_name_or_path: saves/qwen3-4b/lora/pretrain\n"
+        f"create_new_adapter: true\ndeepspeed: {tmp_path / 'ds_z3_config.json'}"))
+    code, output = run_import([pretrain, sft, "--dataset-dir", DATA, "-o", tmp_path / "a.toml"])
+    assert code == 0, output
+    recipe = load_recipe(str(tmp_path / "a.toml"), get_registry()).recipe
+    assert (recipe.stages[1].base, recipe.stages[1].chaining) == ("pretrain", "merge")
+    assert (recipe.distributed.strategy, recipe.distributed.zero_stage) == ("deepspeed", 3)
+
+    code, output = run_import([LF / "qwen3_lora_sft.yaml", "--dataset-dir", DATA, "-o", tmp_path / "b.toml"])
+    assert code == 0, output
+    [stage] = load_recipe(str(tmp_path / "b.toml"), get_registry()).recipe.stages
+    assert (stage.name, stage.kind, stage.base, stage.chaining) == ("sft", "sft", "model", None)
+
+
+def test_a_merge_config_of_an_adapter_not_given_is_refused(tmp_path):
+    code, output = run_import([LF / "qwen3_lora_pretrain.yaml", LF / "merge_qwen3_lora_sft.yaml",
+                               "--dataset-dir", DATA, "-o", tmp_path / "r.toml"])
+    assert code == 2 and re.search(r"merge_qwen3_lora_sft.yaml:5: adapter_name_or_path: this merge config's adapter "
+                                   r"is not the output_dir of any training config given", output), output

@@ -107,7 +107,7 @@ def import_llamafactory(paths: list[Path], out: Path, dataset_dir: Path | None =
     if any(s.config.keys.get("trust_remote_code") for s in stages):
         head.append("trust_remote_code = true")
     checks.insert(0, _model_check(model))
-    lines = head + _quantization(stages) + _distributed(stages, checks)
+    lines = head + _export_comments(exports, stages) + _quantization(stages) + _distributed(stages, checks)
     for stage in stages:
         lines += ["", *_stage_lines(stage)]
     return Imported("\n".join(lines) + "\n", checks, stages)
@@ -238,6 +238,10 @@ def _chain(stages: list[StageDraft], exports: list[Config], checks: list[str]) -
             raise RecipeError(export.problem("adapter_name_or_path", "this merge config's adapter is not the "
                                              "output_dir of any training config given; give that config too"))
         merged_into[export.path_of("export_dir")] = source
+        if export.path_of("model_name_or_path") != source.config.path_of("model_name_or_path"):
+            checks.append(f"{export.path}: merges into {export.keys.get('model_name_or_path')}, but stage "
+                          f"{source.name} trained on {source.config.keys.get('model_name_or_path')}; the recipe "
+                          "merges into the model the stage trained on")
     used = set()
     for stage in stages:
         model, adapter = stage.config.path_of("model_name_or_path"), stage.config.path_of("adapter_name_or_path")
@@ -258,6 +262,20 @@ def _chain(stages: list[StageDraft], exports: list[Config], checks: list[str]) -
             shard = f" --max-shard-size {size}GB" if size else ""
             checks.append(f"export_dir {export_dir}: every stage publishes its merged model in the run folder; "
                           f"`recipes export RUN --stage {source.name} --to {export_dir}{shard}` writes it there")
+
+
+def _export_comments(exports: list[Config], stages: list[StageDraft]) -> list[str]:
+    """What became of each merge/export config, as comments under [model]."""
+    lines = []
+    for export in exports:
+        source = next(s for s in stages if s.config.path_of("output_dir") == export.path_of("adapter_name_or_path"))
+        users = [s.name for s in stages if s.config.path_of("model_name_or_path") == export.path_of("export_dir")]
+        became = (f"stage {', '.join(users)} starts from it (chaining = \"merge\")" if users else
+                  f"`recipes export RUN --stage {source.name} --to DIR` writes it")
+        lines += [f"{export.path}: merges stage {source.name}'s adapter into its model; {became}",
+                  *(f"  {key} = {_shown(value)}: left out; the merge is a step of the run" for key, value in
+                    export.keys.items() if key not in ("model_name_or_path", "adapter_name_or_path", "export_dir"))]
+    return comment_lines(lines)
 
 
 def _ordered(stages: list[StageDraft]) -> list[StageDraft]:
