@@ -180,3 +180,31 @@ def test_a_merge_config_of_an_adapter_not_given_is_refused(tmp_path):
                                "--dataset-dir", DATA, "-o", tmp_path / "r.toml"])
     assert code == 2 and re.search(r"merge_qwen3_lora_sft.yaml:5: adapter_name_or_path: this merge config's adapter "
                                    r"is not the output_dir of any training config given", output), output
+
+
+def test_every_mapped_key_arrives_with_its_value(tmp_path):
+    from recipes.config.importing.llamafactory_keys import SETTINGS
+
+    given = {"lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.05, "lora_target": "q_proj,v_proj",
+             "cutoff_len": 512, "val_size": 0.1, "eval_steps": 50, "learning_rate": "2e-5",  # YAML: a string
+             "lr_scheduler_type": "constant_with_warmup", "warmup_steps": 20, "warmup_ratio": 0.05,
+             "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "num_train_epochs": 2.0,
+             "max_steps": 300, "optim": "adamw_torch", "adam_beta1": 0.8, "adam_beta2": 0.95, "weight_decay": 0.01,
+             "max_grad_norm": 0.5, "logging_steps": 5, "save_steps": 100, "save_total_limit": 3, "seed": 7}
+    assert set(given) == set(SETTINGS)  # every key of the table is tried
+    config = {"model_name_or_path": "bundled:tiny-qwen2", "stage": "sft", "finetuning_type": "lora",
+              "dataset": "identity", "eval_dataset": "alpaca_en_demo", "output_dir": "saves/x", "fp16": True,
+              "neat_packing": True, "train_on_prompt": True, "disable_gradient_checkpointing": True, **given}
+    config.pop("val_size")  # LLaMA-Factory refuses val_size with eval_dataset
+    path = write(tmp_path / "sft.yaml", yaml.safe_dump(config))
+    code, output = run_import([path, "--dataset-dir", DATA, "-o", tmp_path / "r.toml"])
+    assert code == 0, output
+    recipe = load_recipe(str(tmp_path / "r.toml"), get_registry()).recipe
+    [stage] = recipe.stages
+    settings = stage.settings(recipe.defaults)
+    expected = {SETTINGS[key][0]: value for key, value in given.items() if key != "val_size"}
+    expected.update(learning_rate=2e-5, lora_target=("q_proj", "v_proj"))
+    assert {name: getattr(settings, name) for name in expected} == expected
+    assert (settings.precision, settings.packing, settings.gradient_checkpointing) == ("fp16", True, False)
+    assert [s.options for s in stage.data] == [{"train_on_prompt": True}]
+    assert [(s.dataset, s.options) for s in stage.eval_data] == [("alpaca_en_demo", {"train_on_prompt": True})]

@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recipes.config.importing.llamafactory_keys import HANDLED, LEFT_OUT, NO_DEFAULT, SETTINGS
+from recipes.config.importing.llamafactory_keys import (CHECK_BY_HAND, HANDLED, LEFT_OUT, NO_DEFAULT,
+                                                        NOT_IN_PRETRAINING, SETTINGS)
 from recipes.config.importing.toml_out import assignments, comment_lines, toml_value
 from recipes.errors import Problem, RecipeError
 
@@ -194,21 +195,22 @@ def _sources(config: Config, key: str, info: Path, out: Path, options: dict) -> 
 def _left_out(config: Config, kind: str, checks: list[str]) -> list[str]:
     comments = []
     for key, value in config.keys.items():
-        if key in SETTINGS or key in HANDLED:
-            if key in ("packing",) and kind == "pretrain":
-                comments.append(f"{key} = {_shown(value)}: pre-training always packs documents into full blocks")
-            elif key == "template":
-                comments.append(f"template = {_shown(value)}: SFT text is rendered by the model's own chat template")
-                checks.append(f"{config.path}: template {value!r}: SFT text is rendered by the model's own chat "
-                              "template (its tokenizer_config.json); check that it is the one you trained with")
+        shown = f"{key} = {_shown(value)}"
+        if kind == "pretrain" and key in NOT_IN_PRETRAINING:
+            comments.append(f"{shown}: {NOT_IN_PRETRAINING[key]}")
+        elif key == "template":
+            comments.append(f"{shown}: SFT text is rendered by the model's own chat template")
+            checks.append(f"{config.path}: template {value!r}: SFT text is rendered by the model's own chat "
+                          "template (its tokenizer_config.json); check that it is the one you trained with")
+        elif key in SETTINGS or key in HANDLED:
             continue
-        if key in LEFT_OUT:
-            comments.append(f"{key} = {_shown(value)}: left out; {LEFT_OUT[key]}")
-            if key in ("max_samples", "additional_target"):
-                checks.append(f"{config.path}: {key} = {_shown(value)} is left out ({LEFT_OUT[key]})")
+        elif key in LEFT_OUT:
+            comments.append(f"{shown}: left out; {LEFT_OUT[key]}")
+            if key in CHECK_BY_HAND:
+                checks.append(f"{config.path}: {shown} is left out ({LEFT_OUT[key]})")
         else:
-            comments.append(f"{key} = {_shown(value)}: left out; the importer does not know this key")
-            checks.append(f"{config.path}: {key} = {_shown(value)}: unknown to the importer, left out; check by hand")
+            comments.append(f"{shown}: left out; the importer does not know this key")
+            checks.append(f"{config.path}: {shown}: unknown to the importer, left out; check by hand")
     return comments
 
 

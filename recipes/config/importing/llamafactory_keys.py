@@ -89,3 +89,16 @@ LEFT_OUT: dict[str, str] = {
     "rope_scaling": "the model's config.json decides",
     "lr_scheduler_kwargs": "not configurable here",
 }
+
+# left-out keys that change what is trained: also listed among the things to check by hand
+CHECK_BY_HAND = ("max_samples", "additional_target", "use_rslora", "use_dora", "pissa_init", "loraplus_lr_ratio",
+                 "mix_strategy", "interleave_probs", "enable_thinking", "default_system", "tool_format")
+
+# handled keys that mean nothing in a pre-training stage -> why (a comment in that stage)
+NOT_IN_PRETRAINING: dict[str, str] = {
+    "packing": "pre-training always packs documents into full blocks",
+    "neat_packing": "pre-training always packs documents into full blocks",
+    "train_on_prompt": "pre-training trains on every token",
+    "mask_history": "pre-training trains on every token",
+    "template": "pre-training reads plain text, no chat template",
+}
