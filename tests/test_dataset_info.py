@@ -1,5 +1,6 @@
-"""LLaMA-Factory's dataset_info.json entries, resolved to our formats: the real local data sets load,
-render and label with the genuine tokenizer; what cannot load says why and what to do."""
+"""LLaMA-Factory's dataset_info.json entries, resolved to our formats: every local entry's shape (small
+samples written for the project in tests/fixtures/lf_data, under LLaMA-Factory's own entries) loads,
+renders and labels with the genuine tokenizer and trains; what cannot load says why and what to do."""
 
 from __future__ import annotations
 
@@ -16,9 +17,7 @@ from recipes.errors import RecipeError
 from recipes.plugins.registry import get_registry
 from conftest import write
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not (SHARED / "dataset_info.json").is_file(),
-                                  reason="../shared/data (LLaMA-Factory's demo data) is not here")
+DATA = Path(__file__).parent / "fixtures" / "lf_data"  # the shapes of LLaMA-Factory's local data sets
 
 
 def load(resolved) -> list[dict]:
@@ -29,19 +28,19 @@ def load(resolved) -> list[dict]:
     return [record for path in resolved.files for record in provider.read(path, options)]
 
 
-@needs_shared
 @pytest.mark.parametrize("entry, fmt, count", [
-    ("alpaca_zh_demo", "alpaca", 1000), ("alpaca_en_demo", "alpaca", 999), ("identity", "alpaca", 91),
-    ("glaive_toolcall_zh_demo", "sharegpt", 300),
+    ("alpaca_zh_demo", "alpaca", 3), ("alpaca_en_demo", "alpaca", 4), ("identity", "alpaca", 4),
+    ("glaive_toolcall_zh_demo", "sharegpt", 1), ("glaive_toolcall_en_demo", "sharegpt", 3),
+    ("chat_role_content_demo", "sharegpt", 2),
 ])
 def test_local_sft_data_sets_load_render_and_label(tokenizer, entry, fmt, count):
-    resolved = resolve_dataset(SHARED / "dataset_info.json", entry)
+    resolved = resolve_dataset(DATA / "dataset_info.json", entry)
     assert (resolved.format_name, resolved.yields) == (fmt, "conversations")
     records = load(resolved)
     assert len(records) == count
     for record in records:
         check_conversation(record["messages"], record["_where"])
-    sample = records[:4] if fmt == "alpaca" else [r for r in records if "tools" in r][:4]
+    sample = [r for r in records if "tools" in r][:4] if entry.startswith("glaive") else records[:4]
     stats = DataStats()
     examples = sft_examples(sample, tokenizer, 4096, stats)
     assert len(examples) == len(sample) and stats.truncated == 0
@@ -54,25 +53,26 @@ def test_local_sft_data_sets_load_render_and_label(tokenizer, entry, fmt, count)
         assert learned.endswith(record["messages"][-1]["content"] + "<|im_end|>")
     if entry == "identity":  # placeholders stay as they are
         assert "{{name}}" in json.dumps([r["messages"] for r in records], ensure_ascii=False)
-    if fmt == "sharegpt":
+    if entry.startswith("glaive"):
         text = tokenizer.decode(examples[0]["input_ids"])
         assert "<tools>" in text and "<tool_call>" in text and "<tool_response>" in text
 
 
-@needs_shared
 @pytest.mark.parametrize("entry, suffix", [("c4_demo", ".jsonl"), ("wiki_demo", ".txt")])
 def test_local_pretraining_corpora_load_as_text(tokenizer, entry, suffix):
-    resolved = resolve_dataset(SHARED / "dataset_info.json", entry)
+    resolved = resolve_dataset(DATA / "dataset_info.json", entry)
     assert (resolved.format_name, resolved.yields, resolved.options) == ("text", "documents", {"text_field": "text"})
     assert [p.suffix for p in resolved.files] == [suffix]
     documents = load(resolved)
-    assert len(documents) >= 30 and all(d["text"].strip() for d in documents)
+    assert len(documents) >= 3 and all(d["text"].strip() for d in documents)
     examples = pretrain_examples(documents[:20], tokenizer, 256, DataStats())
     assert examples and all(e["labels"] == e["input_ids"] for e in examples)
 
 
-@needs_shared
 @pytest.mark.parametrize("entry, message", [
+    ("mllm_demo", r"the column 'images' is not supported \(recipes trains on text, not images\)"),
+    ("dpo_en_demo", r"ranking \(preference\) data is for DPO"),
+    ("kto_en_demo", r"the column 'kto_tag' is not supported \(recipes trains on text, not KTO labels\)"),
     ("alpaca_en", r"on the Hugging Face hub \(hf_hub_url = 'llamafactory/alpaca_en'\).*no data from the network.*"
                   r"hf download llamafactory/alpaca_en --repo-type dataset.*\"file_name\""),
     ("deepctrl", r"on ModelScope \(ms_hub_url"),
@@ -80,8 +80,8 @@ def test_local_pretraining_corpora_load_as_text(tokenizer, entry, suffix):
 ])
 def test_entries_that_cannot_load_say_why(entry, message):
     with pytest.raises(RecipeError, match=message) as info:
-        resolve_dataset(SHARED / "dataset_info.json", entry)
-    assert str(SHARED / "dataset_info.json") in str(info.value)
+        resolve_dataset(DATA / "dataset_info.json", entry)
+    assert str(DATA / "dataset_info.json") in str(info.value)
 
 
 def index(tmp_path, **entries) -> Path:
@@ -128,3 +128,40 @@ def test_resolving_imports_no_torch(tmp_path):
     code = (f"import sys; from recipes.config.dataset_info import resolve_dataset; import recipes.builtin.formats; "
             f"resolve_dataset({str(info)!r}, 'qa'); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_local_entry_trains_through_dataset_info(tmp_path, tiny_model):
+    """A recipe naming each local entry by dataset_info + dataset runs on the tiny model (one step a stage)."""
+    from click.testing import CliRunner
+
+    from recipes.cli import main
+
+    info = DATA / "dataset_info.json"
+
+    def sources(*names):
+        return "".join(f'\n[[stages.data]]\ndataset_info = "{info}"\ndataset = "{n}"\n' for n in names)
+
+    sft_entries = ("identity", "alpaca_en_demo", "alpaca_zh_demo", "glaive_toolcall_en_demo",
+                   "glaive_toolcall_zh_demo", "chat_role_content_demo")
+    recipe = write(tmp_path / "all.toml", f"""name = "all"
+[model]
+path = "bundled:tiny-qwen2"
+[defaults]
+max_steps = 1
+cutoff_len = 256
+per_device_train_batch_size = 2
+gradient_accumulation_steps = 1
+[[stages]]
+name = "domain"
+kind = "pretrain"
+{sources("wiki_demo", "c4_demo")}
+[[stages]]
+name = "sft"
+kind = "sft"
+{sources(*sft_entries)}""")
+    result = CliRunner().invoke(main, ["run", str(recipe), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    stats = {name: json.loads((tmp_path / "run" / "stages" / name / "stage.json").read_text())["data"]
+             for name in ("domain", "sft")}
+    assert stats["domain"]["records"] == 3 + 4 and stats["sft"]["records"] == 4 + 4 + 3 + 3 + 1 + 2
+    assert stats["sft"]["dropped"] == 0 and stats["sft"]["label_tokens"] > 0

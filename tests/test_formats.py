@@ -222,7 +222,7 @@ def test_messages_with_openai_tool_calls(tmp_path, tokenizer):
      r":1 turn 0: a 'function_call' turn must hold JSON"),
     ("sharegpt", '{"conversations": [], "tools": "[oops"}\n', "jsonl", r":1: column 'tools' is not valid JSON"),
     ("messages", '{"messages": [{"role": "user", "content": 5}]}\n', "jsonl",
-     r":1 message 0: 'content' must be a string or a list of text parts, got int"),
+     r":1 message 0: 'content' must be a string or a list of typed parts, got int"),
     ("messages", '{"messages": [{"role": "assistant", "content": "x", "loss_weight": 0.5}]}\n', "jsonl",
      r":1 message 0: 'loss_weight' must be 0 or 1"),
     ("messages", '{"messages": [{"role": "user", "content": "x"}]}\n{"messages": [\n', "jsonl",

@@ -45,8 +45,9 @@ def message_trained(message: dict) -> bool:
 
 
 def apply_masking(messages: list[dict], options: ConversationOptions) -> list[dict]:
-    """Set each message's ``train`` flag from the options; a flag the data set already gave an assistant
-    turn (``loss_weight`` 0) is kept, except that ``mask_history`` switches off every earlier answer."""
+    """Set each message's ``train`` flag from the options. A flag the data set already gave a message
+    (``loss_weight``, on any role) is kept, except that ``mask_history`` switches off every earlier
+    answer; the options decide for the messages without one."""
     last_answer = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
     for index, message in enumerate(messages):
         if message["role"] == "assistant":
@@ -55,8 +56,30 @@ def apply_masking(messages: list[dict], options: ConversationOptions) -> list[di
                 trained = False
             message["train"] = trained
         else:
-            message["train"] = options.train_on_prompt
+            message["train"] = message.get("train", options.train_on_prompt)
     return messages
+
+
+def message_units(messages: list[dict]) -> list[tuple[int, int]]:
+    """The messages as ``(first, end)`` index ranges that a chat template renders as units: each
+    message alone, but a run of consecutive tool results together (ChatML puts them in one user turn
+    and closes it with ``<|im_end|>`` only after the last), so prefixes are rendered at unit edges."""
+    units: list[tuple[int, int]] = []
+    for index, message in enumerate(messages):
+        if units and message["role"] == "tool" and messages[index - 1]["role"] == "tool":
+            units[-1] = (units[-1][0], index + 1)
+        else:
+            units.append((index, index + 1))
+    return units
+
+
+def unit_trained(messages: list[dict], where: str) -> bool:
+    """Whether a unit (see ``message_units``) gets labels; its messages must agree."""
+    flags = {message_trained(m) for m in messages}
+    if len(flags) > 1:
+        raise RecipeError(f"{where}: consecutive tool results are one turn and are trained together; give them "
+                          "the same loss_weight")
+    return flags.pop()
 
 
 def conversation(messages: list[dict], options: ConversationOptions, record: dict, where: str,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recipes.data.conversations import message_trained
+from recipes.data.conversations import message_units, unit_trained
 from recipes.errors import RecipeError
 
 IGNORE_INDEX = -100
@@ -95,7 +95,7 @@ def check_conversation(messages: list[dict], where: str) -> None:
 
 
 def render_conversation(tokenizer, messages: list[dict], tools: list[dict] | None = None,
-                        ) -> tuple[str, list[tuple[int, int]]]:
+                        where: str = "a record") -> tuple[str, list[tuple[int, int]]]:
     """The conversation as the chat template renders it (with ``tools`` when given), and the character
     spans that get labels.
 
@@ -104,7 +104,9 @@ def render_conversation(tokenizer, messages: list[dict], tools: list[dict] | Non
     ``recipes.data.conversations.message_trained``) is labelled over that text, except that an assistant
     turn after an untrained message starts after the generation prompt (``<|im_start|>assistant\n``),
     and a trained stretch ends at the turn terminator, not the newline after it. By default that is
-    each assistant message's text plus its ``<|im_end|>``; with every message trained, every token."""
+    each assistant message's text plus its ``<|im_end|>``; with every message trained, every token.
+    Consecutive tool results are one unit (``message_units``); an assistant message's
+    ``context_prefix`` (its untrained ``<think>`` block) is skipped after the generation prompt."""
     def render(upto: int, generation: bool = False) -> str:
         return tokenizer.apply_chat_template(messages[:upto], tools=tools, tokenize=False,
                                              add_generation_prompt=generation)
@@ -112,20 +114,22 @@ def render_conversation(tokenizer, messages: list[dict], tools: list[dict] | Non
     from recipes.family import family
 
     turn_end = family().turn_end
-    renders = [""] + [render(i + 1) for i in range(len(messages))]
+    units = message_units(messages)  # a run of tool results renders as one unit (issue 16)
+    renders = [""] + [render(end) for _, end in units]
     for before, after in zip(renders, renders[1:]):
         _check_prefix(before, after)
-    trained = [message_trained(m) for m in messages]
+    trained = [unit_trained(messages[first:end], where) for first, end in units]
     spans = []
-    for index, message in enumerate(messages):
+    for index, (first, _) in enumerate(units):
         if not trained[index]:
             continue
+        message = messages[first]
         start, end = len(renders[index]), len(renders[index + 1])
         if message["role"] == "assistant" and (index == 0 or not trained[index - 1]):
-            prompt = render(index, generation=True)
+            prompt = render(first, generation=True)
             _check_prefix(prompt, renders[index + 1])
-            start = len(prompt)
-        if index + 1 == len(messages) or not trained[index + 1]:
+            start = len(prompt) + _context_prefix(message, renders[index + 1], len(prompt))
+        if index + 1 == len(units) or not trained[index + 1]:
             text = renders[index + 1]
             terminator = text.rfind(turn_end, start, end)
             end = terminator + len(turn_end) if terminator >= 0 else start + len(text[start:end].rstrip())
@@ -133,6 +137,17 @@ def render_conversation(tokenizer, messages: list[dict], tools: list[dict] | Non
             start = spans.pop()[0]
         spans.append((start, end))
     return renders[-1], spans
+
+
+def _context_prefix(message: dict, text: str, start: int) -> int:
+    """How many characters at ``start`` are the message's untrained ``context_prefix`` (0 if none)."""
+    prefix = message.get("context_prefix")
+    if not prefix:
+        return 0
+    if not text.startswith(prefix, start):
+        raise RecipeError("the tokenizer's chat template does not render an assistant turn's reasoning where its "
+                          "content starts; set the format option train_on_reasoning = true")
+    return len(prefix)
 
 
 def _check_prefix(prefix: str, text: str) -> None:
@@ -177,7 +192,7 @@ def sft_examples(records: list[dict], tokenizer, cutoff_len: int, stats: DataSta
     for record in records:
         messages = record["messages"]
         check_conversation(messages, record.get("_where", "a record"))
-        text, spans = render_conversation(tokenizer, messages, record.get("tools"))
+        text, spans = render_conversation(tokenizer, messages, record.get("tools"), record.get("_where", "a record"))
         ids, labels = label_tokens(tokenizer, text, spans)
         if len(ids) > cutoff_len:
             if overlong == "drop":

@@ -1,0 +1,1 @@
+"""Importers: other tools' training configs written out as one recipe (``recipes import ...``)."""
