@@ -273,3 +273,30 @@ def native_model(model_path: str, console=None) -> str:
             raise
     say("conversion done: the stages load it as Qwen2ForCausalLM (no remote code)")
     return str(target)
+
+
+def convert_to(source: str, target: Path, console) -> Path:
+    """``recipes convert SRC --to DIR``: bad input is a RecipeError (one line, exit 2)."""
+    from recipes.errors import RecipeError
+    from recipes.run.runner import resolve_model
+
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise RecipeError(f"--to {target}: exists and is not an empty folder; give a new folder")
+    folder = Path(resolve_model(source, None, console, "recipes convert"))
+    config = read_config(folder)
+    if config is None or config.get("model_type") != "qwen":
+        found = config.get("model_type") if config else "no readable config.json"
+        raise RecipeError(f"{source}: not a Qwen v1 checkpoint (model_type {found!r}, expected \"qwen\"); "
+                          "Qwen2 and Qwen2.5 models load natively and need no conversion")
+    if target.is_dir():
+        target.rmdir()
+    console.print(f"converting {folder} (Qwen v1) to a native Qwen2 folder {target} ...", highlight=False)
+    try:
+        convert_qwen1(folder, target)
+    except ConversionError as exc:
+        raise RecipeError(f"{source}: {exc}") from None
+    count = json.loads((target / SOURCE_FILE).read_text())["tensors_written"]
+    console.print(f"wrote {target}: Qwen2ForCausalLM, {count} tensors, Qwen's tokenizer with the ChatML template; "
+                  "it loads with AutoModelForCausalLM.from_pretrained, no trust_remote_code", highlight=False)
+    return target

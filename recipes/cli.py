@@ -286,7 +286,9 @@ def inspect(recipe, stage_name, count, as_json):
     from recipes.data.inspect import inspect_stage, print_inspection
     from recipes.run.runner import resolve_model
 
-    path = resolve_model(plan.model_path, plan.revision, None, plan.recipe_path)
+    from qwen_recipes.convert import native_model  # issue 17: Qwen v1's tokenizer is the native folder's
+
+    path = native_model(resolve_model(plan.model_path, plan.revision, None, plan.recipe_path))
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=plan.trust_remote_code)
     reports = [inspect_stage(stage, tokenizer, count) for stage in stages]
     if as_json:
@@ -330,6 +332,18 @@ def cp(name, destination):
         raise RecipeError(f"{target}: already exists; give another path or remove it first")
     shutil.copyfile(bundled[stem], target)
     _console().print(f"copied {stem} to {target}")
+
+
+@main.command()
+@click.argument("source", metavar="SRC")
+@click.option("--to", "to", required=True, type=click.Path(path_type=Path), help="The folder to write (new, or empty).")
+@friendly
+def convert(source, to):
+    """Convert a Qwen-7B v1 checkpoint (QWenLMHeadModel; a local folder or a hub id in the local HF cache)
+    into a native Qwen2ForCausalLM folder, exactly, with Qwen's tokenizer and the ChatML template."""
+    from qwen_recipes.convert import convert_to
+
+    convert_to(source, to, _console())
 
 
 @main.command()

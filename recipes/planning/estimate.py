@@ -143,7 +143,9 @@ def _tokenizer(plan: Plan):
 
     from recipes.run.runner import resolve_model
 
-    path = resolve_model(plan.model_path, plan.revision, None, plan.recipe_path)
+    from qwen_recipes.convert import native_model  # issue 17: Qwen v1's tokenizer is the native folder's
+
+    path = native_model(resolve_model(plan.model_path, plan.revision, None, plan.recipe_path))
     kwargs = {"trust_remote_code": plan.trust_remote_code}
     if plan.revision:
         kwargs["revision"] = plan.revision

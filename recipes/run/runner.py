@@ -100,6 +100,9 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
         console.print(f"[bold]recipes[/] run [cyan]{plan.name}[/] ({plan.recipe_path}) -> {plan.run_dir}")
         log.info("run %s from %s", plan.name, plan.recipe_path)
         model_path = resolve_model(plan.model_path, plan.revision, console, plan.recipe_path)
+        from qwen_recipes.convert import native_model  # issue 17: a Qwen v1 checkpoint trains as native Qwen2
+
+        model_path = native_model(model_path, console)
         fingerprints = {MODEL_REF: model_fingerprint(model_path, plan.revision)}
         rerun_from: str | None = None  # a stage trained again: the ones after it must follow
         with graceful_interrupts(console):
