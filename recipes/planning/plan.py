@@ -72,11 +72,17 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
     else:
         callbacks = [registry.callbacks[name] for name in recipe.callbacks]
     stages = []
+    qwen1 = loaded.model is not None and loaded.model.model_type == "qwen"
     for index, stage in enumerate(recipe.stages):
         base = stage.base or (recipe.stages[index - 1].name if index else MODEL_REF)
         sources, eval_sources = ([_source(loaded.sources[(index, group, j)], registry)
                                   for j in range(len(getattr(stage, group)))] for group in ("data", "eval_data"))
-        stages.append(StagePlan(index, stage.name, stage.kind, base, stage.settings(recipe.defaults), sources,
+        settings = stage.settings(recipe.defaults)
+        if qwen1:  # Qwen v1 trains as its native Qwen2 conversion: v1 LoRA names become Qwen2's
+            from qwen_recipes.architectures import native_targets
+
+            settings = settings.model_copy(update={"lora_target": native_targets(settings.lora_target)[0]})
+        stages.append(StagePlan(index, stage.name, stage.kind, base, settings, sources,
                                 run_dir / "stages" / stage.name, eval_sources))
     model_path = recipe.model.path
     if not model_path.startswith("bundled:"):

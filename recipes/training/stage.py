@@ -114,8 +114,12 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
     model = plan.backend.prepare(model, plan.backend_options, s.gradient_checkpointing)
     model.config.use_cache = False
     targets = "all-linear" if s.lora_target == "all" else list(s.lora_target)
+    from recipes.training import token_rows  # issue 17: base-model SFT trains the chat tokens' rows
+
+    rows = token_rows.decide(s.train_tokens, stage.kind, model, tokenizer, base_path)
+    say(rows.describe())
     lora = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
+                      target_modules=targets, task_type="CAUSAL_LM", **token_rows.lora_arguments(model, rows))
     try:
         model, frozen = attach_adapters(model, lora, list(adapters), s.chaining, stage, say)
     except ValueError as exc:
@@ -193,6 +197,7 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
             if stage.kind == "sft":
                 stop_at_turn_end(merged, tokenizer)
             save_merged(merged, tokenizer, merged_side)
+            token_rows.carry_source(base_path, merged_side, stage.kind)  # issue 17
     result = StageResult(
         name=stage.name, kind=stage.kind, base=stage.base, precision=precision,
         steps=trainer.state.global_step, first_loss=losses[0] if losses else None,
@@ -409,7 +414,7 @@ def attach_adapters(model, lora, adapters: list[Path], chaining: str, stage: Sta
         say(f"chaining stack: a new adapter trains on top of {stage.base}'s adapter, which stays frozen")
     model.base_model.set_adapter([*names, "default"])
     for name, parameter in model.named_parameters():
-        parameter.requires_grad = ".default." in name and "lora_" in name
+        parameter.requires_grad = (".default." in name and "lora_" in name) or name.endswith("tokens_delta.default")
     return model, list(frozen)
 
 

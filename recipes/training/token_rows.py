@@ -81,6 +81,28 @@ def source_chat_format(base_path: str) -> str | None:
         return None
 
 
+def _sft_since(base_path: str) -> int:
+    from qwen_recipes.convert import SOURCE_FILE
+
+    try:
+        return int(json.loads((Path(base_path) / SOURCE_FILE).read_text(encoding="utf-8")).get("sft_stages_since", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def carry_source(base_path: str, merged: Path, kind: str) -> None:
+    """A stage's merged model keeps the conversion record of its base (so that an SFT stage after a
+    pre-training stage still knows it starts from a Qwen v1 base model), counting SFT stages since."""
+    from qwen_recipes.convert import SOURCE_FILE
+
+    file = Path(base_path) / SOURCE_FILE
+    if not file.is_file():
+        return
+    record = json.loads(file.read_text(encoding="utf-8"))
+    record["sft_stages_since"] = int(record.get("sft_stages_since", 0)) + (kind == "sft")
+    (Path(merged) / SOURCE_FILE).write_text(json.dumps(record, indent=2))
+
+
 def decide(setting, kind: str, model, tokenizer, base_path: str) -> TokenRows:
     """Which tokens' rows train in this stage, and why (see the module docstring)."""
     from recipes.errors import RecipeError
@@ -104,7 +126,7 @@ def decide(setting, kind: str, model, tokenizer, base_path: str) -> TokenRows:
     chat = CHAT_TOKENS, tuple(ids)
     if not getattr(tokenizer, "chat_template", None):
         return TokenRows(*chat, "auto: the tokenizer has no chat template, so the model is a base model")
-    if source_chat_format(base_path) == "raw":
+    if source_chat_format(base_path) == "raw" and not _sft_since(base_path):
         return TokenRows(*chat, "auto: converted from a Qwen v1 base model (chat_format \"raw\")")
     layers = [("input embedding", model.get_input_embeddings())]
     head = model.get_output_embeddings()
