@@ -124,6 +124,7 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
         model, frozen = attach_adapters(model, lora, list(adapters), s.chaining, stage, say)
     except ValueError as exc:
         raise RecipeError(f"stage {stage.name!r}: lora_target: {exc}") from exc
+    token_rows.lean_forward(model)  # issue 17: trained rows without a copy of the whole embedding
     trainable, total = model.get_nb_trainable_parameters()
     say(f"model: {base_path} ({plan.backend.name} backend) + LoRA r={s.lora_rank} alpha={s.lora_alpha:g} "
         f"on {targets if isinstance(targets, str) else ', '.join(targets)}: {trainable:,} trainable of "
