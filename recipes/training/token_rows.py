@@ -178,7 +178,8 @@ def head_rows(head):
 
 
 def lean_forward(model) -> int:
-    """Make peft's trainable-token layers in ``model`` compute without a copy of the whole weight.
+    """Make peft's trainable-token layers in ``model`` compute without a copy of the whole weight (and
+    save when another adapter beside them has no rows).
 
     peft's ``TrainableTokensLayer`` builds ``weight.index_copy(rows)`` on every forward: for Qwen-7B's
     embedding a 1.2 GB copy, and the embedding's backward then makes a dense vocabulary x hidden
@@ -190,12 +191,28 @@ def lean_forward(model) -> int:
 
     from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
 
+    from peft.utils.other import TrainableTokensWrapper
+
     count = 0
     for module in model.modules():
         if isinstance(module, TrainableTokensLayer):  # a tied layer shares its rows: the same path
             module.forward_adapters = types.MethodType(_lean_forward_adapters, module)
             count += 1
+        elif isinstance(module, TrainableTokensWrapper):
+            # chaining "stack": the frozen earlier adapter has no rows, and peft 0.21 fails saving a
+            # checkpoint of all adapters (KeyError 'token_adapter.trainable_tokens_delta.frozen0')
+            for method in ("adapter_state_dict", "adapter_state_dict_load_map"):
+                setattr(module, method, types.MethodType(_rows_of_own_adapters(getattr(type(module), method)), module))
     return count
+
+
+def _rows_of_own_adapters(method):
+    def wrapped(self, adapter_name, *args):
+        if adapter_name not in self.token_adapter.trainable_tokens_delta:
+            return {}
+        return method(self, adapter_name, *args)
+
+    return wrapped
 
 
 def _lean_forward_adapters(self, x, active_adapters, *args, **kwargs):
