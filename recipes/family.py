@@ -46,6 +46,14 @@ class ModelFamily:
       ``data_dir``: the folder ``bundled:FILE`` data paths name.
     - ``native_model(folder, console)``, optional: a model folder the engine should train instead of
       ``folder`` (for example a converted checkpoint), or None to train ``folder`` as it is.
+    - ``native_config(config)``, optional: the config.json a model of this config trains as (Qwen v1:
+      its native Qwen2 conversion), or None when it trains as it is; ``validate`` and ``plan`` use it.
+    - ``native_targets(targets)``: such a model's LoRA targets in the native names, with one note
+      per translated name; ``target_aliases``: model_type -> {name: native names} it accepts.
+    - ``conversion_record``: the file name a conversion leaves in its folder (JSON about the source,
+      e.g. its ``chat_format``), or None.
+    - ``convert(source, target, console)``, optional: ``recipes convert`` (a checkpoint into a native
+      folder).
     """
 
     name: str
@@ -59,6 +67,11 @@ class ModelFamily:
     bundled_recipes: Callable[[], dict] = dict
     data_dir: Optional[Path] = None
     native_model: Optional[Callable[[Path, Any], Optional[Path]]] = None
+    native_config: Optional[Callable[[dict], Optional[dict]]] = None
+    native_targets: Optional[Callable[[Any], tuple]] = None
+    target_aliases: dict = field(default_factory=dict)
+    conversion_record: Optional[str] = None
+    convert: Optional[Callable[[str, Path, Any], Path]] = None
 
 
 def family() -> ModelFamily:

@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "recipes"
-PACKAGES = ("plugins", "config", "planning", "data", "training", "run", "outputs", "builtin")
+PACKAGES = ("plugins", "config", "planning", "data", "training", "run", "outputs", "builtin", "cli")
 
 
 def _modules() -> dict[str, Path]:

@@ -54,10 +54,25 @@ def test_qwen7b_v1_count_and_the_seed_plans_share_claim():
     lora = shape.lora_parameters(["c_attn", "c_proj", "w1", "w2"], 64)
     assert lora == 143_130_624  # c_proj matches both attention's and the MLP's, as in peft
     assert round(100 * lora / (lora + shape.total_parameters), 3) == 1.820  # not "about 3.4%"
+    # It trains as its native Qwen2 conversion (qwen_recipes.convert): q, k and v apart at the same rank
+    # train more than fused c_attn; checked against the real Qwen2 model built from the converted config.
+    from qwen_recipes.convert import qwen2_config
+
+    native = {k: v for k, v in qwen2_config(QWEN1).items() if k not in ("architectures", "model_type")}
+    base, trainable, total = _meta_counts(native, ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj", "up_proj",
+                                                   "gate_proj"], 64)
+    assert (base, trainable, total) == (7_721_324_544, 159_907_840, 7_881_232_384)
     result = CliRunner().invoke(main, ["plan", "qwen7b_lora_r64"])
     assert result.exit_code == 0, result.output
-    assert "143,130,624 trainable of 7,864,455,168 = 1.820%" in result.output
-    assert "attn.c_attn, attn.c_proj, mlp.w1, mlp.w2, mlp.c_proj; 160 layers" in result.output
+    assert "159,907,840 trainable of 7,881,232,384 = 2.029%" in result.output
+    assert ("q_proj, k_proj, v_proj, o_proj, down_proj, up_proj, gate_proj: self_attn.q_proj, self_attn.k_proj, "
+            "self_attn.v_proj, self_attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj; 224 layers") in result.output
+    assert "c_proj -> o_proj, down_proj (v1's c_proj is both attn.c_proj and mlp.c_proj" in result.output
+    assert ("q, k and v apart train 16,777,216 more LoRA parameters than v1's fused c_attn at r=64 "
+            "(159,907,840 against 143,130,624)") in result.output
+    # SFT on the base model: <|im_start|> and <|im_end|> rows, 2 x 4096 in the embedding and the output layer
+    assert "+16,384; trainable 159,924,224 with them, 159,907,840 without" in result.output
+    assert result.output.count("token rows: none (auto: a pre-training stage)") == 1
     for term in ("weights", "LoRA weights", "gradients", "optimizer state", "activations", "logits and loss",
                  "total", "without checkpointing"):
         assert term in result.output

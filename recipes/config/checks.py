@@ -59,9 +59,11 @@ def _check_model(loaded: LoadedRecipe, base_dir: Path, problems: Collector) -> N
                      "local HF model folder or a hub id")
         return
     loaded.model = model_info(model.path, model.revision, base_dir)
-    if loaded.model is not None and loaded.model.model_type == "qwen" and not model.trust_remote_code:
-        problems.add(("model", "path"), "Qwen-7B (v1) runs on the model's own code; set "
-                     "trust_remote_code = true in [model] if you trust it")
+    if loaded.model is not None and loaded.model.model_type == "qwen" and model.trust_remote_code:
+        problems.add(("model", "trust_remote_code"), "Qwen v1's own code is not run: on transformers 5 it "
+                     "silently re-randomises attn.c_proj when loading and lets packed examples attend to each "
+                     "other. Remove trust_remote_code: the run converts the checkpoint once to a native Qwen2 "
+                     "model (exact), or run `recipes convert SRC --to DIR` and set model.path to DIR")
 
 
 def _check_plugins(recipe: Recipe, registry: Registry, problems: Collector) -> None:
@@ -209,6 +211,10 @@ def _check_against_model(loaded: LoadedRecipe, problems: Collector) -> None:
 
     recipe, info = loaded.recipe, loaded.model
     modules = family().linear_modules.get(info.model_type or "")
+    native = family().native_config(info.config) if family().native_config else None
+    if native is not None:  # trains as another architecture (Qwen v1 as native Qwen2): names translate
+        aliases = family().target_aliases.get(info.model_type or "", {})
+        modules = (*family().linear_modules.get(native.get("model_type"), ()), *aliases)
     for index, stage in enumerate(recipe.stages):
         settings = stage.settings(recipe.defaults)
         path = setting_path(recipe, index, "cutoff_len")

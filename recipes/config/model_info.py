@@ -28,8 +28,12 @@ class ModelInfo:
 
     @property
     def context(self) -> int | None:
-        """The longest sequence the model takes (Qwen v1 calls it seq_length)."""
-        for key in ("max_position_embeddings", "seq_length", "n_positions"):
+        """The longest sequence the model takes. Qwen v1's is ``seq_length`` (8192 for Qwen-7B: what it
+        was trained on); its ``max_position_embeddings`` (32768) is not a trained context."""
+        keys = ("max_position_embeddings", "seq_length", "n_positions")
+        if self.model_type == "qwen":
+            keys = ("seq_length", "max_position_embeddings")
+        for key in keys:
             if isinstance(self.config.get(key), int):
                 return self.config[key]
         return None

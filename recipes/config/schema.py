@@ -96,6 +96,11 @@ class Settings(Strict):
     loss_options: Optional[dict[str, Any]] = Field(
         None, description="The loss function's own options, e.g. {chunk_size = 256} for chunked "
         "(`recipes plugins` lists each loss; `recipes schema` their options).")
+    train_tokens: Optional[Union[Literal["auto", False], list[str]]] = Field(
+        None, description='The rows of these tokens train in the input embedding and the output layer (a base '
+        'model has not learned ChatML\'s <|im_start|> and <|im_end|>): a list of token strings, false, or "auto" '
+        "(default: on for an SFT stage whose starting model does not know the chat tokens; see "
+        "recipes/training/token_rows.py for the rule).")
     # data
     cutoff_len: Optional[int] = Field(None, gt=0, description="Maximum tokens per training sequence.")
     overlong_examples: Optional[Literal["truncate", "drop"]] = Field(
@@ -143,10 +148,19 @@ class Settings(Strict):
             raise ValueError('give "all" or at least one module name')
         return value
 
+    @field_validator("train_tokens", mode="before")
+    @classmethod
+    def _train_tokens(cls, value):
+        if value is True:
+            raise ValueError('give "auto", false, or a list of token strings such as ["<|im_start|>", "<|im_end|>"]')
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError("give at least one token, each once (or false for none)")
+        return value
+
 
 # The seed plan (shared/reference/seed-plan.md), per stage kind.
 _PRETRAIN_DEFAULTS: dict[str, Any] = dict(
-    lora_rank=16, lora_alpha=16.0, lora_dropout=0.05, lora_target="all", cutoff_len=2048,
+    lora_rank=16, lora_alpha=16.0, lora_dropout=0.05, lora_target="all", train_tokens="auto", cutoff_len=2048,
     learning_rate=1e-4, lr_scheduler_type="cosine", warmup_steps=None, warmup_ratio=0.03,
     per_device_train_batch_size=4, gradient_accumulation_steps=8, num_train_epochs=2.0,
     max_steps=None, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0,
@@ -206,6 +220,7 @@ class StageSettings(BaseModel):
     lora_alpha: float
     lora_dropout: float
     lora_target: Union[str, tuple[str, ...]]
+    train_tokens: Union[Literal["auto", False], tuple[str, ...]]
     chaining: Literal["merge", "continue", "stack"]
     loss: str
     loss_options: dict[str, Any]

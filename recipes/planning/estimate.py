@@ -42,7 +42,10 @@ def recipe_estimate(loaded: LoadedRecipe, plan: Plan, device: str = "cuda", toke
                           "hand (not a local folder, not in the HF cache, not a shipped config); download it "
                           "(`hf download REPO config.json`) or give a local folder")
     try:
-        shape = family().shape_of(info.config)
+        shape = v1_shape = family().shape_of(info.config)
+        native = family().native_config(info.config) if family().native_config else None
+        if native is not None:  # issue 17: v1 trains as its native Qwen2 conversion
+            shape = family().shape_of(native)
     except (ValueError, KeyError) as exc:
         raise RecipeError(f"{loaded.path}: model.path: cannot plan a model whose config ({info.source}) "
                           f"{'lacks ' + repr(exc.args[0]) if isinstance(exc, KeyError) else 'has ' + str(exc)}") from None
@@ -51,9 +54,18 @@ def recipe_estimate(loaded: LoadedRecipe, plan: Plan, device: str = "cuda", toke
     tokenizer = _tokenizer(plan) if tokenize else None
     stages = [stage_estimate(stage, shape, quant, device, tokenizer, plan.distributed, processes)
               for stage in plan.stages]
+    from recipes.planning.trainable import qwen1_translation, token_rows_estimate
+
+    for stage, entry, written in zip(plan.stages, stages, loaded.recipe.stages):
+        entry["parameters"]["token_rows"] = token_rows_estimate(stage.settings, stage.kind, shape)
+        if v1_shape is not shape:
+            entry["parameters"]["qwen1"] = qwen1_translation(written.settings(loaded.recipe.defaults).lora_target,
+                                                             stage.settings.lora_target, stage.settings.lora_rank,
+                                                             v1_shape, shape)
     return {
         "name": plan.name,
-        "model": {"path": loaded.recipe.model.path, "model_type": shape.model_type, "config": info.source,
+        "model": {"path": loaded.recipe.model.path,
+                  "model_type": shape.model_type if v1_shape is shape else "qwen (v1), trained as native qwen2", "config": info.source,
                   "total_parameters": shape.total_parameters, "layers": shape.layers, "hidden": shape.hidden,
                   "vocab": shape.vocab, "tied_embeddings": shape.tied},
         "quantization": quant if quantization is not None else {"backend": "none"},
@@ -143,7 +155,7 @@ def _tokenizer(plan: Plan):
 
     from recipes.planning.resolve import resolve_model
 
-    path = resolve_model(plan.model_path, plan.revision, None, plan.recipe_path)
+    path = resolve_model(plan.model_path, plan.revision, None, plan.recipe_path)  # Qwen v1: the native folder
     kwargs = {"trust_remote_code": plan.trust_remote_code}
     if plan.revision:
         kwargs["revision"] = plan.revision
@@ -170,6 +182,9 @@ def estimate_lines(estimate: dict) -> list[str]:
         lines.append(f"   parameters: {p['trainable']:,} trainable of {p['total']:,} = {100 * p['trainable_share']:.3f}% "
                      f"(LoRA r={p['lora_rank']} on {target}: {', '.join(p['lora_modules'])}; "
                      f"{p['lora_layers']} layers)")
+        from recipes.planning.trainable import extra_lines
+
+        lines.extend(extra_lines(stage))
         lines.append(f"   memory {where} ({m['precision']}, batch {m['batch']} x {m['cutoff_len']} tokens, "
                      f"optim {m['optim']}, gradient checkpointing {'on' if m['gradient_checkpointing'] else 'off'}):")
         rows = [("weights", m["weights"]), ("LoRA weights (fp32)", m["lora_weights"]),

@@ -82,11 +82,17 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
     else:
         callbacks = [registry.callbacks[name] for name in recipe.callbacks]
     stages = []
+    from recipes.family import family
+
+    native = (loaded.model is not None and family().native_config is not None
+              and family().native_config(loaded.model.config) is not None)
     for index, stage in enumerate(recipe.stages):
         base = recipe.base_of(index)
         sources, eval_sources = ([_source(loaded.sources[(index, group, j)], registry)
                                   for j in range(len(getattr(stage, group)))] for group in ("data", "eval_data"))
         settings = stage.settings(recipe.defaults)
+        if native:  # trains as its native conversion (Qwen v1 as Qwen2): LoRA names become the native ones
+            settings = settings.model_copy(update={"lora_target": family().native_targets(settings.lora_target)[0]})
         loss = registry.losses[settings.loss]
         stages.append(StagePlan(index, stage.name, stage.kind, base, settings, sources,
                                 run_dir / "stages" / stage.name, eval_sources, loss,

@@ -9,8 +9,9 @@ from pathlib import Path
 from recipes.errors import RecipeError
 
 
-def resolve_model(path: str, revision: str | None, console, recipe_path=None) -> str:
-    """The folder of the recipe's model (the family may swap in a native conversion of it)."""
+def resolve_model(path: str, revision: str | None, console, recipe_path=None, native: bool = True) -> str:
+    """The folder of the recipe's model; with ``native``, the family's native conversion of it where
+    it has one (Qwen v1 -> Qwen2, made once and cached)."""
     from recipes.family import family
 
     if path.startswith("bundled:"):
@@ -19,8 +20,8 @@ def resolve_model(path: str, revision: str | None, console, recipe_path=None) ->
         folder = path
     else:
         folder = _cached_snapshot(path, revision, recipe_path)
-    native = family().native_model
-    converted = native(Path(folder), console) if native is not None else None
+    convert = family().native_model if native else None
+    converted = convert(Path(folder), console) if convert is not None else None
     return str(converted) if converted is not None else folder
 
 

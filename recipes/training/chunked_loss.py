@@ -77,8 +77,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """sum over i of cross_entropy(hidden[i] @ weight.T + bias, targets[i]), chunk by chunk."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk_size: int, want_grads: bool):
+    def forward(ctx, hidden, weight, bias, targets, chunk_size: int, want_grads: bool, index=None, rows=None):
         need_h, need_w, need_b = (want_grads and flag for flag in ctx.needs_input_grad[:3])
+        need_r = rows is not None and want_grads and ctx.needs_input_grad[7]
+        ctx.rows_dtype = rows.dtype if rows is not None else None
+        if rows is not None:  # trained token rows (recipes.training.token_rows): they replace weight[index]
+            rows = rows.to(weight.dtype)
+            rows_minus_base = rows - weight[index]
+        grad_r = torch.zeros(rows.shape, dtype=torch.float32, device=rows.device) if need_r else None
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if need_b else None
@@ -88,12 +94,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
             t = targets[start:start + chunk_size]
             # [chunk, vocab]: the only large buffer; everything below works in it, in place
             logits = F.linear(h, weight, bias).float()
+            if rows is not None:
+                logits[:, index] = F.linear(h, rows, bias[index] if bias is not None else None).float()
             picked = logits.gather(1, t[:, None]).squeeze(1)
             top = logits.amax(dim=1, keepdim=True)
             exp = logits.sub_(top).exp_()  # exp(logits - max), as logsumexp computes it
             norm = exp.sum(dim=1, keepdim=True)
             total += (top.squeeze(1) + norm.squeeze(1).log() - picked).sum()
-            if not (need_h or need_w or need_b):
+            if not (need_h or need_w or need_b or need_r):
                 del logits, exp  # freed before the next chunk's buffer is allocated
                 continue
             grad = exp.div_(norm)  # softmax
@@ -103,34 +111,42 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad = grad.to(weight.dtype)
             if need_h:
                 grad_h[start:start + chunk_size] = grad @ weight
+                if rows is not None:
+                    grad_h[start:start + chunk_size] += grad[:, index] @ rows_minus_base
+            if need_r:
+                grad_r += (grad[:, index].t() @ h).float()
             if need_w:
                 if grad.dtype == grad_w.dtype:
                     grad_w.addmm_(grad.t(), h)
                 else:  # bf16/fp16 layer: its matmul, accumulated in fp32
                     grad_w += grad.t() @ h
             del logits, exp, grad
-        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        ctx.save_for_backward(grad_h, grad_w, grad_b, grad_r)
         ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
         return total
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_h, grad_w, grad_b = ctx.saved_tensors
+        grad_h, grad_w, grad_b, grad_r = ctx.saved_tensors
         weight_dtype, bias_dtype = ctx.dtypes
         scale = grad_out.float()
         return ((grad_h * scale.to(grad_h.dtype)) if grad_h is not None else None,
                 (grad_w * scale).to(weight_dtype) if grad_w is not None else None,
                 (grad_b * scale).to(bias_dtype) if grad_b is not None else None,
-                None, None, None)
+                None, None, None, None,
+                (grad_r * scale).to(ctx.rows_dtype) if grad_r is not None else None)
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         targets: torch.Tensor, chunk_size: int) -> torch.Tensor:
+                         targets: torch.Tensor, chunk_size: int, rows=None) -> torch.Tensor:
     """The summed cross-entropy of ``hidden @ weight.T + bias`` ([N, H] by [V, H]) against ``targets``
-    ([N], no ignored entries), never holding more than ``chunk_size`` rows of logits."""
+    ([N], no ignored entries), never holding more than ``chunk_size`` rows of logits. ``rows``:
+    (index, [K, H] trainable rows) that replace ``weight[index]``; their gradient is K x H, not V x H."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
-    return _LinearCrossEntropy.apply(hidden, weight, bias, targets, chunk_size, torch.is_grad_enabled())
+    index, row_weight = rows if rows is not None else (None, None)
+    return _LinearCrossEntropy.apply(hidden, weight, bias, targets, chunk_size, torch.is_grad_enabled(), index,
+                                     row_weight)
 
 
 def _hidden_states(model, head: torch.nn.Module, inputs: dict) -> torch.Tensor:
@@ -170,8 +186,10 @@ def chunked_lm_loss(model, inputs: dict, num_items_in_batch=None, *,
     if shift_labels is None:
         hidden, shift_labels = hidden[:, :-1], labels[:, 1:]
     keep = shift_labels != IGNORE_INDEX
-    weight, bias = head.weight, getattr(head, "bias", None)
-    total = linear_cross_entropy(hidden[keep].to(weight.dtype), weight, bias, shift_labels[keep], chunk_size)
+    from recipes.training.token_rows import head_rows
+
+    weight, bias, rows = head_rows(head)  # trained token rows apart: their gradient is rows x hidden
+    total = linear_cross_entropy(hidden[keep].to(weight.dtype), weight, bias, shift_labels[keep], chunk_size, rows)
     if num_items_in_batch is None:
         return total / keep.sum()
     if torch.is_tensor(num_items_in_batch):

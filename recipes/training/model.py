@@ -26,13 +26,14 @@ def load_model(base_path: str, backend, backend_options, dtype, load_kwargs: dic
     return model
 
 
-def lora_config(settings):
-    """peft's LoraConfig from a stage's settings."""
+def lora_config(settings, extra: dict | None = None):
+    """peft's LoraConfig from a stage's settings (``extra``: more LoraConfig arguments, e.g. the
+    trainable token rows of recipes.training.token_rows)."""
     from peft import LoraConfig
 
     targets = "all-linear" if settings.lora_target == "all" else list(settings.lora_target)
     return LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
+                      target_modules=targets, task_type="CAUSAL_LM", **(extra or {}))
 
 
 def attach_adapters(model, lora, adapters: list[Path], chaining: str, stage, say):
@@ -69,7 +70,7 @@ def attach_adapters(model, lora, adapters: list[Path], chaining: str, stage, say
         say(f"chaining stack: a new adapter trains on top of {stage.base}'s adapter, which stays frozen")
     model.base_model.set_adapter([*names, "default"])
     for name, parameter in model.named_parameters():
-        parameter.requires_grad = ".default." in name and "lora_" in name
+        parameter.requires_grad = (".default." in name and "lora_" in name) or name.endswith("tokens_delta.default")
     return model, list(frozen)
 
 

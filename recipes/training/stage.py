@@ -120,12 +120,17 @@ class StageRun:
                                 self.load_kwargs, self.device, self.settings.gradient_checkpointing)
 
     def attach_adapters(self) -> None:
-        """LoRA on the model (and the earlier stages' adapters, as ``chaining`` says)."""
+        """LoRA on the model (and the earlier stages' adapters, as ``chaining`` says), with the chat
+        tokens' rows where the starting model does not know them (``train_tokens``)."""
+        from recipes.training import token_rows
         from recipes.training.model import attach_adapters, lora_config
 
         s = self.settings
-        self.model, self.frozen = attach_adapters(self.model, lora_config(s), self.adapters, s.chaining,
-                                                  self.stage, self.say)
+        rows = token_rows.decide(s.train_tokens, self.stage.kind, self.model, self.tokenizer, self.base_path)
+        self.say(rows.describe())
+        lora = lora_config(s, token_rows.lora_arguments(self.model, rows))
+        self.model, self.frozen = attach_adapters(self.model, lora, self.adapters, s.chaining, self.stage, self.say)
+        token_rows.lean_forward(self.model)  # trained rows without a copy of the whole embedding
         self.trainable, self.total = self.model.get_nb_trainable_parameters()
         targets = "all-linear" if s.lora_target == "all" else ", ".join(s.lora_target)
         self.say(f"model: {self.base_path} ({self.plan.backend.name} backend) + LoRA r={s.lora_rank} "
@@ -261,6 +266,9 @@ class StageRun:
         if self.stage.kind == "sft":
             end_turns(merged, self.tokenizer)
         save_merged(merged, self.tokenizer, merged_dir)
+        from recipes.training.token_rows import carry_source
+
+        carry_source(self.base_path, merged_dir, self.stage.kind)  # a Qwen v1 base stays known as one
 
 
 def _restore_finished(trainer, checkpoint: Path) -> bool:

@@ -1,0 +1,48 @@
+"""`recipes report` and `recipes export`: what a finished run gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from recipes.cli.common import main, _console, friendly
+
+
+@main.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+@friendly
+def report(run_dir, as_json):
+    """Re-draw the report of the run folder RUN: a table per stage (steps, tokens, time, tokens/s,
+    final loss, eval perplexity before and after, peak memory) and RUN/report/ (report.md,
+    report.json, loss.png, eval.png)."""
+    from recipes.outputs.report import write_report
+
+    folder = write_report(run_dir, None if as_json else _console())
+    if as_json:
+        click.echo((folder / "report.json").read_text(encoding="utf-8"), nl=False)
+
+
+@main.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--to", "to", type=click.Path(path_type=Path), help="The folder to write (new, or empty; see --force).")
+@click.option("--stage", help="The stage to export (default: the last one).")
+@click.option("--merged", "what", flag_value="merged", default=True,
+              help="An HF model folder: the adapter merged into the base (the default).")
+@click.option("--adapter", "what", flag_value="adapter", help="The LoRA adapter (PEFT), its base named in it.")
+@click.option("--dtype", help="--merged: bf16, fp16 or fp32 (default: as the stage saved it).")
+@click.option("--max-shard-size", default="5GB", show_default=True, help="--merged: the largest safetensors file.")
+@click.option("--force", is_flag=True, help="Replace --to even if it is not empty.")
+@friendly
+def export(run_dir, to, stage, what, dtype, max_shard_size, force):
+    """Export a finished stage of the run folder RUN to a folder that works on its own: the merged
+    model (loads in transformers and HF-folder inference servers) or the adapter, with the tokenizer
+    and chat template. Written aside and moved into place when complete."""
+    from recipes.outputs.export import export as write_export
+    from recipes.outputs.export import export_request
+
+    request = export_request(run_dir, to, stage, what, dtype, max_shard_size, force)  # no torch yet
+    console = _console()
+    for line in write_export(request):
+        console.print(line, markup=False)

@@ -1,0 +1,61 @@
+"""`recipes run`: every stage of a recipe, in order, resumable."""
+
+from __future__ import annotations
+
+import click
+
+from recipes.errors import RecipeError, TrainingError
+from recipes.cli.common import main, _console, _quiet_console, friendly
+
+
+@main.command()
+@click.argument("recipe")
+@click.option("--output-dir", "-o", help="Run folder (default: the recipe's output_dir, else runs/<name>).")
+@click.option("--restart", multiple=True, metavar="STAGE",
+              help="Train STAGE afresh (and the stages after it) even if it finished. Repeatable.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes (GPUs) per node: data-parallel through torchrun.")
+@click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True, help="Nodes.")
+@click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True, help="This node's rank.")
+@click.option("--master-addr", help="Address of the rank-0 node (several nodes).")
+@click.option("--master-port", type=int, help="Port on the rank-0 node (default 29500).")
+@friendly
+def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, master_port):
+    """Run every stage of RECIPE (a file, or a bundled recipe name) in order.
+
+    Run it again after a crash or Ctrl-C: finished stages are kept, an interrupted one resumes from
+    its last checkpoint, and a stage whose inputs changed is trained again with the ones after it."""
+    from recipes.config.load import load_recipe
+    from recipes.planning.plan import make_plan
+    from recipes.plugins.registry import get_registry
+
+    registry = get_registry()
+    loaded = load_recipe(recipe, registry)  # validation first: nothing heavy is loaded on a mistake
+    from recipes.training import distributed
+
+    err = _console(stderr=True)
+    for warning in (loaded.warnings if not distributed.launched() else []):  # said once, by the launcher
+        err.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
+    plan = make_plan(loaded, registry, output_dir)
+    from recipes.config.schema import did_you_mean
+
+    unknown = [name for name in restart if name not in {s.name for s in plan.stages}]
+    if unknown:
+        raise RecipeError([f"--restart {name}: no such stage; {did_you_mean(name, [s.name for s in plan.stages])}"
+                           for name in unknown])
+    if (nproc > 1 or nnodes > 1) and not distributed.launched():
+        argv = ["run", str(loaded.path), "-o", str(plan.run_dir), *(f"--restart={name}" for name in restart)]
+        code = distributed.launch(argv, nproc, nnodes, node_rank, master_addr, master_port)
+        if code:
+            raise TrainingError(f"a process of the {nproc * nnodes}-process run failed (exit code {code}; "
+                                f"torchrun's output above names the rank); see {plan.run_dir / 'run.log'}. Run "
+                                "the same command again to resume")
+        return
+    from recipes.run.runner import run_plan
+
+    console = _console() if distributed.is_main() else _quiet_console()
+    run_plan(plan, console, registry, tuple(restart))
+    if distributed.is_main():
+        from recipes.outputs.report import write_report
+
+        write_report(plan.run_dir, console)
