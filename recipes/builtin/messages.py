@@ -15,7 +15,7 @@ from pydantic import Field
 
 from recipes.data.conversations import ConversationOptions, conversation, tool_call
 from recipes.errors import RecipeError
-from recipes.data.records import field, read_table
+from recipes.data.records import convert_records, field
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -26,10 +26,13 @@ class MessagesOptions(ConversationOptions):
 
 
 def read_messages(path: Path, options: MessagesOptions) -> Iterator[dict]:
-    for where, record in read_table(path):
-        raw = field(record, options.messages_field, where, kind=list, option="messages_field")
-        messages = [_message(m, f"{where} message {i}") for i, m in enumerate(raw)]
-        yield conversation(messages, options, record, where, options.tools_field)
+    return convert_records(path, lambda where, record: _record(where, record, options))
+
+
+def _record(where: str, record: dict, options: MessagesOptions) -> dict:
+    raw = field(record, options.messages_field, where, kind=list, option="messages_field")
+    messages = [_message(m, f"{where} message {i}") for i, m in enumerate(raw)]
+    return conversation(messages, options, record, where, options.tools_field)
 
 
 def _message(message, where: str) -> dict:

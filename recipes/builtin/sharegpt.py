@@ -19,7 +19,7 @@ from pydantic import Field
 
 from recipes.data.conversations import ConversationOptions, conversation, tool_call
 from recipes.errors import RecipeError
-from recipes.data.records import field, read_table
+from recipes.data.records import convert_records, field
 
 
 class ShareGPTOptions(ConversationOptions):
@@ -38,15 +38,18 @@ class ShareGPTOptions(ConversationOptions):
 
 
 def read_sharegpt(path: Path, options: ShareGPTOptions) -> Iterator[dict]:
-    for where, record in read_table(path):
-        turns = field(record, options.messages, where, kind=list, option="messages")
-        messages = []
-        system = field(record, options.system, where, required=False)
-        if system:
-            messages.append({"role": "system", "content": system})
-        for index, turn in enumerate(turns):
-            messages.append(_message(turn, options, f"{where} turn {index}"))
-        yield conversation(messages, options, record, where, options.tools)
+    return convert_records(path, lambda where, record: _record(where, record, options))
+
+
+def _record(where: str, record: dict, options: ShareGPTOptions) -> dict:
+    turns = field(record, options.messages, where, kind=list, option="messages")
+    messages = []
+    system = field(record, options.system, where, required=False)
+    if system:
+        messages.append({"role": "system", "content": system})
+    for index, turn in enumerate(turns):
+        messages.append(_message(turn, options, f"{where} turn {index}"))
+    return conversation(messages, options, record, where, options.tools)
 
 
 def _message(turn, options: ShareGPTOptions, where: str) -> dict:
