@@ -29,6 +29,8 @@ class DataStats:
     truncated: int = 0
     dropped: int = 0
     notes: list = field(default_factory=list)
+    bad: int = 0  # records skipped as malformed (on_bad_record = "skip")
+    bad_first: list = field(default_factory=list)  # where the first of them were, and why
 
 
 def read_records(sources) -> list[dict]:

@@ -85,11 +85,7 @@ def run_stage(plan: Plan, stage: StagePlan, base_path: str, say, console, manife
 
     # tokenizer and data first: a data mistake surfaces before the model is loaded
     tokenizer = AutoTokenizer.from_pretrained(base_path, **load_kwargs)
-    if not distributed.is_main():
-        distributed.barrier()  # the main process tokenizes and caches; the others then read the cache
-    data = prepare(stage, tokenizer, say)
-    if distributed.is_main():
-        distributed.barrier()
+    data = prepare(stage, tokenizer, say)  # one process per node prepares the store, the others poll for it
     stats = data.stats
     for note in stats.notes:
         say(note)
