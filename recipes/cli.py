@@ -253,6 +253,19 @@ def schema(output):
         _console().print(f"wrote {output}")
 
 
+@main.command(name="prepare")
+@click.argument("recipe")
+@click.option("--stage", "stage_name", help="Only this stage (default: every stage).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Tokenizing processes (default: the available cores; or $RECIPES_DATA_WORKERS).")
+@friendly
+def prepare_command(recipe, stage_name, workers):
+    """Tokenize every stage's data into the token store ahead of a run (no GPU needed)."""
+    from recipes.data.ahead import prepare_recipe
+
+    prepare_recipe(recipe, stage_name, workers, click.echo)
+
+
 @main.group()
 def data():
     """Look at what the stages will train on."""

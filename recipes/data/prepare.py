@@ -34,7 +34,8 @@ class StageData:
     packing: object = None  # PackingStats, when packed
     cached: bool = False
     cache_key: str = ""
-    store: Path | None = None
+    store: object = None  # the TokenStore
+    layout: Path | None = None  # its split and packing for this stage
 
 
 def prepare(stage, tokenizer, say, workers: int | None = None) -> StageData:
@@ -52,7 +53,7 @@ def prepare(stage, tokenizer, say, workers: int | None = None) -> StageData:
         raise RecipeError(f"stage {stage.name!r}: the data gave no training example "
                           f"({stats.records} records, {stats.dropped} dropped)")
     layout, sets = stage_layout(store, s.val_size, s.seed, s.packing, stage.name, say)
-    data = StageData(open_set(store, layout, "train", s.packing), {}, stats, None, cached, key, store.folder)
+    data = StageData(open_set(store, layout, "train", s.packing), {}, stats, None, cached, key, store, layout)
     if s.val_size:
         data.evals["val"] = open_set(store, layout, "val", s.packing)
     for index, source in enumerate(stage.eval_sources):
