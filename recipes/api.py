@@ -14,7 +14,8 @@ Internal modules (``recipes.data.*``, ``recipes.training.*``, ...) may change in
   the ``StageContext`` its factory receives), ``LossFunction``, ``ModelFamily`` (with ``BundledModel``);
   ``NoOptions`` for providers that take none.
 - Record helpers for data formats: ``read_table`` (json/jsonl/csv/parquet rows with their
-  ``file:line`` places), ``read_text_file``, ``field`` and ``json_field`` (typed fields, named
+  ``file:line`` places, streamed, compressed files too), ``convert_records`` (rows -> records with
+  the stage's bad-record policy), ``read_text_file``, ``field`` and ``json_field`` (typed fields, named
   errors), ``RECORD_SUFFIXES``; for conversation formats ``ConversationOptions`` (the masking options
   every conversation format takes), ``conversation`` (builds a checked record) and ``tool_call``.
 - Errors: ``RecipeError`` (one line per problem, exit code 2) and ``Problem``.
@@ -23,7 +24,7 @@ Internal modules (``recipes.data.*``, ``recipes.training.*``, ...) may change in
 from __future__ import annotations
 
 from recipes.data.conversations import ConversationOptions, conversation, tool_call
-from recipes.data.records import RECORD_SUFFIXES, field, json_field, read_table, read_text_file
+from recipes.data.records import RECORD_SUFFIXES, convert_records, field, json_field, read_table, read_text_file
 from recipes.errors import Problem, RecipeError
 from recipes.family import BundledModel, ModelFamily
 from recipes.plugins.hookspecs import (API_VERSION, CallbackPlugin, DataFormat, LossFunction, NoOptions, QuantizationBackend,
@@ -33,7 +34,7 @@ __all__ = [
     "API_VERSION", "hookimpl",
     "DataFormat", "QuantizationBackend", "CallbackPlugin", "StageContext", "LossFunction", "ModelFamily",
     "BundledModel", "NoOptions",
-    "read_table", "read_text_file", "field", "json_field", "RECORD_SUFFIXES",
+    "read_table", "read_text_file", "convert_records", "field", "json_field", "RECORD_SUFFIXES",
     "ConversationOptions", "conversation", "tool_call",
     "RecipeError", "Problem",
 ]

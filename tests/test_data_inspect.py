@@ -1,4 +1,4 @@
-"""`recipes data inspect`, the tokenization cache, and LLaMA-Factory's demo data sets through a recipe."""
+"""`recipes data inspect`, the token store, and LLaMA-Factory's demo data sets through a recipe."""
 
 from __future__ import annotations
 
@@ -34,7 +34,12 @@ def test_inspect_shows_counts_and_the_trained_tokens(demo_run):
     assert CliRunner().invoke(main, ["data", "inspect", "demo", "--stage", "stf"]).exit_code == 2
 
 
-def test_a_second_run_reuses_the_tokenization_cache_and_says_so(demo_run):
+def test_a_second_run_reuses_the_token_store_and_says_so(demo_run):
+    import re
+
+    _, output = demo_run
+    used = re.findall(r"data: (?:prepared into|from the prepared) (?:the )?store (\S+) ", output)
+    assert len(used) == 2 and all((Path(folder) / "store.json").is_file() for folder in used)
     from recipes.config.load import load_recipe
     from recipes.planning.plan import make_plan
     from recipes.plugins.registry import get_registry
@@ -46,7 +51,8 @@ def test_a_second_run_reuses_the_tokenization_cache_and_says_so(demo_run):
     tokenizer = AutoTokenizer.from_pretrained(demo_run[0] / "stages" / "domain" / "merged")
     said = []
     data = prepare(plan.stages[1], tokenizer, said.append)
-    assert data.cached and said[0].startswith("data: tokenized earlier, from the cache")
+    assert data.cached and said[0].startswith(f"data: from the prepared store {data.store.folder} ")
+    assert str(data.store.folder) == used[1]  # the run's stage 2 used this very store
 
 
 def test_a_data_error_writes_nothing_to_the_cache(tmp_path, tokenizer, monkeypatch):
@@ -64,7 +70,8 @@ def test_a_data_error_writes_nothing_to_the_cache(tmp_path, tokenizer, monkeypat
     plan = make_plan(load_recipe(str(recipe), registry), registry)
     with pytest.raises(RecipeError, match="chat.jsonl:2"):
         prepare(plan.stages[0], tokenizer, lambda m: None)
-    assert not cache_dir().exists() or not list(cache_dir().iterdir())
+    # nothing but the (empty) lock file of the key it tried
+    assert not cache_dir().exists() or all(p.suffix == ".lock" and p.stat().st_size == 0 for p in cache_dir().iterdir())
 
 
 LLAMA_FACTORY = """

@@ -12,7 +12,7 @@ from typing import Iterator
 
 from pydantic import Field
 
-from recipes.api import ConversationOptions, RecipeError, conversation, field, read_table
+from recipes.api import ConversationOptions, RecipeError, conversation, convert_records, field
 
 
 class AlpacaOptions(ConversationOptions):
@@ -27,18 +27,21 @@ class AlpacaOptions(ConversationOptions):
 
 
 def read_alpaca(path: Path, options: AlpacaOptions) -> Iterator[dict]:
-    for where, record in read_table(path):
-        messages = []
-        system = field(record, options.system, where, required=False)
-        if system:
-            messages.append({"role": "system", "content": system})
-        for turn in field(record, options.history, where, required=False, kind=list) or []:
-            if not (isinstance(turn, (list, tuple)) and len(turn) == 2 and all(isinstance(t, str) for t in turn)):
-                raise RecipeError(f"{where}: column {options.history!r}: each entry must be a pair "
-                                  f"[instruction, answer] of strings, got {turn!r:.60}")
-            messages += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}]
-        prompt = field(record, options.prompt, where, option="prompt")
-        query = field(record, options.query, where, required=False)
-        messages += [{"role": "user", "content": f"{prompt}\n{query}" if query else prompt},
-                     {"role": "assistant", "content": field(record, options.response, where, option="response")}]
-        yield conversation(messages, options, record, where, options.tools)
+    return convert_records(path, lambda where, record: _record(where, record, options))
+
+
+def _record(where: str, record: dict, options: AlpacaOptions) -> dict:
+    messages = []
+    system = field(record, options.system, where, required=False)
+    if system:
+        messages.append({"role": "system", "content": system})
+    for turn in field(record, options.history, where, required=False, kind=list) or []:
+        if not (isinstance(turn, (list, tuple)) and len(turn) == 2 and all(isinstance(t, str) for t in turn)):
+            raise RecipeError(f"{where}: column {options.history!r}: each entry must be a pair "
+                              f"[instruction, answer] of strings, got {turn!r:.60}")
+        messages += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}]
+    prompt = field(record, options.prompt, where, option="prompt")
+    query = field(record, options.query, where, required=False)
+    messages += [{"role": "user", "content": f"{prompt}\n{query}" if query else prompt},
+                 {"role": "assistant", "content": field(record, options.response, where, option="response")}]
+    return conversation(messages, options, record, where, options.tools)

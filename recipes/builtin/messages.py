@@ -19,7 +19,7 @@ from typing import Iterator
 
 from pydantic import Field
 
-from recipes.api import ConversationOptions, RecipeError, conversation, field, read_table, tool_call
+from recipes.api import ConversationOptions, RecipeError, conversation, convert_records, field, tool_call
 
 ROLES = ("system", "user", "assistant", "tool")
 PART_TYPES = ("text", "reasoning", "tool_call")
@@ -35,10 +35,13 @@ class MessagesOptions(ConversationOptions):
 
 
 def read_messages(path: Path, options: MessagesOptions) -> Iterator[dict]:
-    for where, record in read_table(path):
-        raw = field(record, options.messages_field, where, kind=list, option="messages_field")
-        messages = [_message(m, f"{where} message {i}", options) for i, m in enumerate(raw)]
-        yield conversation(messages, options, record, where, options.tools_field)
+    return convert_records(path, lambda where, record: _record(where, record, options))
+
+
+def _record(where: str, record: dict, options: MessagesOptions) -> dict:
+    raw = field(record, options.messages_field, where, kind=list, option="messages_field")
+    messages = [_message(m, f"{where} message {i}", options) for i, m in enumerate(raw)]
+    return conversation(messages, options, record, where, options.tools_field)
 
 
 def _message(message, where: str, options: MessagesOptions) -> dict:

@@ -17,7 +17,7 @@ from typing import Iterator
 
 from pydantic import Field
 
-from recipes.api import ConversationOptions, RecipeError, conversation, field, read_table, tool_call
+from recipes.api import ConversationOptions, RecipeError, conversation, convert_records, field, tool_call
 
 
 class ShareGPTOptions(ConversationOptions):
@@ -36,15 +36,18 @@ class ShareGPTOptions(ConversationOptions):
 
 
 def read_sharegpt(path: Path, options: ShareGPTOptions) -> Iterator[dict]:
-    for where, record in read_table(path):
-        turns = field(record, options.messages, where, kind=list, option="messages")
-        messages = []
-        system = field(record, options.system, where, required=False)
-        if system:
-            messages.append({"role": "system", "content": system})
-        for index, turn in enumerate(turns):
-            messages.append(_message(turn, options, f"{where} turn {index}"))
-        yield conversation(messages, options, record, where, options.tools)
+    return convert_records(path, lambda where, record: _record(where, record, options))
+
+
+def _record(where: str, record: dict, options: ShareGPTOptions) -> dict:
+    turns = field(record, options.messages, where, kind=list, option="messages")
+    messages = []
+    system = field(record, options.system, where, required=False)
+    if system:
+        messages.append({"role": "system", "content": system})
+    for index, turn in enumerate(turns):
+        messages.append(_message(turn, options, f"{where} turn {index}"))
+    return conversation(messages, options, record, where, options.tools)
 
 
 def _message(turn, options: ShareGPTOptions, where: str) -> dict:

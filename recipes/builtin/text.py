@@ -1,6 +1,6 @@
 """The ``text`` format: raw documents for continued pre-training.
 
-A .txt file (or any file that is not a table) is plain text: a document per non-empty line, or the
+A .txt file (or any file that is not a table; compressed ones too: .gz, .bz2, .xz, .zst) is plain text: a document per non-empty line, or the
 whole file as one document. A .json/.jsonl/.csv/.parquet file holds one document per record, in a
 column named by ``text_field``.
 """
@@ -12,7 +12,8 @@ from typing import Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recipes.api import RECORD_SUFFIXES, field, read_table, read_text_file
+from recipes.api import RECORD_SUFFIXES, convert_records, field, read_text_file
+from recipes.data.streams import data_suffix, text_lines
 
 
 class TextOptions(BaseModel):
@@ -26,15 +27,17 @@ class TextOptions(BaseModel):
 
 def read_text(path: Path, options: TextOptions) -> Iterator[dict]:
     path = Path(path)
-    if path.suffix.lower() in RECORD_SUFFIXES:
-        for where, record in read_table(path):
-            yield {"text": field(record, options.text_field, where, option="text_field"), "_where": where}
+    if data_suffix(path) in RECORD_SUFFIXES:
+        def document(where: str, record: dict) -> dict:
+            return {"text": field(record, options.text_field, where, option="text_field"), "_where": where}
+
+        yield from convert_records(path, document)
         return
-    text = read_text_file(path)
-    if options.split == "file":
+    if options.split == "file":  # one document: the file is the record
+        text = read_text_file(path)
         if text.strip():
             yield {"text": text, "_where": str(path)}
         return
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in text_lines(path):  # streamed, a line at a time
         if line.strip():
             yield {"text": line, "_where": f"{path}:{number}"}

@@ -59,3 +59,16 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
         from recipes.outputs.report import write_report
 
         write_report(plan.run_dir, console)
+
+
+@main.command(name="prepare")
+@click.argument("recipe")
+@click.option("--stage", "stage_name", help="Only this stage (default: every stage).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Tokenizing processes (default: the available cores; or $RECIPES_DATA_WORKERS).")
+@friendly
+def prepare_command(recipe, stage_name, workers):
+    """Tokenize every stage's data into the token store ahead of a run (no GPU needed)."""
+    from recipes.run.ahead import prepare_recipe
+
+    prepare_recipe(recipe, stage_name, workers, click.echo)

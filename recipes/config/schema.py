@@ -105,6 +105,12 @@ class Settings(Strict):
     cutoff_len: Optional[int] = Field(None, gt=0, description="Maximum tokens per training sequence.")
     overlong_examples: Optional[Literal["truncate", "drop"]] = Field(
         None, description="SFT: a conversation longer than cutoff_len is truncated, or dropped; both are counted.")
+    on_bad_record: Optional[Literal["error", "skip"]] = Field(
+        None, description="A malformed record (bad JSON, a missing column, a conversation the template rejects): "
+        "an error naming file:line (default), or skipped and counted, up to max_bad_records.")
+    max_bad_records: Optional[float] = Field(
+        None, ge=0, description="With on_bad_record = \"skip\": at most this share (below 1) or this many "
+        "(1 or more) records skipped; more is an error.")
     packing: Optional[bool] = Field(None, description="SFT: several examples per row, no attention across "
                                     "them (exact). Pre-training always packs documents into full blocks.")
     val_size: Optional[float] = Field(None, ge=0, description="Hold out this share (below 1) or this many "
@@ -165,7 +171,9 @@ _PRETRAIN_DEFAULTS: dict[str, Any] = dict(
     per_device_train_batch_size=4, gradient_accumulation_steps=8, num_train_epochs=2.0,
     max_steps=None, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0,
     max_grad_norm=1.0, precision="auto", gradient_checkpointing=True, logging_steps=10, seed=42,
-    save_steps=500, save_total_limit=2, skip_nonfinite_batches=0, overlong_examples="truncate", packing=False, chaining="merge", loss="chunked", loss_options={}, val_size=0.0, eval_steps=None,
+    save_steps=500, save_total_limit=2, skip_nonfinite_batches=0, overlong_examples="truncate",
+    on_bad_record="error", max_bad_records=0.01, packing=False, chaining="merge", loss="chunked", loss_options={},
+    val_size=0.0, eval_steps=None,
 )
 # Settings that change how a stage is run and watched, not what it computes.
 OPERATIONAL_SETTINGS = ("logging_steps", "save_steps", "save_total_limit", "skip_nonfinite_batches", "eval_steps")
@@ -226,6 +234,8 @@ class StageSettings(BaseModel):
     loss_options: dict[str, Any]
     cutoff_len: int
     overlong_examples: Literal["truncate", "drop"]
+    on_bad_record: Literal["error", "skip"]
+    max_bad_records: float
     packing: bool
     val_size: float
     eval_steps: Optional[int]

@@ -3,45 +3,62 @@
 Counts (records, sequences, tokens, supervised tokens, truncated and dropped examples), length
 percentiles, packing efficiency against padding each batch to its longest example, and a few
 examples rendered with the trained tokens highlighted, so that a wrong template or mask is seen at a
-glance. It goes through the same code as a run (recipes.data.prepare), cache included.
+glance. It goes through the same code as a run (recipes.data.prepare): it reads the token store,
+preparing it first only if no run or `recipes prepare` did, and draws the examples at random.
 """
 
 from __future__ import annotations
 
 import random
 
-from recipes.plugins.hookspecs import RECORDS_FOR_KIND
 from recipes.data.tokenization import IGNORE_INDEX
 
 
-def inspect_stage(stage, tokenizer, count: int) -> dict:
-    from recipes.data.packing import pack_examples
-    from recipes.data.prepare import split, tokenize_cached, tokenizer_identity
+def inspect_stage(stage, tokenizer, count: int, say=lambda message: None) -> dict:
+    """Read from the token store (prepared first if it is not yet): nothing prepared is tokenized again;
+    ``count`` examples drawn at random (with the stage's seed) from the training set."""
+    import numpy as np
+
+    from recipes.data.prepare import prepare
 
     s = stage.settings
-    kind = RECORDS_FOR_KIND[stage.kind]
-    examples, stats, key, cached = tokenize_cached(stage.sources, kind, tokenizer, tokenizer_identity(tokenizer), s)
-    train = split(examples, s.val_size, s.seed, stage.name)[0] if s.val_size else examples
-    lengths = sorted(len(e["input_ids"]) for e in train)
+    data = prepare(stage, tokenizer, say)
+    stats, store = data.stats, data.store
+    train = np.load(data.layout / "train.indices.npy", mmap_mode="r", allow_pickle=False)
+    lengths = store.lengths()[train]
     batch = s.per_device_train_batch_size
+    picked = sorted(random.Random(s.seed).sample(range(len(train)), min(count, len(train))))
     out = {
-        "stage": stage.name, "kind": stage.kind, "cutoff_len": s.cutoff_len, "cached": cached,
-        "records": stats.records, "sequences": stats.examples, "tokens": stats.tokens,
+        "stage": stage.name, "kind": stage.kind, "cutoff_len": s.cutoff_len, "cached": data.cached,
+        "store": str(store.folder), "records": stats.records, "sequences": stats.examples, "tokens": stats.tokens,
         "supervised_tokens": stats.label_tokens, "truncated": stats.truncated, "dropped": stats.dropped,
-        "held_out": len(examples) - len(train),
-        "length": {f"p{p}": _percentile(lengths, p) for p in (50, 90, 99)} | {"max": lengths[-1] if lengths else 0},
-        "padded_efficiency": _padded_efficiency(lengths, batch, s.seed),
+        "bad_records": stats.bad, "bad_first": stats.bad_first,
+        "held_out": stats.examples - len(train),
+        "length": {f"p{p}": int(v) for p, v in zip((50, 90, 99), _percentiles(lengths, (50, 90, 99)))}
+        | {"max": int(lengths.max()) if len(lengths) else 0},
+        "padded_efficiency": _padded_efficiency(lengths.tolist(), batch, s.seed),
         "packing": None,
-        "examples": [segments(tokenizer, e) for e in train[:count]],
+        "examples": [segments(tokenizer, _example(store, int(train[i]))) for i in picked],
     }
-    if s.packing:
-        rows, packing = pack_examples(train, s.cutoff_len)
-        out["packing"] = {"rows": packing.rows, "efficiency": packing.efficiency}
+    if data.packing is not None:
+        out["packing"] = {"rows": data.packing.rows, "efficiency": data.packing.efficiency}
     return out
 
 
+def _example(store, index: int) -> dict:
+    ids, labels = store.example(index)
+    return {"input_ids": ids.tolist(), "labels": labels.tolist()}
+
+
+def _percentiles(lengths, ps) -> list[int]:
+    import numpy as np
+
+    ordered = np.sort(lengths)
+    return [_percentile(ordered, p) for p in ps]
+
+
 def _percentile(values: list[int], p: int) -> int:
-    return values[min(len(values) - 1, (len(values) * p) // 100)] if values else 0
+    return int(values[min(len(values) - 1, (len(values) * p) // 100)]) if len(values) else 0
 
 
 def _padded_efficiency(lengths: list[int], batch: int, seed: int) -> float:
@@ -74,12 +91,14 @@ def print_inspection(report: dict, console, width: int = 1200) -> None:
 
     r = report
     console.rule(f"{r['stage']} ({r['kind']}), cutoff_len {r['cutoff_len']}"
-                 + (" - from the tokenization cache" if r["cached"] else ""))
+                 + (" - from the prepared store" if r["cached"] else ""))
     share = r["supervised_tokens"] / r["tokens"] if r["tokens"] else 0
     console.print(f"records {r['records']:,} -> sequences {r['sequences']:,} ({r['held_out']} held out for "
                   f"evaluation); tokens {r['tokens']:,}, supervised {r['supervised_tokens']:,} ({share:.0%}); "
                   f"truncated {r['truncated']}, dropped {r['dropped']}")
     length = r["length"]
+    if r.get("bad_records"):
+        console.print(f"bad records skipped: {r['bad_records']} (first: {'; '.join(r['bad_first'])})")
     console.print(f"length: p50 {length['p50']}, p90 {length['p90']}, p99 {length['p99']}, max {length['max']}")
     padded = f"padding each batch to its longest: {r['padded_efficiency']:.1%} of token slots hold real tokens"
     if r["packing"]:

@@ -1,6 +1,6 @@
 """Reading table-like data files into records, each with the place it came from.
 
-Every format plugin reads JSON, JSON lines, CSV or Parquet the same way, so that a bad record is
+Every format plugin reads JSON, JSON lines, CSV or Parquet (compressed or not) the same way, so that a bad record is
 always named the same way: ``file:line`` for line-based files (.jsonl, .csv) and ``file[index]``
 for arrays and tables (.json, .parquet). Field accessors raise a ``RecipeError`` that names the
 record and the column, so that a format's own code stays a few lines long. No torch here:
@@ -12,8 +12,10 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
+from recipes.data.bad_records import bad_record
+from recipes.data.streams import BUFFER, COMPRESSIONS, data_suffix, decode_error, open_text, text_lines
 from recipes.errors import Problem, RecipeError
 
 RECORD_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
@@ -21,82 +23,158 @@ RECORD_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 
 def read_table(path: Path) -> Iterator[tuple[str, dict]]:
     """Records of a .json (an array of objects), .jsonl, .csv (a header row) or .parquet file,
-    each with where it came from."""
+    each with where it came from; the first four also compressed (``.jsonl.gz``, ``.json.zst``, ...).
+    Streamed: one record at a time, never the whole file in memory. A malformed record goes through
+    ``bad_record`` (an error by default; skipped and counted under ``on_bad_record = "skip"``)."""
     path = Path(path)
+    suffix = data_suffix(path)
     reader = {".json": read_json_array, ".jsonl": read_json_lines, ".csv": read_csv,
-              ".parquet": read_parquet}.get(path.suffix.lower())
+              ".parquet": read_parquet}.get(suffix)
     if reader is None:
-        raise RecipeError(Problem(f"cannot read {path.suffix or 'a file without suffix'} records; "
-                                  f"expected one of {', '.join(RECORD_SUFFIXES)}", file=str(path)))
+        raise RecipeError(Problem(f"cannot read {suffix or 'a file without suffix'} records; "
+                                  f"expected one of {', '.join(RECORD_SUFFIXES)} (optionally "
+                                  f"{', '.join(COMPRESSIONS)})", file=str(path)))
     return reader(path)
 
 
 def read_text_file(path: Path) -> str:
-    """The whole file as UTF-8 text, or an error naming it (a binary file in a data folder)."""
+    """The whole file as UTF-8 text (decompressed, byte-order mark dropped), or an error naming it."""
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise RecipeError(Problem(f"not UTF-8 text (byte {exc.start}): {exc.reason}", file=str(path))) from exc
+        with open_text(path) as handle:
+            return handle.read()
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        raise decode_error(path, exc) from exc
 
 
 def read_json_lines(path: Path) -> Iterator[tuple[str, dict]]:
-    for number, line in enumerate(read_text_file(path).splitlines(), start=1):
+    for number, line in text_lines(path):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise RecipeError(Problem(f"not valid JSON: {exc.msg} (column {exc.colno})",
-                                      file=str(path), line=number)) from exc
-        yield f"{path}:{number}", _object(record, f"{path}:{number}")
+            bad_record(RecipeError(Problem(f"not valid JSON: {exc.msg} (column {exc.colno})",
+                                           file=str(path), line=number)))
+            continue
+        if not isinstance(record, dict):
+            bad_record(RecipeError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}"))
+            continue
+        yield f"{path}:{number}", record
 
 
 def read_json_array(path: Path) -> Iterator[tuple[str, dict]]:
+    """The objects of a JSON array, decoded one at a time from a buffer refilled from the stream."""
+    decoder = json.JSONDecoder()
     try:
-        data = json.loads(read_text_file(path))
-    except json.JSONDecodeError as exc:
-        raise RecipeError(Problem(f"not valid JSON: {exc.msg} (column {exc.colno})",
-                                  file=str(path), line=exc.lineno)) from exc
-    if not isinstance(data, list):
-        raise RecipeError(Problem("expected a JSON array of records (or use .jsonl, one record a line)",
-                                  file=str(path)))
-    for index, record in enumerate(data):
-        yield f"{path}[{index}]", _object(record, f"{path}[{index}]")
+        with open_text(path) as handle:
+            buffer, position, line, index = "", 0, 1, 0
+            state = "start"  # start -> item -> comma -> ... -> end
+
+            def fill() -> bool:
+                nonlocal buffer, position
+                chunk = handle.read(BUFFER)
+                if not chunk:
+                    return False
+                buffer = buffer[position:] + chunk
+                position = 0
+                return True
+
+            while True:
+                while True:  # skip white space
+                    while position < len(buffer) and buffer[position] in " \t\r\n":
+                        line += buffer[position] == "\n"
+                        position += 1
+                    if position < len(buffer) or not fill():
+                        break
+                at_end = position >= len(buffer)
+                char = "" if at_end else buffer[position]
+                if state == "start":
+                    if char != "[":
+                        raise RecipeError(Problem("expected a JSON array of records (or use .jsonl, one record "
+                                                  "a line)", file=str(path), line=line))
+                    position += 1
+                    state = "first"
+                elif state in ("first", "comma") and char == "]" or state == "after" and char == "]":
+                    return
+                elif state == "after":
+                    if char != ",":
+                        raise RecipeError(Problem(f"not valid JSON: expected ',' or ']' after record {index - 1}",
+                                                  file=str(path), line=line))
+                    position += 1
+                    state = "comma"
+                else:
+                    if at_end:
+                        raise RecipeError(Problem("not valid JSON: the array is not closed", file=str(path),
+                                                  line=line))
+                    while True:
+                        try:
+                            record, stop = decoder.raw_decode(buffer, position)
+                            if stop == len(buffer) and fill():  # a number may go on in the next chunk
+                                continue
+                            break
+                        except json.JSONDecodeError as exc:
+                            if not fill():
+                                raise RecipeError(Problem(f"not valid JSON: {exc.msg}", file=str(path),
+                                                          line=line + buffer.count("\n", position, exc.pos)))
+                    line += buffer.count("\n", position, stop)
+                    position = stop
+                    where = f"{path}[{index}]"
+                    index += 1
+                    state = "after"
+                    if not isinstance(record, dict):
+                        bad_record(RecipeError(f"{where}: expected a JSON object, got {type(record).__name__}"))
+                        continue
+                    yield where, record
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        raise decode_error(path, exc) from exc
 
 
 def read_csv(path: Path) -> Iterator[tuple[str, dict]]:
     """Rows of a CSV file with a header row; a row is named by the line it starts on."""
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open_text(path, newline="") as handle:
         reader = csv.DictReader(handle)
         start = 2  # the line after the header
         try:
             for row in reader:
                 if None in row:  # more cells than header columns: csv puts them under the key None
-                    raise RecipeError(Problem(f"{len(row) - 1 + len(row[None])} cells but the header has "
-                                              f"{len(reader.fieldnames)} columns", file=str(path), line=start))
-                yield f"{path}:{start}", row
+                    bad_record(RecipeError(Problem(f"{len(row) - 1 + len(row[None])} cells but the header has "
+                                                   f"{len(reader.fieldnames)} columns", file=str(path), line=start)))
+                else:
+                    yield f"{path}:{start}", row
                 start = reader.line_num + 1
         except (csv.Error, UnicodeDecodeError) as exc:
             raise RecipeError(Problem(f"not valid CSV: {exc}", file=str(path), line=reader.line_num)) from exc
 
 
 def read_parquet(path: Path) -> Iterator[tuple[str, dict]]:
+    """Rows of a Parquet file, a row group's batch at a time."""
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:  # pragma: no cover - pyarrow is a dependency
         raise RecipeError(Problem("reading .parquet needs pyarrow: pip install pyarrow", file=str(path))) from exc
     try:
-        rows = pq.read_table(path).to_pylist()
+        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+        index = 0
+        for batch in batches:
+            for record in batch.to_pylist():
+                yield f"{path}[{index}]", record
+                index += 1
+    except RecipeError:
+        raise
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
         raise RecipeError(Problem(f"not a readable Parquet file: {exc}", file=str(path))) from exc
-    for index, record in enumerate(rows):
-        yield f"{path}[{index}]", record
 
 
-def _object(record, where: str) -> dict:
-    if not isinstance(record, dict):
-        raise RecipeError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    return record
+def convert_records(path: Path, convert: Callable[[str, dict], dict]) -> Iterator[dict]:
+    """``convert(where, record)`` for each record of ``path``; a record it rejects (a ``RecipeError``)
+    goes through ``bad_record``, and the next one is read (a format's generator stays alive)."""
+    for where, record in read_table(path):
+        try:
+            converted = convert(where, record)
+        except RecipeError as exc:
+            bad_record(exc)
+            continue
+        yield converted
 
 
 def missing(record: dict, key: str, where: str, option: str | None = None) -> RecipeError:

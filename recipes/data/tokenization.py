@@ -28,6 +28,8 @@ class DataStats:
     truncated: int = 0
     dropped: int = 0
     notes: list = field(default_factory=list)
+    bad: int = 0  # records skipped as malformed (on_bad_record = "skip")
+    bad_first: list = field(default_factory=list)  # where the first of them were, and why
 
 
 def read_records(sources) -> list[dict]:
@@ -47,15 +49,21 @@ def special_id(tokenizer, token: str) -> int | None:
     return None
 
 
-def pretrain_examples(records: list[dict], tokenizer, cutoff_len: int, stats: DataStats) -> list[dict]:
+def document_separator(tokenizer) -> int:
+    """The token between pre-training documents: the family's end-of-text, else the tokenizer's eos."""
     from recipes.family import family
 
-    END_OF_TEXT = family().end_of_text
-    separator = special_id(tokenizer, END_OF_TEXT)
+    end_of_text = family().end_of_text
+    separator = special_id(tokenizer, end_of_text)
     if separator is None:
         separator = tokenizer.eos_token_id
     if separator is None:
-        raise RecipeError(f"the tokenizer has neither {END_OF_TEXT} nor an eos token to separate documents")
+        raise RecipeError(f"the tokenizer has neither {end_of_text} nor an eos token to separate documents")
+    return separator
+
+
+def pretrain_examples(records: list[dict], tokenizer, cutoff_len: int, stats: DataStats) -> list[dict]:
+    separator = document_separator(tokenizer)
     texts = [r["text"] for r in records]
     stream: list[int] = []
     for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:

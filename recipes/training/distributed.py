@@ -2,8 +2,9 @@
 
 `recipes run RECIPE --nproc N` re-launches itself through ``torch.distributed.run`` (torchrun), and
 `torchrun -m recipes run ...` or `accelerate launch -m recipes run ...` by hand is the same. The HF
-Trainer does the data-parallel training (DDP); around it, only the main process (rank 0) tokenizes
-first, writes the manifest and publishes, and the others wait at a barrier, then read.
+Trainer does the data-parallel training (DDP); around it, the first process of each node prepares the
+token store while the others poll for its ready marker (no collective call, so no timeout), only the
+main process (rank 0) writes the manifest and publishes, and the others wait at a barrier.
 """
 
 from __future__ import annotations
@@ -40,7 +41,15 @@ def init(device: str) -> None:
             import torch
 
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=collective_timeout())
+
+
+def collective_timeout():
+    """An explicit, long collective timeout (``RECIPES_COLLECTIVE_TIMEOUT_MIN``, default 120 minutes):
+    a checkpoint save or an evaluation on one rank must not end the run after torch's default 10."""
+    from datetime import timedelta
+
+    return timedelta(minutes=float(os.environ.get("RECIPES_COLLECTIVE_TIMEOUT_MIN", "120")))
 
 
 def barrier() -> None:

@@ -82,18 +82,15 @@ class StageRun:
         return self.result()
 
     def prepare_data(self) -> None:
-        """Tokenizer and data first: a data mistake surfaces before the model is loaded. The main
-        process tokenizes and caches; the others then read the cache."""
+        """Tokenizer and data first: a data mistake surfaces before the model is loaded. The first
+        process of each node prepares the token store; the others poll for its ready marker (no
+        collective call that a timeout could end)."""
         from transformers import AutoTokenizer
 
         from recipes.data.prepare import prepare
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_path, **self.load_kwargs)
-        if not distributed.is_main():
-            distributed.barrier()
-        self.data = prepare(self.stage, self.tokenizer, self.say)
-        if distributed.is_main():
-            distributed.barrier()
+        self.data = prepare(self.stage, self.tokenizer, self.say)  # one process per node prepares the store
         stats, s = self.data.stats, self.settings
         for note in stats.notes:
             self.say(note)

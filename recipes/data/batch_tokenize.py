@@ -1,0 +1,107 @@
+"""Tokenizing one chunk of records at a time, batched, into flat numpy arrays (a store shard).
+
+The same tokens and labels as ``recipes.data.tokenization.pretrain_examples`` / ``sft_examples``
+(the test compares them), computed without Python lists of Python ints:
+
+- documents: one batched tokenizer call per chunk; each document's ids and the separator go into one
+  ``uint32`` array (the corpus stream; blocks are cut from it across the whole corpus later);
+- conversations: each rendered with the chat template (prefix renders place the labels, as
+  ``render_conversation`` does), all texts of the chunk tokenized in one batched call with offsets,
+  labels placed by comparing the offset arrays with the spans in numpy. A conversation the template
+  or the role order rejects is a bad record (``where: message``), decided on by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recipes.errors import RecipeError
+
+
+@dataclass
+class Chunk:
+    """One shard's worth of tokens: ``ids`` (uint32), per example its length and (SFT) a label mask."""
+
+    ids: np.ndarray
+    lengths: np.ndarray  # int32, per document (with its separator) or conversation
+    mask: np.ndarray | None = None  # bool per token: has a label (SFT only)
+    records: int = 0
+    tokens: int = 0
+    label_tokens: int = 0
+    truncated: int = 0
+    dropped: int = 0
+    bad: list = field(default_factory=list)  # error messages of rejected records, in order
+
+
+def documents(texts: list[str], tokenizer, separator: int) -> Chunk:
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    lengths = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int32, count=len(encoded))
+    ids = np.empty(int(lengths.sum()), dtype=np.uint32)
+    position = 0
+    for tokens in encoded:  # a C-level copy per document, no per-token Python work
+        n = len(tokens)
+        ids[position:position + n] = tokens
+        ids[position + n] = separator
+        position += n + 1
+    return Chunk(ids, lengths, None, len(texts), len(ids), len(ids))
+
+
+def conversations(records: list[dict], tokenizer, cutoff_len: int, overlong: str) -> Chunk:
+    from recipes.data.tokenization import check_conversation, label_tokens, render_conversation
+
+    texts, spans, bad = [], [], []
+    for record in records:
+        try:
+            check_conversation(record["messages"], record.get("_where", "a record"))
+            text, places = render_conversation(tokenizer, record["messages"], record.get("tools"))
+        except RecipeError as exc:
+            message = str(exc)
+            where = record.get("_where")
+            bad.append(message if not where or message.startswith(where) else f"{where}: {message}")
+            continue
+        texts.append(text)
+        spans.append(places)
+    pieces_ids, pieces_mask = [], []
+    chunk = Chunk(np.empty(0, np.uint32), np.empty(0, np.int32), None, len(records), bad=bad)
+    if getattr(tokenizer, "is_fast", False) and texts:
+        encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        pairs = zip(encoded["input_ids"], encoded["offset_mapping"])
+        labelled = ((np.asarray(ids, np.uint32), _mask(np.asarray(offsets, np.int64).reshape(-1, 2), places))
+                    for (ids, offsets), places in zip(pairs, spans))
+    else:  # a slow tokenizer (no offsets): per piece, as label_tokens does
+        labelled = ((np.asarray(ids, np.uint32), np.asarray(labels) != -100)
+                    for ids, labels in (label_tokens(tokenizer, t, p) for t, p in zip(texts, spans)))
+    lengths = []
+    for ids, mask in labelled:
+        if len(ids) > cutoff_len:
+            if overlong == "drop":
+                chunk.dropped += 1
+                continue
+            ids, mask = ids[:cutoff_len], mask[:cutoff_len]
+            chunk.truncated += 1
+        chunk.tokens += len(ids)  # as sft_examples counts: before an example without labels is dropped
+        learned = int(mask.sum())
+        if not learned:
+            chunk.dropped += 1
+            continue
+        chunk.label_tokens += learned
+        pieces_ids.append(ids)
+        pieces_mask.append(mask)
+        lengths.append(len(ids))
+    if pieces_ids:
+        chunk.ids, chunk.mask = np.concatenate(pieces_ids), np.concatenate(pieces_mask)
+    else:
+        chunk.mask = np.empty(0, bool)
+    chunk.lengths = np.asarray(lengths, np.int32)
+    return chunk
+
+
+def _mask(offsets: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """Per token: does it lie wholly inside one of the spans (and cover at least one character)?"""
+    starts, ends = offsets[:, 0], offsets[:, 1]
+    inside = np.zeros(len(offsets), bool)
+    for start, end in spans:
+        inside |= (starts >= start) & (ends <= end)
+    return inside & (ends > starts)

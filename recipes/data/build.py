@@ -1,0 +1,160 @@
+"""Preparing a token store: records streamed from the files, cut into chunks, tokenized in parallel
+(``workers`` processes, default: the available cores), each chunk written as a shard as soon as it is
+done. A shard already written by an interrupted or failed preparation is kept and not redone.
+
+One process builds a store (a file lock, so that several ranks, or several nodes sharing a cache
+folder, never build the same one twice); the others poll for its ``store.json`` (no collective call,
+so no collective timeout can end a long preparation).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections import deque
+from itertools import chain
+from contextlib import contextmanager
+from pathlib import Path
+
+from recipes.data import batch_tokenize
+from recipes.data.bad_records import BadRecords, policy
+from recipes.data.store import finished_shard, write_json, write_shard
+from recipes.errors import Problem, RecipeError
+
+CHUNK_RECORDS = 2000  # conversations per shard
+CHUNK_CHARACTERS = 4 << 20  # text per pre-training shard (about 1M tokens)
+POLL_SECONDS = 0.5
+
+_WORKER: dict = {}  # what a worker process tokenizes with, set once by its initializer
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def read_chunks(sources, kind: str):
+    """(records, characters) chunks of every file of every source, in recipe order; a file that gives no
+    record at all is an error naming it."""
+    chunk, size = [], 0
+    for fmt, options, files in sources:
+        for path in files:
+            before = 0
+            for record in fmt.read(Path(path), options):
+                before += 1
+                if kind == "documents":
+                    chunk.append(record["text"])
+                    size += len(record["text"])
+                else:
+                    chunk.append(record)
+                    size += 1
+                if size >= (CHUNK_CHARACTERS if kind == "documents" else CHUNK_RECORDS):
+                    yield chunk
+                    chunk, size = [], 0
+            if not before:
+                raise RecipeError(Problem("no records in this file (empty, or every record was skipped); "
+                                          "remove it from the data or fix it", file=str(path)))
+    if chunk:
+        yield chunk
+
+
+def _init_worker(tokenizer, kind: str, settings: tuple) -> None:
+    _WORKER.update(tokenizer=tokenizer, kind=kind, settings=settings)
+
+
+def tokenize_chunk(folder: Path, index: int, chunk: list, tokenizer=None, kind=None, settings=None) -> dict:
+    tokenizer = tokenizer or _WORKER["tokenizer"]
+    kind, settings = kind or _WORKER["kind"], settings or _WORKER["settings"]
+    if kind == "documents":
+        result = batch_tokenize.documents(chunk, tokenizer, settings[0])
+    else:
+        result = batch_tokenize.conversations(chunk, tokenizer, settings[0], settings[1])
+    return write_shard(folder, index, result)
+
+
+@contextmanager
+def locked(folder: Path):
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{folder.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def wait_for(marker: Path, say) -> None:
+    """Poll for ``marker`` (another process is preparing); no timeout: torchrun ends this process if
+    the one preparing fails."""
+    if marker.is_file():
+        return
+    say(f"data: waiting for another process to prepare {marker.parent.name[:12]}")
+    while not marker.is_file():
+        time.sleep(POLL_SECONDS)
+
+
+def build_store(folder: Path, sources, kind: str, tokenizer, settings: tuple, bad: BadRecords, workers: int,
+                progress) -> dict:
+    """Tokenize ``sources`` into shards under ``folder`` and write ``store.json``; its content.
+    ``settings``: (separator,) for documents, (cutoff_len, overlong) for conversations."""
+    started = time.monotonic()
+    metas, reused = [], 0
+    pool, pending = None, deque()
+
+    def collect(meta: dict) -> None:
+        for message in meta["bad"]:
+            bad.add(message)
+        metas.append(meta)
+        progress.advance(meta["records"], meta["tokens"])
+
+    try:
+        with policy(bad):
+            chunks = read_chunks(sources, kind)
+            ahead = [c for c in (next(chunks, None), next(chunks, None)) if c is not None]
+            if workers > 1 and len(ahead) > 1:  # one chunk only: not worth starting processes
+                pool = _pool(workers, tokenizer, kind, settings)
+            for index, chunk in enumerate(chain(ahead, chunks)):
+                done = finished_shard(folder, index)
+                if done is not None:
+                    reused += 1
+                    collect(done)
+                    continue
+                if pool is None:
+                    collect(tokenize_chunk(folder, index, chunk, tokenizer, kind, settings))
+                else:
+                    pending.append(pool.apply_async(tokenize_chunk, (folder, index, chunk)))
+                    while len(pending) > 2 * workers:  # bounded: reading never runs far ahead
+                        collect(pending.popleft().get())
+                while pending and pending[0].ready():
+                    collect(pending.popleft().get())
+            while pending:
+                collect(pending.popleft().get())
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    records = sum(m["records"] for m in metas) + bad.count - sum(len(m["bad"]) for m in metas)
+    bad.check_share(records)
+    info = {"kind": kind, "cutoff_len": settings[0] if kind == "conversations" else None,
+            "shards": [{k: m[k] for k in ("index", "examples", "tokens")} for m in metas],
+            "records": records, "tokens": sum(m["tokens"] for m in metas),
+            "label_tokens": sum(m["label_tokens"] for m in metas),
+            "truncated": sum(m["truncated"] for m in metas), "dropped": sum(m["dropped"] for m in metas),
+            "examples": sum(m["examples"] for m in metas), "bad": bad.count, "bad_first": bad.first,
+            "seconds": round(time.monotonic() - started, 2), "reused_shards": reused, "workers": workers if pool is not None else 1}
+    return info
+
+
+def _pool(workers: int, tokenizer, kind: str, settings: tuple):
+    import multiprocessing
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread per worker process
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    return context.Pool(workers, initializer=_init_worker, initargs=(tokenizer, kind, settings))
+
+
+def finish(folder: Path, info: dict) -> None:
+    write_json(folder / "store.json", info)
