@@ -23,6 +23,7 @@ class StagePlan:
     sources: list  # (DataFormat, options instance, [Path]) per data source
     folder: Path
     eval_sources: list = field(default_factory=list)  # the same, per `eval_data` source
+    samples: tuple[str, ...] = ()  # prompts answered after the stage (continued as text, or as chat)
 
     @property
     def adapter_dir(self) -> Path:
@@ -56,6 +57,7 @@ class Plan:
     recipe_json: str
     distributed: object = None  # schema.Distributed
     losses: dict = field(default_factory=dict)  # loss name -> LossFunction provider
+    samples_max_new_tokens: int = 64
 
     def stage(self, name: str) -> StagePlan:
         return next(s for s in self.stages if s.name == name)
@@ -77,7 +79,7 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
         sources, eval_sources = ([_source(loaded.sources[(index, group, j)], registry)
                                   for j in range(len(getattr(stage, group)))] for group in ("data", "eval_data"))
         stages.append(StagePlan(index, stage.name, stage.kind, base, stage.settings(recipe.defaults), sources,
-                                run_dir / "stages" / stage.name, eval_sources))
+                                run_dir / "stages" / stage.name, eval_sources, tuple(recipe.stage_samples(index))))
     model_path = recipe.model.path
     if not model_path.startswith("bundled:"):
         local = Path(model_path).expanduser()
@@ -96,7 +98,8 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
     }
     return Plan(loaded.name, loaded.path, run_dir, model_path, recipe.model.revision,
                 recipe.model.trust_remote_code, backend, backend_options, callbacks, stages,
-                json.dumps(resolved, indent=2, ensure_ascii=False), recipe.distributed, dict(registry.losses))
+                json.dumps(resolved, indent=2, ensure_ascii=False), recipe.distributed, dict(registry.losses),
+                recipe.samples_max_new_tokens)
 
 
 def _source(resolved, registry: Registry) -> tuple:

@@ -140,6 +140,10 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
                 say(f"merged model: {result.merged_dir}")
                 results.append(result)
         distributed.barrier()
+        if main:  # issue 19: the starting model's and every stage's answers to the recipe's samples
+            from recipes.outputs.samples import run_samples
+
+            run_samples(plan, model_path, manifest, say)
         console.rule("done")
         if main:
             from recipes.outputs.report import write_report
