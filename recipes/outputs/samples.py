@@ -16,6 +16,7 @@ Everything answered is said on the console and in ``run.log``.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 MODEL_SAMPLES = "model_samples.json"
@@ -41,9 +42,9 @@ def answer_samples(model_dir, prompts, kind: str, max_new_tokens: int = 64, prec
 
 
 def _wanted(records: list[dict] | None, requests: list[tuple[str, str]], max_new_tokens: int) -> bool:
-    """Whether stored answers lack any of the (prompt, kind) requests at this token budget."""
-    have = {(r.get("prompt"), r.get("kind"), r.get("max_new_tokens")) for r in records or []}
-    return any((prompt, kind, max_new_tokens) not in have for prompt, kind in requests)
+    """Whether stored answers differ from the (prompt, kind) requests at this token budget."""
+    have = Counter((r.get("prompt"), r.get("kind"), r.get("max_new_tokens")) for r in records or [] if isinstance(r, dict))
+    return have != Counter((prompt, kind, max_new_tokens) for prompt, kind in requests)
 
 
 def _read_json(path: Path) -> dict:
@@ -64,19 +65,16 @@ def say_answers(who: str, records: list[dict], say) -> None:
 def run_samples(plan, model_path: str, manifest, say) -> None:
     """Answer every stage's samples on its merged model, and the starting model's, where not answered
     yet (see the module docstring). Called by the runner once every stage is done, on the main process."""
-    stages = [s for s in plan.stages if s.samples]
-    if not stages:
-        return
     from recipes.run.fingerprint import model_fingerprint
     from recipes.run.manifest import write_atomically
 
     budget = plan.samples_max_new_tokens
-    requests = list(dict.fromkeys((prompt, s.kind) for s in stages for prompt in s.samples))
+    requests = list(dict.fromkeys((prompt, s.kind) for s in plan.stages for prompt in s.samples))
     model_file = plan.run_dir / MODEL_SAMPLES
     stored = _read_json(model_file)
-    fingerprint = model_fingerprint(model_path, plan.revision)
+    fingerprint = model_fingerprint(model_path, plan.revision) if requests else None
     trained = [_read_json(s.folder / "stage.json").get("precision") for s in plan.stages]
-    if stored.get("model_fingerprint") != fingerprint or _wanted(stored.get("samples"), requests, budget):
+    if requests and (stored.get("model_fingerprint") != fingerprint or _wanted(stored.get("samples"), requests, budget)):
         from recipes.outputs.inference import load_generator
 
         say(f"samples: the starting model answers {len(requests)} (greedy, up to {budget} new tokens)")
@@ -90,16 +88,14 @@ def run_samples(plan, model_path: str, manifest, say) -> None:
                                                  "samples": records}, indent=2, ensure_ascii=False) + "\n")
         say_answers(WHO_MODEL, records, say)
     for stage, precision in zip(plan.stages, trained):
-        if not stage.samples:
-            continue
         path = stage.folder / "stage.json"
         result = _read_json(path)
         if not result or not _wanted(result.get("samples"), [(p, stage.kind) for p in stage.samples], budget):
             continue
         records = [{**r, "kind": stage.kind} for r in answer_samples(stage.merged_dir, list(stage.samples),
                                                                       stage.kind, budget, precision,
-                                                                      plan.trust_remote_code)]
-        result["samples"] = records
+                                                                      plan.trust_remote_code)] if stage.samples else []
+        result["samples"] = records  # [] for a stage whose samples were taken away
         write_atomically(path, json.dumps(result, indent=2, ensure_ascii=False))
         entry = manifest.stage(stage.name) or {}
         if entry.get("result") is not None:
