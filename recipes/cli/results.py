@@ -1,4 +1,4 @@
-"""`recipes report` and `recipes export`: what a finished run gives."""
+"""`recipes report`, `recipes export` and `recipes chat`: what a finished run gives."""
 
 from __future__ import annotations
 
@@ -46,3 +46,27 @@ def export(run_dir, to, stage, what, dtype, max_shard_size, force):
     console = _console()
     for line in write_export(request):
         console.print(line, markup=False)
+
+@main.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--stage", help="The stage to talk to (default: the last one).")
+@click.option("--prompt", metavar="TEXT", help="Answer TEXT once and exit ('-': read it from standard input).")
+@click.option("--system", metavar="TEXT", help="A system message (SFT stages; /system TEXT in the chat).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True, help="0: greedy.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True)
+@click.option("--verbose", "-v", is_flag=True, help="Print each prompt as the model sees it, with its token count "
+              "(to standard error).")
+@friendly
+def chat(run_dir, stage, prompt, system, max_new_tokens, temperature, top_p, verbose):
+    """Talk to a finished stage of the run folder RUN: its merged model, tokens printed as they come.
+
+    An SFT stage keeps a conversation through its chat template (/reset clears it, /system TEXT sets
+    the system message, /exit leaves); a pre-training stage continues each prompt as text. Ctrl-C
+    stops the answer being written. Runs on the GPU when there is one, in the stage's precision."""
+    from recipes.outputs.chat import Options, chat_target, run_chat
+
+    target = chat_target(run_dir, stage)  # no torch yet
+    run_chat(target, prompt, Options(max_new_tokens, temperature, top_p, system, verbose))
+
+

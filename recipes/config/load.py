@@ -138,6 +138,9 @@ def _add_validation(collector: Collector, exc: ValidationError, data) -> None:
             model = _model_at(path)
             known = sorted(model.model_fields) if model else []
             hint = did_you_mean(str(path[-1]), known) if known else "remove it"
+            if len(path) > 1 and path[-1] in Recipe.model_fields and model is not Recipe:
+                hint = (f"{path[-1]!r} is a top-level key: move it to the top of the file, before the first "
+                        "table header (in TOML a key belongs to the table above it)")
             collector.add(path, f"unknown key {path[-1]!r}; {hint}")
         elif error["type"] == "missing":
             collector.add(path, f"required key {error['loc'][-1]!r} is missing")

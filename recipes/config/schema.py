@@ -9,9 +9,9 @@ This module imports neither torch nor transformers: ``recipes validate`` depends
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 StageKind = Literal["pretrain", "sft"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
@@ -23,6 +23,15 @@ Scheduler = Literal[
 ]
 
 MODEL_REF = "model"  # the name a stage's `base` uses for the recipe's [model]
+
+
+def _nonblank_sample(value: str) -> str:
+    if not value.strip():
+        raise ValueError("a sample is empty; give the beginning of a text to continue or a question to answer")
+    return value
+
+
+SamplePrompt = Annotated[str, AfterValidator(_nonblank_sample)]
 
 
 class Strict(BaseModel):
@@ -197,6 +206,9 @@ class Stage(Settings):
     eval_data: list[DataSource] = Field(
         default_factory=list, description="Extra evaluation sets, e.g. general text to measure what the model "
         "forgets: perplexity before and after the stage (documents: every token; conversations: the trained ones).")
+    samples: Optional[list[SamplePrompt]] = Field(
+        None, description="This stage's sample prompts instead of the recipe's `samples` (`[]`: none for this "
+        "stage). A pre-training stage continues them as text, an SFT stage answers them as chat.")
 
     @field_validator("name")
     @classmethod
@@ -283,6 +295,11 @@ class Recipe(Strict):
 
     name: Optional[str] = Field(None, description="Names the run folder; default: the file's stem.")
     description: str = ""
+    samples: list[SamplePrompt] = Field(
+        default_factory=list, description="Prompts answered greedily by the starting model and after every stage, "
+        "side by side in the report and the run log: a pre-training stage continues each as text, an SFT stage "
+        "answers each as a chat message. A top-level key: put it above the first [table].")
+    samples_max_new_tokens: int = Field(64, gt=0, le=4096, description="New tokens per sample answer.")
     output_dir: Optional[str] = Field(
         None, description="Run folder, relative to the current directory. Default: runs/<name>.")
     model: ModelSource
@@ -296,6 +313,11 @@ class Recipe(Strict):
     def base_of(self, index: int) -> str:
         """What stage ``index`` starts from: its ``base``, else the previous stage, else the model."""
         return self.stages[index].base or (self.stages[index - 1].name if index else MODEL_REF)
+
+    def stage_samples(self, index: int) -> list[str]:
+        """The prompts stage ``index`` answers: its own ``samples``, else the recipe's."""
+        own = self.stages[index].samples
+        return list(self.samples if own is None else own)
 
 
 def did_you_mean(value: str, choices: list[str]) -> str:

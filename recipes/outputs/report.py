@@ -91,21 +91,31 @@ def read_run(run_dir: Path) -> dict:
     except ValueError as exc:
         raise RecipeError(f"{manifest_path}: unreadable ({exc})") from None
     curves = read_metrics(run_dir / "metrics.jsonl")
-    rows = [stage_row(run_dir, name, manifest.get("stages", {}).get(name) or {}, curves.get(name, {}))
-            for name in _stage_order(run_dir, manifest, curves)]
-    return {"run_dir": str(run_dir.resolve()), "stages": rows,
+    names = _stage_order(run_dir, manifest, curves)
+    entries = {name: manifest.get("stages", {}).get(name) or {} for name in names}
+    rows = [stage_row(run_dir, name, entries[name], curves.get(name, {})) for name in names]
+    from recipes.run.samples import report_samples
+
+    samples = report_samples(run_dir, {name: stage_result(run_dir, name, entries[name]) for name in names})
+    return {"run_dir": str(run_dir.resolve()), "stages": rows, "samples": samples,
             "curves": {name: {kind: [[r["step"], r["loss" if kind == "train" else "eval_loss"]] for r in rows]
                               for kind, rows in c.items()} for name, c in curves.items()}}
 
 
-def stage_row(run_dir: Path, name: str, entry: dict, curves: dict) -> dict:
-    """One stage's line of the report: from its result when it finished, else from its metrics."""
+def stage_result(run_dir: Path, name: str, entry: dict) -> dict:
+    """A stage's result: the manifest's, else its stage.json, else {}."""
     result = entry.get("result")
     if result is None:
         try:
             result = json.loads((run_dir / "stages" / name / "stage.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             result = {}
+    return result if isinstance(result, dict) else {}
+
+
+def stage_row(run_dir: Path, name: str, entry: dict, curves: dict) -> dict:
+    """One stage's line of the report: from its result when it finished, else from its metrics."""
+    result = stage_result(run_dir, name, entry)
     train = curves.get("train", [])
     last = train[-1] if train else {}
     tokens = result.get("tokens_seen", last.get("tokens"))
@@ -164,7 +174,30 @@ def report_markdown(report: dict, images: list[str]) -> str:
              "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(key, row[key]) for key, _ in COLUMNS) + " |" for row in report["stages"]]
     lines += [""] + [f"![{Path(image).stem}]({image})" for image in images]
+    lines += samples_markdown(report.get("samples") or [])
     return "\n".join(lines) + "\n"
+
+
+def _md_cell(text: str) -> str:
+    """Text in a markdown table cell: pipes escaped, line breaks shown as <br>."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace("\\", "\\\\").replace("|", "\\|").replace("\r\n", "\n").replace("\r", "\n")
+    return "<br>".join(text.split("\n")) or "(nothing)"
+
+
+def samples_markdown(samples: list[dict]) -> list[str]:
+    """The report's samples section: per prompt, a table of the starting model's and each stage's answer."""
+    if not samples:
+        return []
+    lines = ["", "## Samples", "",
+             "The recipe's `samples`, answered greedily by the starting model (`model`) and by each stage's "
+             "merged model: a pre-training stage continues a prompt as text, an SFT stage answers it as chat "
+             "(and the starting model does both). \"(stopped)\": it ended at a stop token.", ""]
+    for index, sample in enumerate(samples, 1):
+        lines += [f"### {index}. {_md_cell(sample['prompt'])}", "", "| by | as | answer | new tokens |", "|---|---|---|---|"]
+        lines += [f"| {a['by']} | {a.get('mode') or '-'} | {_md_cell(a['answer'])} | {cell('tokens', a.get('new_tokens'))}"
+                  f"{' (stopped)' if a.get('stopped') == 'stop token' else ''} |" for a in sample["answers"]]
+        lines.append("")
+    return lines
 
 
 def write_report(run_dir, console=None) -> Path:
@@ -181,5 +214,11 @@ def write_report(run_dir, console=None) -> Path:
     (folder / "report.md").write_text(report_markdown(report, [p.name for p in images]), encoding="utf-8")
     if console is not None:
         console.print(report_table(report))
+        for sample in report["samples"]:
+            console.print(f"sample {sample['prompt']!r}:", markup=False)
+            for answer in sample["answers"]:
+                text = repr(answer["answer"])
+                console.print(f"  {answer['by']} ({answer.get('mode')}): {text if len(text) <= 100 else text[:97] + '...'}",
+                              markup=False)
         console.print(f"report: {folder}" + "".join(f", {p.name}" for p in images))
     return folder

@@ -27,6 +27,7 @@ class StagePlan:
     eval_sources: list = field(default_factory=list)  # the same, per `eval_data` source
     loss: LossFunction | None = None  # the loss plugin's provider
     loss_options: BaseModel | None = None  # validated by its options model
+    samples: tuple[str, ...] = ()  # prompts answered after the stage (continued as text, or as chat)
 
     def logit_positions(self, tokens: int) -> int | None:
         """How many positions' logits the stage's loss holds at once (None: every position)."""
@@ -66,6 +67,7 @@ class Plan:
     recipe_json: str
     distributed: object = None  # schema.Distributed
     losses: dict = field(default_factory=dict)  # loss name -> LossFunction provider
+    samples_max_new_tokens: int = 64
 
     def stage(self, name: str) -> StagePlan:
         return next(s for s in self.stages if s.name == name)
@@ -96,7 +98,8 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
         loss = registry.losses[settings.loss]
         stages.append(StagePlan(index, stage.name, stage.kind, base, settings, sources,
                                 run_dir / "stages" / stage.name, eval_sources, loss,
-                                loss.options_model.model_validate(settings.loss_options)))
+                                loss.options_model.model_validate(settings.loss_options),
+                                tuple(recipe.stage_samples(index))))
     model_path = recipe.model.path
     if not model_path.startswith("bundled:"):
         local = Path(model_path).expanduser()
@@ -115,7 +118,8 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
     }
     return Plan(loaded.name, loaded.path, run_dir, model_path, recipe.model.revision,
                 recipe.model.trust_remote_code, backend, backend_options, callbacks, stages,
-                json.dumps(resolved, indent=2, ensure_ascii=False), recipe.distributed, dict(registry.losses))
+                json.dumps(resolved, indent=2, ensure_ascii=False), recipe.distributed, dict(registry.losses),
+                recipe.samples_max_new_tokens)
 
 
 def _source(resolved, registry: Registry) -> tuple:

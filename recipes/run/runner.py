@@ -46,8 +46,13 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
         console.print(f"[bold]recipes[/] run [cyan]{plan.name}[/] ({plan.recipe_path}) -> {plan.run_dir}")
         log.info("run %s from %s", plan.name, plan.recipe_path)
         with graceful_interrupts(console):
-            results = PlanRun(plan, console, registry, restart).run()
+            plan_run = PlanRun(plan, console, registry, restart)
+            results = plan_run.run()
         distributed.barrier()
+        if distributed.is_main():  # the starting model's and every stage's answers to the recipe's samples
+            from recipes.run.samples import run_samples
+
+            run_samples(plan, plan_run.model_path, plan_run.manifest, plan_run.say)
         console.rule("done")
         console.print(f"Run folder: {plan.run_dir.resolve()}")
         console.print(f"Final model: {plan.stages[-1].merged_dir.resolve()}")
