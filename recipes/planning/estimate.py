@@ -103,18 +103,20 @@ def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tok
 
 def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
     """Records, tokens per epoch, sequences, optimizer steps and warmup steps of one stage."""
-    from recipes.data.tokenization import read_records
-
     s = stage.settings
     if tokenizer is not None:  # exactly what the stage will train on: tokenized, split, packed
         from recipes.data.prepare import prepare
 
         data = prepare(stage, tokenizer, lambda message: None)
         sequences, tokens, record_count = len(data.train), data.stats.tokens, data.stats.records
-    else:
-        records = read_records(stage.sources)
-        record_count = len(records)
-        tokens, sequences = _tokens_from_size(records, stage.kind, s.cutoff_len)
+    else:  # issue 14: from a sample of each file (its first MBs), scaled by the file's size on disk
+        from recipes.data.sample import sample_records
+
+        record_count = tokens = 0
+        for records, scale in sample_records(stage.sources):
+            record_count += round(len(records) * scale)
+            tokens += round(_tokens_from_size(records, stage.kind, s.cutoff_len)[0] * scale)
+        sequences = math.ceil(tokens / s.cutoff_len) if stage.kind == "pretrain" else record_count
         if s.val_size:
             held = int(s.val_size) if s.val_size >= 1 else round(sequences * s.val_size)
             sequences -= held

@@ -1,0 +1,239 @@
+"""Data preparation at scale: ours (`recipes prepare`: streamed, parallel, into the token store)
+against the pipeline LLaMA-Factory and axolotl use (HF datasets: ``load_dataset`` ->
+``Dataset.map(tokenize, batched=True, num_proc=2)`` -> a batched "join and cut into blocks" map for
+pre-training; Arrow files on disk), in one run, on the same generated data.
+
+    python bench/data_scale.py [--source DIR] [--sizes pt25,pt100,sft20k,sft100k] [--workers 2] [--keep DIR]
+
+Data is generated from ``--source`` (default ``../shared/data`` if present, else the bundled samples):
+pre-training JSONL of about 25, 100, 400 and 2000 MB (``pt25`` ... ``pt2000``) from its documents,
+and SFT sets of 20k, 100k, 300k alpaca records (``sft20k`` ...) from its alpaca records, each
+document or instruction made distinct by a counter and a shuffle of its sentences. For each size it
+prints: wall time, peak PSS of the whole process tree (sampled from /proc/*/smaps_rollup every 0.1
+s; PSS divides the pages forked workers share among them), bytes on disk of the prepared data,
+ours / baseline ratios, and ours again with the store ready (a cache hit: the same command again).
+The tokenizer is the real Qwen tokenizer (the tiny model's); cutoff 1024 (pre-training blocks and SFT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+SIZES = {"pt25": 25, "pt100": 100, "pt400": 400, "pt2000": 2000, "sft20k": 20_000, "sft100k": 100_000,
+         "sft300k": 300_000}
+CUTOFF = 1024
+
+BASELINE = r'''
+import sys, os
+from datasets import load_dataset
+from transformers import AutoTokenizer
+kind, data, model, cache, workers, cutoff = sys.argv[1:7]
+workers, cutoff = int(workers), int(cutoff)
+tok = AutoTokenizer.from_pretrained(model)
+ds = load_dataset("json", data_files=data, split="train", cache_dir=cache)
+if kind == "pt":
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    def tokenize(batch):
+        return {"input_ids": [ids + [eos] for ids in tok(batch["text"], add_special_tokens=False)["input_ids"]]}
+    ds = ds.map(tokenize, batched=True, num_proc=workers, remove_columns=ds.column_names)
+    def group(batch):
+        stream = [t for ids in batch["input_ids"] for t in ids]
+        blocks = [stream[i:i + cutoff] for i in range(0, len(stream), cutoff)]
+        return {"input_ids": blocks, "labels": [list(b) for b in blocks]}
+    ds = ds.map(group, batched=True, num_proc=workers)
+else:
+    def tokenize(batch):
+        out = {"input_ids": [], "labels": []}
+        for instruction, extra, answer in zip(batch["instruction"], batch["input"], batch["output"]):
+            user = f"{instruction}\n{extra}" if extra else instruction
+            prompt = tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                             add_generation_prompt=True)
+            full = tok.apply_chat_template([{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+                                           tokenize=False)
+            p = tok(prompt, add_special_tokens=False)["input_ids"]
+            ids = tok(full, add_special_tokens=False)["input_ids"][:cutoff]
+            out["input_ids"].append(ids)
+            out["labels"].append(([-100] * len(p) + ids[len(p):])[:cutoff])
+        return out
+    ds = ds.map(tokenize, batched=True, num_proc=workers, remove_columns=ds.column_names)
+print("rows", len(ds))
+'''
+
+
+def pss_of_tree(pid: int) -> int:
+    """Bytes of PSS of ``pid`` and all its descendants, now."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def measure(command: list[str], env: dict) -> dict:
+    started = time.monotonic()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, pss_of_tree(process.pid))
+        time.sleep(0.1)
+    output = process.stdout.read()
+    if process.returncode != 0:
+        raise SystemExit(f"failed ({process.returncode}): {' '.join(command)}\n{output[-3000:]}")
+    return {"seconds": time.monotonic() - started, "pss": peak, "output": output}
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
+def _sentences(text: str) -> list[str]:
+    parts = [p for p in text.replace("。", "。\n").replace(". ", ".\n").splitlines() if p.strip()]
+    return parts or [text]
+
+
+def source_documents(source: Path) -> list[str]:
+    for name in ("c4_demo.jsonl", "domain_corpus.jsonl"):
+        if (source / name).is_file():
+            return [json.loads(line)["text"] for line in (source / name).read_text().splitlines() if line.strip()]
+    raise SystemExit(f"{source}: no c4_demo.jsonl or domain_corpus.jsonl to generate pre-training data from")
+
+
+def source_instructions(source: Path) -> list[dict]:
+    records = []
+    for name in ("alpaca_zh_demo.json", "alpaca_en_demo.json"):
+        if (source / name).is_file():
+            records += json.loads((source / name).read_text())
+    if not records and (source / "instructions.jsonl").is_file():  # the bundled sample: messages format
+        for line in (source / "instructions.jsonl").read_text().splitlines():
+            messages = json.loads(line)["messages"]
+            users = [m["content"] for m in messages if m["role"] == "user"]
+            answers = [m["content"] for m in messages if m["role"] == "assistant"]
+            records.append({"instruction": users[-1], "input": "", "output": answers[-1]})
+    if not records:
+        raise SystemExit(f"{source}: no alpaca_*_demo.json or instructions.jsonl to generate SFT data from")
+    return records
+
+
+def generate_pretrain(path: Path, megabytes: int, documents: list[str]) -> None:
+    rng, size, index = random.Random(0), 0, 0
+    with open(path, "w") as handle:
+        while size < megabytes * 1_000_000:
+            sentences = _sentences(rng.choice(documents))
+            rng.shuffle(sentences)
+            line = json.dumps({"text": f"{index}. " + " ".join(sentences)}, ensure_ascii=False) + "\n"
+            handle.write(line)
+            size += len(line.encode())
+            index += 1
+
+
+def generate_sft(path: Path, count: int, records: list[dict]) -> None:
+    rng = random.Random(0)
+    with open(path, "w") as handle:
+        for index in range(count):
+            record = dict(rng.choice(records))
+            sentences = _sentences(record["output"])
+            rng.shuffle(sentences)
+            record = {"instruction": f"{record['instruction']} ({index})", "input": record.get("input", ""),
+                      "output": " ".join(sentences)}
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+RECIPE = """[model]
+path = "{model}"
+[[stages]]
+name = "s"
+kind = "{kind}"
+cutoff_len = {cutoff}
+packing = {packing}
+[[stages.data]]
+path = "{data}"
+format = "{format}"
+"""
+
+
+def run_size(name: str, work: Path, model: Path, source: Path, workers: int) -> dict:
+    kind = "pt" if name.startswith("pt") else "sft"
+    data = work / f"{name}.jsonl"
+    if not data.is_file():
+        if kind == "pt":
+            generate_pretrain(data, SIZES[name], source_documents(source))
+        else:
+            generate_sft(data, SIZES[name], source_instructions(source))
+    recipe = work / f"{name}.toml"
+    recipe.write_text(RECIPE.format(model=model, kind="pretrain" if kind == "pt" else "sft", cutoff=CUTOFF,
+                                    packing="false" if kind == "pt" else "true", data=data,
+                                    format="text" if kind == "pt" else "alpaca"))
+    ours_cache, base_cache = work / f"{name}-ours", work / f"{name}-baseline"
+    for folder in (ours_cache, base_cache):
+        shutil.rmtree(folder, ignore_errors=True)
+    env = {**os.environ, "RECIPES_CACHE": str(ours_cache), "TOKENIZERS_PARALLELISM": "false",
+           "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "recipes", "prepare", str(recipe), "--workers", str(workers)]
+    ours = measure(command, env)
+    hit = measure(command, env)
+    assert "from the prepared store" in hit["output"], hit["output"]
+    baseline = measure([sys.executable, "-c", BASELINE, kind, str(data), str(model), str(base_cache), str(workers),
+                        str(CUTOFF)], env)
+    summary = [line.strip() for line in ours["output"].splitlines() if "records ->" in line][0]
+    return {"name": name, "data_mb": data.stat().st_size / 1e6, "ours": ours, "hit": hit, "baseline": baseline,
+            "ours_disk": folder_bytes(ours_cache / "store"), "baseline_disk": folder_bytes(base_cache),
+            "summary": summary}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, default=SHARED if SHARED.is_dir() else ROOT / "qwen_recipes" / "data")
+    parser.add_argument("--sizes", default="pt25,pt100,pt400,sft20k,sft100k,sft300k",
+                        help=f"comma-separated, of {', '.join(SIZES)}")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--keep", type=Path, help="generate and prepare in this folder and keep it")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.sizes.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SIZES]
+    if unknown:
+        raise SystemExit(f"--sizes: unknown {', '.join(unknown)}; choose from {', '.join(SIZES)}")
+    from qwen_recipes.tiny import tiny_qwen2_path
+
+    model = tiny_qwen2_path()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="data_scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"source {args.source}, {args.workers} workers, cutoff {CUTOFF}, in {work}")
+    print("| data | ours: wall, peak PSS | baseline: wall, peak PSS | wall ours/base | PSS ours/base | "
+          "disk ours / base | store ready: wall, peak PSS |")
+    print("|---|---|---|---|---|---|---|")
+    try:
+        for name in names:
+            r = run_size(name, work, model, args.source, args.workers)
+            o, b, h = r["ours"], r["baseline"], r["hit"]
+            label = f"pre-training {r['data_mb']:.0f} MB" if name.startswith("pt") else f"SFT {SIZES[name]:,} records"
+            print(f"| {label} | {o['seconds']:.1f} s, {o['pss'] / 1e9:.2f} GB | {b['seconds']:.1f} s, "
+                  f"{b['pss'] / 1e9:.2f} GB | {o['seconds'] / b['seconds']:.2f} | {o['pss'] / b['pss']:.2f} | "
+                  f"{r['ours_disk'] / 1e6:.0f} MB / {r['baseline_disk'] / 1e6:.0f} MB | {h['seconds']:.1f} s, "
+                  f"{h['pss'] / 1e9:.2f} GB |", flush=True)
+            print(f"  ours: {r['summary']}", flush=True)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
