@@ -84,7 +84,8 @@ def render(generator: Generator, mode: str, messages: list[dict] | None = None, 
 def generate(generator: Generator, prompt: str, max_new_tokens: int, temperature: float = 0.0,
              top_p: float = 1.0, streamer=None) -> dict:
     """Continue ``prompt`` (already rendered): greedy at temperature 0, else sampled. Returns
-    {"answer", "prompt_tokens", "new_tokens", "stopped": "stop token" | "max_new_tokens"}."""
+    {"answer", "prompt_tokens", "new_tokens", "stopped": "stop token" | "max_new_tokens", "ids": the new token ids
+    without the stop token}."""
     import torch
     from transformers import GenerationConfig
 
@@ -101,4 +102,4 @@ def generate(generator: Generator, prompt: str, max_new_tokens: int, temperature
     if stopped:
         new = new[:-1]
     return {"answer": tokenizer.decode(new, skip_special_tokens=True), "prompt_tokens": inputs["input_ids"].shape[1],
-            "new_tokens": len(new), "stopped": "stop token" if stopped else "max_new_tokens"}
+            "new_tokens": len(new), "stopped": "stop token" if stopped else "max_new_tokens", "ids": new}
