@@ -86,12 +86,12 @@ def test_each_strategy_validates_and_becomes_the_trainers_own_settings(tmp_path)
             '[[stages.data]]\npath = "corpus.jsonl"\nformat = "text"\n')
     cases = {
         "ddp": ('[distributed]\nstrategy = "ddp"', {}),
-        "fsdp": ('[distributed]\nstrategy = "fsdp"\nfsdp_sharding = "hybrid_shard"\ncpu_offload = true',
-                 {"fsdp": "hybrid_shard auto_wrap offload"}),
-        "fsdp-qlora": ('[distributed]\nstrategy = "fsdp"\n[quantization]\nbackend = "bitsandbytes"\nquant_storage = "bf16"',
-                       {"fsdp": "full_shard auto_wrap"}),
+        "fsdp": ('[distributed]\nstrategy = "fsdp"\nfsdp_sharding = "hybrid_shard"\ncpu_offload = true'
+                 '\n[defaults]\nloss = "standard"', {"fsdp": "hybrid_shard auto_wrap offload"}),
+        "fsdp-qlora": ('[distributed]\nstrategy = "fsdp"\n[quantization]\nbackend = "bitsandbytes"\nquant_storage = "bf16"'
+                       '\n[defaults]\nloss = "standard"', {"fsdp": "full_shard auto_wrap"}),
         "zero2": ('[distributed]\nstrategy = "deepspeed"\ncpu_offload = true', {}),
-        "zero3": ('[distributed]\nstrategy = "deepspeed"\nzero_stage = 3', {}),
+        "zero3": ('[distributed]\nstrategy = "deepspeed"\nzero_stage = 3\n[defaults]\nloss = "standard"', {}),
     }
     for name, (extra, expected) in cases.items():
         path = write(tmp_path / f"{name}.toml", base.format(extra=extra))
