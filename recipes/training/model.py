@@ -89,7 +89,8 @@ def merged_model(model, backend, base_path: str, dtype, load_kwargs: dict, adapt
     """The base with every adapter of the chain merged in. Never merged into quantized weights: for a
     quantizing backend the base is reloaded unquantized in the stage's dtype, and the adapters are
     merged there one by one; on a GPU the reload goes onto this process's GPU (a device map, not
-    ~15 GB of host memory for a 7B model), after the 4-bit training model has been freed."""
+    ~15 GB of host memory for a 7B model) beside the 4-bit training model, after the cache is emptied.
+    Not run on a GPU yet: a card without room for both would need the 4-bit model freed first."""
     if not backend.quantizes:
         return model.merge_and_unload()
     from peft import PeftModel
