@@ -86,12 +86,12 @@ def test_each_strategy_validates_and_becomes_the_trainers_own_settings(tmp_path)
             '[[stages.data]]\npath = "corpus.jsonl"\nformat = "text"\n')
     cases = {
         "ddp": ('[distributed]\nstrategy = "ddp"', {}),
-        "fsdp": ('[distributed]\nstrategy = "fsdp"\nfsdp_sharding = "hybrid_shard"\ncpu_offload = true',
-                 {"fsdp": "hybrid_shard auto_wrap offload"}),
-        "fsdp-qlora": ('[distributed]\nstrategy = "fsdp"\n[quantization]\nbackend = "bitsandbytes"\nquant_storage = "bf16"',
-                       {"fsdp": "full_shard auto_wrap"}),
+        "fsdp": ('[distributed]\nstrategy = "fsdp"\nfsdp_sharding = "hybrid_shard"\ncpu_offload = true'
+                 '\n[defaults]\nloss = "standard"', {"fsdp": "hybrid_shard auto_wrap offload"}),
+        "fsdp-qlora": ('[distributed]\nstrategy = "fsdp"\n[quantization]\nbackend = "bitsandbytes"\nquant_storage = "bf16"'
+                       '\n[defaults]\nloss = "standard"', {"fsdp": "full_shard auto_wrap"}),
         "zero2": ('[distributed]\nstrategy = "deepspeed"\ncpu_offload = true', {}),
-        "zero3": ('[distributed]\nstrategy = "deepspeed"\nzero_stage = 3', {}),
+        "zero3": ('[distributed]\nstrategy = "deepspeed"\nzero_stage = 3\n[defaults]\nloss = "standard"', {}),
     }
     for name, (extra, expected) in cases.items():
         path = write(tmp_path / f"{name}.toml", base.format(extra=extra))
@@ -126,7 +126,7 @@ def test_plan_memory_per_gpu_follows_the_strategy(tmp_path):
     text = (RECIPES_DIR / "domain_qwen.toml").read_text().replace('"bundled:', f'"{RECIPES_DIR.parent / "data"}/')
 
     def memory(strategy, nproc):
-        path = write(tmp_path / f"{strategy}.toml", text.replace("[defaults]", f'[distributed]\n{strategy}\n\n[defaults]'))
+        path = write(tmp_path / f"{strategy}.toml", text.replace("[defaults]", f'[distributed]\n{strategy}\n\n[defaults]\nloss = "standard"  # FSDP + chunked is refused'))
         result = CliRunner().invoke(main, ["plan", str(path), "--nproc", str(nproc), "--json"])
         assert result.exit_code == 0, result.output
         return json.loads(result.output)["stages"][0]["memory"]

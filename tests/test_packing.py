@@ -8,7 +8,11 @@ import pytest
 
 from recipes.data.tokenization import IGNORE_INDEX, DataStats, PadCollator, sft_examples
 from recipes.errors import RecipeError
+from recipes.data.collate import FlatteningCollator
 from recipes.data.packing import PACKED_ATTENTION, PackedCollator, check_packable, pack_examples
+
+# every attention implementation that runs here (flash_attention_2 needs a GPU: bench/gpu_check.py)
+RUNS_HERE = [a for a in PACKED_ATTENTION if a != "flash_attention_2"]
 
 ENDOFTEXT = 151643
 CUTOFF = 160
@@ -79,7 +83,7 @@ def test_collator_numbers_padding_as_its_own_sequence_and_sends_no_mask():
     assert batch["labels"].tolist() == [[-100, 6, 7], [-100, -100, -100]]
 
 
-@pytest.mark.parametrize("attention", PACKED_ATTENTION)
+@pytest.mark.parametrize("attention", RUNS_HERE)
 def test_packed_and_unpacked_give_the_same_loss_and_lora_gradients(tiny_model, examples, attention):
     import torch
 
@@ -88,15 +92,31 @@ def test_packed_and_unpacked_give_the_same_loss_and_lora_gradients(tiny_model, e
     assert stats.rows < len(examples)
     # one batch each, so that both losses are the mean over the same label tokens
     unpacked_loss, unpacked_grads = loss_and_grads(model, PadCollator(ENDOFTEXT)(examples))
-    packed_loss, packed_grads = loss_and_grads(model, PackedCollator(ENDOFTEXT)(rows))
-    assert abs(packed_loss - unpacked_loss) < 1e-5
-    assert any("lora_A" in name for name in packed_grads) and any("lora_B" in name for name in packed_grads)
-    for name, grad in unpacked_grads.items():
-        assert grad.abs().max() > 0, name
-        torch.testing.assert_close(packed_grads[name], grad, atol=1e-4, rtol=1e-4, msg=name)
+    flat_batch = FlatteningCollator(ENDOFTEXT)(rows)
+    assert flat_batch["input_ids"].shape == (1, stats.tokens)  # one row, no padding
+    for collate in (PackedCollator(ENDOFTEXT), FlatteningCollator(ENDOFTEXT)):
+        packed_loss, packed_grads = loss_and_grads(model, collate(rows))
+        assert abs(packed_loss - unpacked_loss) < 1e-5, type(collate).__name__
+        assert any("lora_A" in name for name in packed_grads) and any("lora_B" in name for name in packed_grads)
+        for name, grad in unpacked_grads.items():
+            assert grad.abs().max() > 0, name
+            torch.testing.assert_close(packed_grads[name], grad, atol=1e-4, rtol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("attention", PACKED_ATTENTION)
+def test_flattening_collator_lays_rows_end_to_end_with_flash_boundaries():
+    rows = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "position_ids": [0, 1, 0]},
+            {"input_ids": [8, 9], "labels": [-100, 9], "position_ids": [0, 1]}]
+    batch = FlatteningCollator(ENDOFTEXT)(rows)
+    assert set(batch) == {"input_ids", "labels", "position_ids"}  # no attention_mask: block mask from positions
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9]] and batch["labels"].tolist() == [[-100, 6, 7, -100, 9]]
+    assert batch["position_ids"].tolist() == [[0, 1, 0, 0, 1]]
+    flash = FlatteningCollator(ENDOFTEXT, flash_kwargs=True)(rows)
+    assert flash["cu_seq_lens_q"].tolist() == flash["cu_seq_lens_k"].tolist() == [0, 2, 3, 5]
+    assert flash["cu_seq_lens_q"].dtype.is_floating_point is False and str(flash["cu_seq_lens_q"].dtype) == "torch.int32"
+    assert flash["max_length_q"] == flash["max_length_k"] == 2
+
+
+@pytest.mark.parametrize("attention", RUNS_HERE)
 def test_an_example_does_not_see_what_it_is_packed_with(tiny_model, examples, attention):
     import torch
 
@@ -126,6 +146,7 @@ def test_a_model_that_would_ignore_the_packing_is_refused(tiny_model):
     with pytest.raises(RecipeError, match="use_cache"):
         check_packable(model)
     model.config.use_cache = False
-    model.config._attn_implementation = "flash_attention_2"
-    with pytest.raises(RecipeError, match="verified with attention sdpa, eager; this model uses attention 'flash_attention_2'"):
+    model.config._attn_implementation = "flex_attention"
+    with pytest.raises(RecipeError, match="verified with attention sdpa, eager, flash_attention_2; this model uses "
+                       "attention 'flex_attention'"):
         check_packable(model)

@@ -71,6 +71,10 @@ def build_metrics(context: StageContext):
 def build_tensorboard(context: StageContext):
     """transformers' own TensorBoardCallback, writing to <run>/tensorboard/<stage> (one folder per
     stage, so that `tensorboard --logdir <run>/tensorboard` shows the stages side by side)."""
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:  # one event file per run, not one per rank (issue 18)
+        return None
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
 

@@ -13,8 +13,9 @@ from recipes.cli.common import main, _console, _quiet_console, friendly
 @click.option("--output-dir", "-o", help="Run folder (default: the recipe's output_dir, else runs/<name>).")
 @click.option("--restart", multiple=True, metavar="STAGE",
               help="Train STAGE afresh (and the stages after it) even if it finished. Repeatable.")
-@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes (GPUs) per node: data-parallel through torchrun.")
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Processes (GPUs) per node, data-parallel through torchrun. Default: every visible GPU "
+                   "(one process each), 1 on CPU; --nproc 1 trains on one GPU.")
 @click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True, help="Nodes.")
 @click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True, help="This node's rank.")
 @click.option("--master-addr", help="Address of the rank-0 node (several nodes).")
@@ -43,6 +44,9 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
     if unknown:
         raise RecipeError([f"--restart {name}: no such stage; {did_you_mean(name, [s.name for s in plan.stages])}"
                            for name in unknown])
+    nproc, note = _processes(nproc)  # all visible GPUs by default, never nn.DataParallel
+    if note:
+        err.print(note, highlight=False)
     if (nproc > 1 or nnodes > 1) and not distributed.launched():
         argv = ["run", str(loaded.path), "-o", str(plan.run_dir), *(f"--restart={name}" for name in restart)]
         code = distributed.launch(argv, nproc, nnodes, node_rank, master_addr, master_port)
@@ -60,6 +64,16 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
 
         write_report(plan.run_dir, console)
 
+
+
+def _processes(requested):
+    import os
+
+    import torch
+
+    from recipes.training.distributed import processes_to_launch
+
+    return processes_to_launch(requested, torch.cuda.device_count(), os.environ)
 
 @main.command(name="prepare")
 @click.argument("recipe")

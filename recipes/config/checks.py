@@ -28,6 +28,7 @@ def check(loaded: LoadedRecipe, registry: Registry, problems: Collector) -> None
     _check_plugins(recipe, registry, problems)
     _check_stages(loaded, registry, base_dir, problems)
     _check_distributed(recipe, problems)
+    _check_attention(recipe, problems)
     if loaded.model is not None:
         _check_against_model(loaded, problems)
     _advise(loaded, problems)
@@ -194,6 +195,7 @@ def _check_distributed(recipe: Recipe, problems: Collector) -> None:
             problems.add(where + ("zero_stage",), f"ZeRO-3 shards every parameter, and bitsandbytes' {bits}-bit "
                          "weights cannot be sharded by DeepSpeed: use zero_stage = 2, or strategy \"fsdp\" "
                          "with 4-bit quant_storage = \"bf16\"")
+    _check_sharded_head(recipe, problems)
     if d.strategy == "fsdp" and bits is not None:
         storage = quantization.options().get("quant_storage", "uint8")
         if bits == 8:
@@ -203,6 +205,39 @@ def _check_distributed(recipe: Recipe, problems: Collector) -> None:
             problems.add(("quantization", "quant_storage") if "quant_storage" in quantization.options()
                          else where + ("strategy",), "FSDP with 4-bit QLoRA needs quant_storage = \"bf16\" "
                          "(FSDP flattens the packed 4-bit weights with the other bf16 parameters)")
+
+
+def _check_sharded_head(recipe: Recipe, problems: Collector) -> None:
+    """The chunked loss reads lm_head.weight after the model's forward and sends its gradient through
+    hidden states captured inside it (issue 18). ZeRO-3 re-partitions the weight after the head's own
+    forward, so the loss would read an empty tensor. FSDP (use_orig_params) keeps the root unit's
+    weight gathered, but its backward hooks hang on the root's *outputs*, which the chunked loss does
+    not use (the logits are empty): the root's reduce-scatter and final callback would not run.
+    Neither can be tried without GPUs here, so both are refused with the reason; loss = "standard" works."""
+    d = recipe.distributed
+    zero3 = d.strategy == "deepspeed" and (d.zero_stage or 2) == 3
+    if not (zero3 or d.strategy == "fsdp"):
+        return
+    for index, stage in enumerate(recipe.stages):
+        if stage.settings(recipe.defaults).loss != "chunked":
+            continue
+        why = ("ZeRO-3 partitions lm_head.weight outside its forward, so the chunked loss would read an empty "
+               "weight" if zero3 else "FSDP's backward hooks sit on the model's outputs, which the chunked loss "
+               "bypasses (it takes the hidden states from inside the forward)")
+        problems.add(setting_path(recipe, index, "loss"), f"loss \"chunked\" with strategy \"{d.strategy}\": "
+                     f"{why}; set loss = \"standard\" (or use " + ("zero_stage = 2)" if zero3 else "strategy \"ddp\")"))
+
+
+def _check_attention(recipe: Recipe, problems: Collector) -> None:
+    """flash_attention_2 asked for but flash-attn not installed here: a warning (it may run elsewhere)."""
+    import importlib.util
+
+    for index, stage in enumerate(recipe.stages):
+        if (stage.settings(recipe.defaults).attn_implementation == "flash_attention_2"
+                and importlib.util.find_spec("flash_attn") is None):
+            problems.warn(setting_path(recipe, index, "attn_implementation"), "flash_attention_2 needs the flash-attn "
+                          "package (not installed here) and a GPU: pip install flash-attn on the machine that runs it, "
+                          "or use \"auto\"")
 
 
 def _check_against_model(loaded: LoadedRecipe, problems: Collector) -> None:

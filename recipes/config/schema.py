@@ -143,6 +143,9 @@ class Settings(Strict):
     precision: Optional[Precision] = Field(
         None, description="auto: bf16 on GPUs that support it, else fp16 on GPU, else fp32 on CPU.")
     gradient_checkpointing: Optional[bool] = None
+    attn_implementation: Optional[Literal["auto", "sdpa", "eager", "flash_attention_2"]] = Field(
+        None, description="The attention kernel passed to from_pretrained. auto: flash_attention_2 where the "
+        "flash-attn package is installed and a GPU is present, else sdpa.")
     logging_steps: Optional[int] = Field(None, gt=0)
     seed: Optional[int] = None
     # checkpoints and guards (they do not change what a stage computes: not part of its fingerprint)
@@ -179,13 +182,15 @@ _PRETRAIN_DEFAULTS: dict[str, Any] = dict(
     learning_rate=1e-4, lr_scheduler_type="cosine", warmup_steps=None, warmup_ratio=0.03,
     per_device_train_batch_size=4, gradient_accumulation_steps=8, num_train_epochs=2.0,
     max_steps=None, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0,
-    max_grad_norm=1.0, precision="auto", gradient_checkpointing=True, logging_steps=10, seed=42,
+    max_grad_norm=1.0, precision="auto", gradient_checkpointing=True, attn_implementation="auto", logging_steps=10, seed=42,
     save_steps=500, save_total_limit=2, skip_nonfinite_batches=0, overlong_examples="truncate",
     on_bad_record="error", max_bad_records=0.01, packing=False, chaining="merge", loss="chunked", loss_options={},
     val_size=0.0, eval_steps=None,
 )
-# Settings that change how a stage is run and watched, not what it computes.
-OPERATIONAL_SETTINGS = ("logging_steps", "save_steps", "save_total_limit", "skip_nonfinite_batches", "eval_steps")
+# Settings that change how a stage is run and watched, not what it computes (the attention kernel
+# computes the same attention, within float rounding).
+OPERATIONAL_SETTINGS = ("logging_steps", "save_steps", "save_total_limit", "skip_nonfinite_batches", "eval_steps",
+                        "attn_implementation")
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": _PRETRAIN_DEFAULTS,
     # SFT differs in: no dropout, shorter sequences, half the rate, effective batch 16, one epoch
@@ -266,6 +271,7 @@ class StageSettings(BaseModel):
     max_grad_norm: float
     precision: Precision
     gradient_checkpointing: bool
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"]
     logging_steps: int
     seed: int
     save_steps: int
@@ -288,6 +294,8 @@ class Distributed(Strict):
         None, description="fsdp: what is sharded (default full_shard; hybrid_shard: within a node).")
     zero_stage: Optional[Literal[2, 3]] = Field(None, description="deepspeed: ZeRO stage (default 2).")
     cpu_offload: bool = Field(False, description="fsdp: parameters to CPU; deepspeed: optimizer state to CPU.")
+    timeout_minutes: int = Field(120, gt=0, description="How long a process waits for the others at a barrier "
+                                 "(rank 0 tokenizes and merges alone meanwhile); NCCL's default is 10 minutes.")
 
 
 class Recipe(Strict):

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 
 from recipes.data.tokenization import IGNORE_INDEX
 
-# attention implementations on which position-id packing is tested to give block-diagonal attention
-PACKED_ATTENTION = ("sdpa", "eager")
+# attention implementations on which position-id packing gives block-diagonal attention: sdpa and eager
+# tested here (tests/test_packing.py); flash_attention_2 through recipes.data.collate's flattened rows
+# (varlen), not run here (no GPU)
+PACKED_ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 
 def check_packable(model) -> None:

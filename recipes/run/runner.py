@@ -35,7 +35,7 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
     _quiet_libraries()
     import torch
 
-    distributed.init("cuda" if torch.cuda.is_available() else "cpu")
+    distributed.init("cuda" if torch.cuda.is_available() else "cpu", plan.distributed.timeout_minutes)  # issue 18
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     if distributed.is_main():
         _record_start(plan)

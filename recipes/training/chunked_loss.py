@@ -26,9 +26,20 @@ How:
 4. The sum is divided like transformers divides it: by ``num_items_in_batch`` when the Trainer gives
    it (gradient accumulation), else by the number of labels here. So the loss and its curve equal the
    standard path's (tests/test_chunked_loss.py checks loss and LoRA gradients, padded and packed).
+
+Precision (issue 18): the loop runs after ``model.forward`` returns, i.e. outside accelerate's
+autocast. ``chunk_precision(device_type, dtype, loss_scale)`` (set by StageTrainer) makes it run under
+``torch.autocast(device_type, dtype)`` when the head is fp32 (QLoRA: ``prepare_model_for_kbit_training``
+upcasts it), so the logits GEMMs run in the compute dtype as on the standard path. When those GEMMs
+run in fp16, each chunk's softmax-minus-one-hot is multiplied by the GradScaler's scale / the divisor
+*before* the cast to fp16 (the standard path's backward sees ``scale/N`` times it too), and backward
+divides that factor out again: fp16 never holds the unscaled ~1e-6 softmax entries (subnormals).
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +49,20 @@ from recipes.errors import RecipeError
 
 # config keys that change the logits after the output layer; the chunked path would ignore them
 _HEAD_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+# (device type, autocast dtype or None, the GradScaler's current scale)
+_PRECISION: contextvars.ContextVar = contextvars.ContextVar("chunk_precision", default=("cpu", None, 1.0))
+
+
+@contextlib.contextmanager
+def chunk_precision(device_type: str, dtype: torch.dtype | None, loss_scale: float = 1.0):
+    """Within: the chunk loop runs under ``torch.autocast(device_type, dtype)`` when the output layer
+    is fp32, and prescales fp16 gradients by ``loss_scale`` (see the module's "Precision")."""
+    token = _PRECISION.set((device_type, dtype, float(loss_scale)))
+    try:
+        yield
+    finally:
+        _PRECISION.reset(token)
 
 
 def _unwrap(model):
@@ -77,7 +102,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """sum over i of cross_entropy(hidden[i] @ weight.T + bias, targets[i]), chunk by chunk."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk_size: int, want_grads: bool, index=None, rows=None):
+    def forward(ctx, hidden, weight, bias, targets, chunk_size: int, want_grads: bool, index=None, rows=None,
+                grad_scale: float = 1.0):
         need_h, need_w, need_b = (want_grads and flag for flag in ctx.needs_input_grad[:3])
         need_r = rows is not None and want_grads and ctx.needs_input_grad[7]
         ctx.rows_dtype = rows.dtype if rows is not None else None
@@ -108,6 +134,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad[torch.arange(len(t), device=t.device), t] -= 1.0  # d(sum CE)/d logits
             if need_b:
                 grad_b += grad.sum(0)
+            if grad_scale != 1.0:  # fp16 GEMMs: scale while still fp32 (undone in backward)
+                grad.mul_(grad_scale)
             grad = grad.to(weight.dtype)
             if need_h:
                 grad_h[start:start + chunk_size] = grad @ weight
@@ -123,6 +151,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             del logits, exp, grad
         ctx.save_for_backward(grad_h, grad_w, grad_b, grad_r)
         ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
+        ctx.grad_scale = grad_scale
         return total
 
     @staticmethod
@@ -130,23 +159,28 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_h, grad_w, grad_b, grad_r = ctx.saved_tensors
         weight_dtype, bias_dtype = ctx.dtypes
         scale = grad_out.float()
-        return ((grad_h * scale.to(grad_h.dtype)) if grad_h is not None else None,
-                (grad_w * scale).to(weight_dtype) if grad_w is not None else None,
+        prescaled = scale / ctx.grad_scale  # grad_h and grad_w were computed already times grad_scale
+        return ((grad_h * prescaled.to(grad_h.dtype)) if grad_h is not None else None,
+                (grad_w * prescaled).to(weight_dtype) if grad_w is not None else None,
                 (grad_b * scale).to(bias_dtype) if grad_b is not None else None,
                 None, None, None, None,
-                (grad_r * scale).to(ctx.rows_dtype) if grad_r is not None else None)
+                (grad_r * prescaled).to(ctx.rows_dtype) if grad_r is not None else None, None)
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         targets: torch.Tensor, chunk_size: int, rows=None) -> torch.Tensor:
+                         targets: torch.Tensor, chunk_size: int, rows=None, grad_scale: float = 1.0) -> torch.Tensor:
     """The summed cross-entropy of ``hidden @ weight.T + bias`` ([N, H] by [V, H]) against ``targets``
     ([N], no ignored entries), never holding more than ``chunk_size`` rows of logits. ``rows``:
-    (index, [K, H] trainable rows) that replace ``weight[index]``; their gradient is K x H, not V x H."""
+    (index, [K, H] trainable rows) that replace ``weight[index]``; their gradient is K x H, not V x H.
+    ``grad_scale``: the expected incoming gradient (fp16: loss scale / divisor), applied before the
+    gradient's cast."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+    if not grad_scale > 0:
+        grad_scale = 1.0
     index, row_weight = rows if rows is not None else (None, None)
     return _LinearCrossEntropy.apply(hidden, weight, bias, targets, chunk_size, torch.is_grad_enabled(), index,
-                                     row_weight)
+                                     row_weight, grad_scale)
 
 
 def _hidden_states(model, head: torch.nn.Module, inputs: dict) -> torch.Tensor:
@@ -189,10 +223,18 @@ def chunked_lm_loss(model, inputs: dict, num_items_in_batch=None, *,
     from recipes.training.token_rows import head_rows
 
     weight, bias, rows = head_rows(head)  # trained token rows apart: their gradient is rows x hidden
-    total = linear_cross_entropy(hidden[keep].to(weight.dtype), weight, bias, shift_labels[keep], chunk_size, rows)
-    if num_items_in_batch is None:
-        return total / keep.sum()
-    if torch.is_tensor(num_items_in_batch):
-        num_items_in_batch = num_items_in_batch.to(total.device)
-    return total / num_items_in_batch
+    if weight.dim() != 2 or weight.numel() == 0:  # sharded outside its forward (ZeRO-3, FSDP resharding)
+        raise RecipeError(f"chunked loss: the output layer's weight is {tuple(weight.shape)} after the forward pass "
+                          '(partitioned by ZeRO-3 or FSDP?); set loss = "standard" with this strategy')
+    divisor = keep.sum() if num_items_in_batch is None else num_items_in_batch
+    device_type, dtype, loss_scale = _PRECISION.get()
+    autocast = dtype is not None and weight.dtype == torch.float32
+    gemm_dtype = dtype if autocast else weight.dtype
+    grad_scale = loss_scale / max(float(divisor), 1.0) if gemm_dtype == torch.float16 else 1.0
+    with torch.autocast(device_type, dtype=dtype) if autocast else contextlib.nullcontext():
+        total = linear_cross_entropy(hidden[keep].to(weight.dtype), weight, bias, shift_labels[keep], chunk_size,
+                                     rows, grad_scale)
+    if torch.is_tensor(divisor):
+        divisor = divisor.to(total.device)
+    return total / divisor
 

@@ -12,6 +12,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
+from typing import Mapping
+
+# the process group's timeout when the recipe does not set one: rank 0 tokenizes a large corpus and
+# merges a 7B model alone while the others wait at a barrier; NCCL's own 10 minutes is too short
+DEFAULT_TIMEOUT_MINUTES = 120
 
 
 def rank() -> int:
@@ -31,9 +37,40 @@ def launched() -> bool:
     return world_size() > 1
 
 
-def init(device: str) -> None:
+def launched_in(env: Mapping[str, str]) -> bool:
+    """Whether ``env`` is that of a process started by a launcher (torchrun, accelerate, deepspeed)."""
+    return int(env.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in env
+
+
+def processes_to_launch(requested: int | None, device_count: int, env: Mapping[str, str]) -> tuple[int, str | None]:
+    """How many processes `recipes run` starts on this node, and what to say about it (pure: the
+    number of visible GPUs and the environment decide). Never 1 process driving several GPUs: the
+    HF Trainer would wrap the model in nn.DataParallel, whose replicas share the chunked loss's hook.
+
+    - started by a launcher: 1 (this process is already one of the launched ones);
+    - ``--nproc N`` given: N;
+    - not given: every visible GPU (torchrun), or 1 on CPU / one GPU."""
+    if launched_in(env):
+        return 1, None
+    if requested is not None:
+        note = (f"--nproc 1: training on 1 of the {device_count} visible GPUs (the others stay idle)"
+                if requested == 1 and device_count > 1 else None)
+        return requested, note
+    if device_count > 1:
+        return device_count, (f"{device_count} GPUs visible: running on all of them, one process each through "
+                              "torchrun (--nproc 1 for a single GPU)")
+    return 1, None
+
+
+def timeout(minutes: int | None) -> timedelta:
+    """``minutes`` (the recipe's), else ``$RECIPES_COLLECTIVE_TIMEOUT_MIN``, else the default."""
+    return timedelta(minutes=minutes or float(os.environ.get("RECIPES_COLLECTIVE_TIMEOUT_MIN", DEFAULT_TIMEOUT_MINUTES)))
+
+
+def init(device: str, timeout_minutes: int | None = None) -> None:
     """Join the process group early (nccl on GPUs, gloo on CPU), so that the plan can use barriers
-    before the Trainer exists; the Trainer (accelerate) then uses this same group."""
+    before the Trainer exists; the Trainer (accelerate) then uses this same group. The timeout is
+    explicit and long (``[distributed] timeout_minutes``, default 2 h), see DEFAULT_TIMEOUT_MINUTES."""
     import torch.distributed as dist
 
     if launched() and not dist.is_initialized():
@@ -41,15 +78,31 @@ def init(device: str) -> None:
             import torch
 
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=collective_timeout())
+        dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=timeout(timeout_minutes))
 
 
-def collective_timeout():
-    """An explicit, long collective timeout (``RECIPES_COLLECTIVE_TIMEOUT_MIN``, default 120 minutes):
-    a checkpoint save or an evaluation on one rank must not end the run after torch's default 10."""
-    from datetime import timedelta
+def any_rank(flag: bool, device=None) -> bool:
+    """True when ``flag`` is true on any process (an all-reduce of one number; just ``flag`` alone).
+    So that a NaN seen by one rank stops every rank at the same step, instead of leaving the others
+    waiting in the next collective until the timeout."""
+    if not launched():
+        return flag
+    import torch
+    import torch.distributed as dist
 
-    return timedelta(minutes=float(os.environ.get("RECIPES_COLLECTIVE_TIMEOUT_MIN", "120")))
+    if not dist.is_initialized():
+        return flag
+    if device is None:
+        device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def collective_timeout() -> timedelta:
+    """The process group's timeout when the recipe sets none (``RECIPES_COLLECTIVE_TIMEOUT_MIN``, else
+    the default): a checkpoint save or an evaluation on one rank must not end the run after torch's 10."""
+    return timeout(None)
 
 
 def barrier() -> None:

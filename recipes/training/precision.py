@@ -27,3 +27,22 @@ def pick_precision(requested: str) -> tuple[str, str]:
             return "bf16", f"auto: bf16 (supported by {torch.cuda.get_device_name(0)})"
         return "fp16", f"auto: fp16 ({torch.cuda.get_device_name(0)} has no bf16)"
     return "fp32", "auto: fp32 (no GPU; bf16 on CPU is unusably slow)"
+
+
+def pick_attention(requested: str, device: str, flash_installed: bool | None = None) -> tuple[str, str]:
+    """(attn_implementation for from_pretrained, why). auto: flash_attention_2 where the flash-attn
+    package is installed and the stage runs on a GPU, else sdpa. Packed rows work on all three: the
+    collator flattens each micro-batch into one row with restarting positions (recipes.data.collate)."""
+    if flash_installed is None:
+        import importlib.util
+
+        flash_installed = importlib.util.find_spec("flash_attn") is not None
+    if requested != "auto":
+        if requested == "flash_attention_2" and device != "cuda":
+            from recipes.errors import RecipeError
+
+            raise RecipeError('attn_implementation = "flash_attention_2" needs a GPU; use "auto" or "sdpa" here')
+        return requested, f"{requested} as the recipe asks"
+    if device == "cuda" and flash_installed:
+        return "flash_attention_2", "auto: flash_attention_2 (flash-attn installed, GPU)"
+    return "sdpa", "auto: sdpa (" + ("no GPU" if device != "cuda" else "flash-attn not installed") + ")"

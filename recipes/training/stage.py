@@ -108,13 +108,16 @@ class StageRun:
 
         from recipes.config.optimizers import device_note
         from recipes.training.model import load_model
+        from recipes.training.precision import pick_attention
 
         set_seed(self.settings.seed)
+        attention, why = pick_attention(self.settings.attn_implementation, self.device)  # issue 18
+        self.say(f"attention: {why}")
         note = device_note(self.settings.optim, self.device)
         if note:
             self.say(f"warning: {note}")
         self.model = load_model(self.base_path, self.plan.backend, self.plan.backend_options, self.dtype,
-                                self.load_kwargs, self.device, self.settings.gradient_checkpointing)
+                                self.load_kwargs, self.device, self.settings.gradient_checkpointing, attention)
 
     def attach_adapters(self) -> None:
         """LoRA on the model (and the earlier stages' adapters, as ``chaining`` says), with the chat
@@ -151,10 +154,11 @@ class StageRun:
                                metrics_path=plan.run_dir / "metrics.jsonl")
         callbacks = [cb for cb in (plugin.build(context) for plugin in plan.callbacks) if cb is not None]
         if self.data.packing is not None:
-            from recipes.data.packing import PackedCollator, check_packable
+            from recipes.data.collate import FlatteningCollator
+            from recipes.data.packing import check_packable
 
-            check_packable(self.model)
-            collator = PackedCollator(pad_id(self.tokenizer))
+            check_packable(self.model)  # issue 18: one flattened row per micro-batch (FA2 varlen, exact masks)
+            collator = FlatteningCollator.for_model(self.model, pad_id(self.tokenizer))
         else:
             collator = PadCollator(pad_id(self.tokenizer))
         self.trainer = StageTrainer(
@@ -259,7 +263,7 @@ class StageRun:
         if self.settings.chaining == "stack":  # the new adapter applies on the earlier stage's merged model
             point_adapter_at(adapter_dir, self.plan.stage(self.stage.base).merged_dir)
         merged = merged_model(self.model, self.plan.backend, self.base_path, self.dtype, self.load_kwargs,
-                              [*self.frozen, adapter_dir])
+                              [*self.frozen, adapter_dir], self.device)
         if self.stage.kind == "sft":
             end_turns(merged, self.tokenizer)
         save_merged(merged, self.tokenizer, merged_dir)

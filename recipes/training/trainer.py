@@ -13,6 +13,9 @@ The guards, so that stopping never loses work:
 - A non-finite loss stops the stage, naming the step (or, with ``skip_nonfinite_batches = N``, up to
   N such batches add no gradient and training goes on); a non-finite gradient stops it too. Nothing
   is saved after the bad step, so the last checkpoint is a good one.
+- fp16: the GradScaler's overflow steps are expected (it skips the step and lowers the scale), so a
+  non-finite gradient is fatal only without an active scaler, or once the scale has fallen below 1.
+- Several processes: the verdict is all-reduced, so a NaN on one rank stops every rank at that step.
 - The last step always leaves a checkpoint: publishing can be redone without training again.
 - Each complete checkpoint is reported (to the manifest) only once the Trainer has written all of
   it, so a checkpoint cut short by a crash is never resumed from.
@@ -28,6 +31,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from recipes.errors import RecipeError, TrainingError
+from recipes.training import distributed
 from recipes.training.interrupts import STOP
 
 log = logging.getLogger("recipes")
@@ -48,11 +52,14 @@ class StageTrainer(Trainer):
     def __init__(self, *args, lm_loss=None, skip_limit: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.lm_loss, self.skip_limit, self.skipped = lm_loss, skip_limit, 0
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, StageGuard):
+                callback.scaler = lambda: active_scaler(self.accelerator)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = self._loss(model, inputs, return_outputs, num_items_in_batch)
         loss = result[0] if return_outputs else result
-        if bool(torch.isfinite(loss.detach()).all()):
+        if not distributed.any_rank(not bool(torch.isfinite(loss.detach()).all())):
             return result
         step = self.state.global_step + 1
         if self.skipped >= self.skip_limit:
@@ -68,7 +75,12 @@ class StageTrainer(Trainer):
         if self.lm_loss is None or return_outputs:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
-        loss = self.lm_loss(model, inputs, num_items_in_batch)
+        from recipes.training.chunked_loss import chunk_precision
+
+        dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
+        scaler = active_scaler(self.accelerator)
+        with chunk_precision(self.args.device.type, dtype, scaler.get_scale() if scaler is not None else 1.0):
+            loss = self.lm_loss(model, inputs, num_items_in_batch)
         if (self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs
                 and num_items_in_batch is not None):
             # as Trainer.compute_loss: num_items_in_batch counts every process's labels, DDP averages
@@ -76,9 +88,25 @@ class StageTrainer(Trainer):
         return loss
 
 
+def active_scaler(accelerator):
+    """accelerate's GradScaler when fp16 uses one (None otherwise)."""
+    scaler = getattr(accelerator, "scaler", None)
+    return scaler if scaler is not None and scaler.is_enabled() else None
+
+
+def gradient_is_fatal(finite: bool, scaler) -> bool:
+    """Whether a step's gradient stops the stage. With an active GradScaler, a non-finite gradient is
+    its expected overflow: ``scaler.step`` skips the step and ``update`` lowers the scale; only once
+    the scale is below 1 is it no overflow but a real inf/NaN."""
+    if finite:
+        return False
+    return scaler is None or scaler.get_scale() < 1.0
+
+
 class StageGuard(TrainerCallback):
-    def __init__(self, on_checkpoint):
+    def __init__(self, on_checkpoint, scaler=lambda: None):
         self.on_checkpoint = on_checkpoint  # (folder, step) -> None, once a checkpoint is complete
+        self.scaler = scaler  # () -> the active GradScaler or None (StageTrainer sets it)
 
     def on_train_begin(self, args, state, control, **kwargs):
         STOP.training = True
@@ -88,8 +116,14 @@ class StageGuard(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
-        if grads and not bool(torch.isfinite(torch.stack(grads)).all()):
-            raise NonFiniteError(state.global_step + 1, "the gradient is non-finite")
+        finite = not grads or bool(torch.isfinite(torch.stack(grads)).all())
+        scaler = self.scaler()
+        if distributed.any_rank(gradient_is_fatal(finite, scaler)):
+            raise NonFiniteError(state.global_step + 1, "the gradient is non-finite"
+                                 + (f" with the fp16 loss scale at {scaler.get_scale():g}" if scaler else ""))
+        if not finite:
+            log.info("step %d: fp16 overflow; the GradScaler skips this step and lowers its scale (%g)",
+                     state.global_step + 1, scaler.get_scale())
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps:
@@ -120,7 +154,7 @@ def sharding_arguments(distributed, device: str, layer_classes) -> dict:
                           "gradient_accumulation_steps": "auto", "gradient_clipping": "auto"}}
 
 
-def training_arguments(stage, precision: str, device: str, distributed=None, layer_classes=None):
+def training_arguments(stage, precision: str, device: str, distributed_settings=None, layer_classes=None):
     """``TrainingArguments`` from a stage's settings (``StagePlan``)."""
     s = stage.settings
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in inspect.signature(
@@ -158,10 +192,21 @@ def training_arguments(stage, precision: str, device: str, distributed=None, lay
         "disable_tqdm": True,
         "remove_unused_columns": False,
         "ddp_find_unused_parameters": False,  # every LoRA weight takes part in each forward pass
-        **sharding_arguments(distributed, device, layer_classes),
+        **sharding_arguments(distributed_settings, device, layer_classes),
         "include_num_input_tokens_seen": "non_padding",
     }
+    kwargs["ddp_timeout"] = int(distributed.timeout(getattr(distributed_settings, "timeout_minutes", None))
+                                .total_seconds())
     try:
-        return TrainingArguments(**kwargs)
+        args = TrainingArguments(**kwargs)
     except ValueError as exc:  # e.g. an optim name the installed libraries do not have
         raise RecipeError(f"stage {stage.name!r}: {exc}") from exc
+    return single_process_gpus(args)
+
+
+def single_process_gpus(args):
+    """Never nn.DataParallel: one process uses one GPU (the Trainer would wrap the model in
+    DataParallel whenever one process sees several; `recipes run` launches one process per GPU)."""
+    if not distributed.launched() and args.n_gpu > 1:
+        args._n_gpu = 1
+    return args

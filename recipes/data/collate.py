@@ -1,0 +1,58 @@
+"""Packed rows as the fast attention kernels want them: each micro-batch flattened into ONE row.
+
+``PackedCollator`` (packing.py) pads a batch of packed rows to ``[batch, longest]``; transformers then
+builds a 4-D block-diagonal mask from the restarting ``position_ids``, which flash-attention 2 cannot
+take and which makes sdpa leave its flash kernel. Here, as transformers' ``DataCollatorWithFlattening``
+does, the rows of a micro-batch are laid end to end in one ``[1, total]`` row with no padding at all:
+
+- ``position_ids`` restart at 0 for every example, and there is no ``attention_mask``, so sdpa and
+  eager get the same exact block mask as before (``masking_utils.find_packed_sequence_indices``);
+- with ``flash_kwargs`` (for flash_attention_2) the boundaries are also given as ``cu_seq_lens_q``/
+  ``cu_seq_lens_k`` (int32 cumulative lengths) and ``max_length_q``/``max_length_k``, the kwargs
+  transformers 5.24's flash-attention path reads to run varlen without recomputing them;
+- labels are kept as packed (each example's first label is already -100, packing._row), so the
+  shifted loss never predicts across an example boundary, and the number of labels is unchanged.
+
+The loss, its gradient and ``num_items_in_batch`` equal the padded batch's (tests/test_packing.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from recipes.data.tokenization import IGNORE_INDEX
+
+FLASH_ATTENTION = "flash_attention_2"
+
+
+@dataclass
+class FlatteningCollator:
+    """Packed rows ``{"input_ids", "labels", "position_ids"}`` -> one row ``[1, sum of lengths]``."""
+
+    pad_id: int  # unused for flattening (no padding); kept so it replaces PackedCollator(pad_id)
+    flash_kwargs: bool = False
+
+    @classmethod
+    def for_model(cls, model, pad_id: int) -> "FlatteningCollator":
+        attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
+        return cls(pad_id, flash_kwargs=attention == FLASH_ATTENTION)
+
+    def __call__(self, rows: list[dict]) -> dict:
+        import torch
+
+        ids, labels, positions = [], [], []
+        for row in rows:
+            ids += row["input_ids"]
+            labels += row["labels"]
+            positions += row.get("position_ids") or range(len(row["input_ids"]))
+        batch = {"input_ids": torch.tensor([ids], dtype=torch.long),
+                 "labels": torch.tensor([labels], dtype=torch.long),
+                 "position_ids": torch.tensor([positions], dtype=torch.long)}
+        if labels and labels[0] != IGNORE_INDEX:  # a row that does not start an example: not ours
+            raise ValueError("FlatteningCollator: each row must start an example (first label -100)")
+        if self.flash_kwargs:
+            starts = [i for i, p in enumerate(positions) if p == 0] + [len(positions)]
+            lengths = [b - a for a, b in zip(starts, starts[1:])]
+            cu = torch.tensor(starts, dtype=torch.int32)
+            batch.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max(lengths), max_length_k=max(lengths))
+        return batch
