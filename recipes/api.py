@@ -11,7 +11,8 @@ Internal modules (``recipes.data.*``, ``recipes.training.*``, ...) may change in
 - Markers: ``hookimpl`` (the hooks are documented in ``recipes.plugins.hookspecs`` and in
   ``docs/plugin_hooks.md``).
 - Provider types the hooks return: ``DataFormat``, ``QuantizationBackend``, ``CallbackPlugin`` (with
-  the ``StageContext`` its factory receives), ``LossFunction``, ``ModelFamily`` (with ``BundledModel``);
+  the ``StageContext`` its factory receives and the ``RunContext`` its ``finish`` receives),
+  ``LossFunction``, ``ModelFamily`` (with ``BundledModel``);
   ``NoOptions`` for providers that take none.
 - Record helpers for data formats: ``read_table`` (json/jsonl/csv/parquet rows with their
   ``file:line`` places, streamed, compressed files too), ``convert_records`` (rows -> records with
@@ -28,11 +29,11 @@ from recipes.data.records import RECORD_SUFFIXES, convert_records, field, json_f
 from recipes.errors import Problem, RecipeError
 from recipes.family import BundledModel, ModelFamily
 from recipes.plugins.hookspecs import (API_VERSION, CallbackPlugin, DataFormat, LossFunction, NoOptions, QuantizationBackend,
-                                       StageContext, hookimpl)
+                                       RunContext, StageContext, hookimpl)
 
 __all__ = [
     "API_VERSION", "hookimpl",
-    "DataFormat", "QuantizationBackend", "CallbackPlugin", "StageContext", "LossFunction", "ModelFamily",
+    "DataFormat", "QuantizationBackend", "CallbackPlugin", "StageContext", "RunContext", "LossFunction", "ModelFamily",
     "BundledModel", "NoOptions",
     "read_table", "read_text_file", "convert_records", "field", "json_field", "RECORD_SUFFIXES",
     "ConversationOptions", "conversation", "tool_call",

@@ -5,7 +5,9 @@ with a real plugin. A new hook without any of these fails here."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
+import math
 import re
 import types
 from pathlib import Path
@@ -28,13 +30,18 @@ CONTRACT = {
         "plugins/recipes-qa-markdown/tests/test_qa_markdown.py::test_the_plugin_is_loaded_from_its_entry_point"]),
     "register_quantization_backends": ("backends", "lowmem", [
         "tests/test_quantization.py::test_each_bitsandbytes_setting_loads_and_trains_on_cpu",
-        "tests/test_hook_docs.py::test_a_third_party_backend_and_loss_train_a_stage"]),
+        "tests/test_hook_docs.py::test_a_third_party_backend_and_loss_train_a_stage",
+        "tests/test_hook_docs.py::test_a_backends_bytes_per_weight_is_what_plan_counts",
+        "plugins/recipes-torchao/tests/test_torchao.py::test_the_demo_trains_both_stages_on_torchao_layers_and_merges_plain_weights"]),
     "register_callbacks": ("callbacks", "step_printer", [
         "tests/test_demo_qlora.py::test_both_stages_train_lora_on_bitsandbytes_4bit_layers",
-        "tests/test_resume.py::test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint"]),
+        "tests/test_resume.py::test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint",
+        "tests/test_hook_docs.py::test_a_callbacks_finish_runs_once_after_the_report",
+        "plugins/recipes-mlflow/tests/test_mlflow_tracker.py::test_a_two_stage_run_leaves_both_stages_in_the_file_store"]),
     "register_loss_functions": ("losses", "plain", [
         "tests/test_chunked_loss.py::test_a_plugin_on_the_same_hook_provides_a_loss_and_the_builtins_build",
-        "tests/test_hook_docs.py::test_a_third_party_backend_and_loss_train_a_stage"]),
+        "tests/test_hook_docs.py::test_a_third_party_backend_and_loss_train_a_stage",
+        "plugins/recipes-liger/tests/test_liger.py::test_a_real_run_on_cpu_is_refused_with_one_line"]),
     "register_model_families": ("families", "chatml-demo", [
         "tests/test_hook_docs.py::test_the_family_comes_from_its_plugin_and_a_second_one_is_refused"]),
 }
@@ -154,3 +161,84 @@ format = "text"
     assert result.steps == 2 and result.first_loss is not None
     recorded = json.loads((tmp_path / "run" / "recipe.json").read_text())
     assert recorded["quantization"]["backend"] == "lowmem" and recorded["stages"][0]["settings"]["loss"] == "plain"
+
+
+def test_a_backends_bytes_per_weight_is_what_plan_counts(tmp_path):
+    """QuantizationBackend.bytes_per_weight: plan counts the linear layers at the backend's bytes and
+    the rest at the stage's precision; a backend without it is counted unquantized."""
+    from conftest import write
+    from qwen_recipes.shapes import shape_of
+    from qwen_recipes.tiny import CONFIG
+    from recipes.api import NoOptions, QuantizationBackend
+    from recipes.config.load import load_recipe
+    from recipes.planning.estimate import recipe_estimate
+    from recipes.planning.plan import make_plan
+
+    seen = []
+
+    def three_quarters(options, precision):
+        seen.append(precision)
+        return 0.75
+
+    plugin = types.ModuleType("half_byte_plugin")
+    plugin.register_quantization_backends = hookspecs.hookimpl(lambda: [
+        QuantizationBackend("threequarters", lambda o, d: {}, lambda m, o, g: m, NoOptions, quantizes=True,
+                            bytes_per_weight=three_quarters),
+        QuantizationBackend("plain", lambda o, d: {}, lambda m, o, g: m, NoOptions)])
+    registry = get_registry(extra_plugins=(plugin,))
+    write(tmp_path / "notes.txt", "Bees keep the hive warm in winter.\n" * 4)
+
+    def weights(backend: str) -> int:
+        recipe = write(tmp_path / f"{backend}.toml", f'[model]\npath = "bundled:tiny-qwen2"\n[quantization]\n'
+                       f'backend = "{backend}"\n[[stages]]\nname = "d"\nkind = "pretrain"\nprecision = "bf16"\n'
+                       '[[stages.data]]\npath = "notes.txt"\nformat = "text"\n')
+        loaded = load_recipe(str(recipe), registry)
+        return recipe_estimate(loaded, make_plan(loaded, registry), "cuda")["stages"][0]["memory"]["weights"]
+
+    shape = shape_of({"model_type": "qwen2", **CONFIG})
+    linear = shape.linear_parameters
+    assert weights("threequarters") == math.ceil(linear * 0.75) + (shape.total_parameters - linear) * 2
+    assert seen == ["bf16"]
+    assert weights("plain") == shape.total_parameters * 2
+
+
+def test_a_callbacks_finish_runs_once_after_the_report(tmp_path, tiny_model, monkeypatch):
+    """CallbackPlugin.finish: `recipes run` calls it once, after the report's PNGs exist, with the run's
+    name and stages (the documented example, registered as a plugin, run through the real CLI)."""
+    from click.testing import CliRunner
+
+    from conftest import write
+    from recipes.cli import main
+    from recipes.plugins import registry as registry_module
+
+    example = _example(_sections()["register_callbacks"])
+    seen = []
+    printer = example.register_callbacks()[0]
+
+    def finish(context):
+        seen.append((context.run_name, context.stage_names, sorted(p.name for p in context.report_dir.glob("*.png"))))
+        printer.finish(context)
+
+    plugin = types.ModuleType("finishing_plugin")
+    plugin.register_callbacks = hookspecs.hookimpl(lambda: [dataclasses.replace(printer, finish=finish)])
+    monkeypatch.setattr(registry_module, "_cached", get_registry(extra_plugins=(plugin,)))
+    write(tmp_path / "notes.txt", "Bees keep the hive warm in winter.\n" * 40)
+    recipe = write(tmp_path / "r.toml", f"""name = "bees"
+callbacks = ["metrics_jsonl", "step_printer"]
+[model]
+path = "{tiny_model}"
+[[stages]]
+name = "domain"
+kind = "pretrain"
+cutoff_len = 32
+max_steps = 2
+logging_steps = 1
+[[stages.data]]
+path = "notes.txt"
+format = "text"
+""")
+    result = CliRunner().invoke(main, ["run", str(recipe), "--output-dir", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert seen == [("bees", ("domain",), ["loss.png"])]
+    assert "domain: step 2" in result.output
+    assert f"bees: 1 stages, report in {tmp_path / 'run' / 'report'}" in result.output.replace("\n", "")

@@ -61,8 +61,9 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
     run_plan(plan, console, registry, tuple(restart))
     if distributed.is_main():
         from recipes.outputs.report import write_report
+        from recipes.run.finish import finish_callbacks
 
-        write_report(plan.run_dir, console)
+        finish_callbacks(plan, write_report(plan.run_dir, console), console)  # CallbackPlugin.finish hooks
 
 
 

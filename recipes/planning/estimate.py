@@ -13,6 +13,7 @@ needed. Tokens come from one of two places:
 
 from __future__ import annotations
 
+import functools
 import math
 
 from recipes.errors import RecipeError
@@ -52,7 +53,9 @@ def recipe_estimate(loaded: LoadedRecipe, plan: Plan, device: str = "cuda", toke
     quantization = loaded.recipe.quantization
     quant = {"backend": plan.backend.name, **plan.backend_options.model_dump(mode="json")}
     tokenizer = _tokenizer(plan) if tokenize else None
-    stages = [stage_estimate(stage, shape, quant, device, tokenizer, plan.distributed, processes)
+    width = plan.backend.bytes_per_weight
+    width = None if width is None else functools.partial(width, plan.backend_options)  # a plugin backend's count
+    stages = [stage_estimate(stage, shape, quant, device, tokenizer, plan.distributed, processes, width)
               for stage in plan.stages]
     from recipes.planning.trainable import qwen1_translation, token_rows_estimate
 
@@ -77,12 +80,12 @@ def recipe_estimate(loaded: LoadedRecipe, plan: Plan, device: str = "cuda", toke
 
 
 def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tokenizer=None,
-                   distributed=None, processes: int = 1) -> dict:
+                   distributed=None, processes: int = 1, bytes_per_weight=None) -> dict:
     s = stage.settings
     base = shape.total_parameters
     lora = shape.lora_parameters(s.lora_target, s.lora_rank)
     wrapped = shape.targeted(s.lora_target)
-    memory = estimate_memory(shape, s, quantization, device, stage.logit_positions)
+    memory = estimate_memory(shape, s, quantization, device, stage.logit_positions, bytes_per_weight)
     if distributed is not None:
         memory = shard(memory, distributed.strategy, processes, distributed.fsdp_sharding, distributed.zero_stage,
                        distributed.cpu_offload)
@@ -173,7 +176,8 @@ def estimate_lines(estimate: dict) -> list[str]:
     model, quant = estimate["model"], estimate["quantization"]
     where = "per GPU" if estimate["device"] == "cuda" else "CPU process growth"
     quantized = "" if quant["backend"] == "none" else (
-        f", {quant['backend']} {quant.get('bits', '')}-bit" + (f" {quant['quant_type']}" if quant.get("bits") == 4 else ""))
+        f", {quant['backend']}" + (f" {quant['bits']}-bit" if "bits" in quant else "")
+        + (f" {quant['quant_type']}" if quant.get("bits") == 4 else "") + (f" {quant['scheme']}" if "scheme" in quant else ""))
     lines = [f"model {model['path']} ({model['model_type']}, {model['total_parameters']:,} parameters, "
              f"{model['layers']} layers, hidden {model['hidden']}, vocab {model['vocab']:,}"
              f"{', tied embeddings' if model['tied_embeddings'] else ''}; config: {model['config']}){quantized}"]

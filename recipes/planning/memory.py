@@ -97,9 +97,14 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bf16" if device == "cuda" else "fp32"
 
 
-def weight_bytes(shape: Shape, precision: str, quantization: dict | None) -> int:
-    """The base model's weights as loaded: ``quantization`` is ``{"backend": ..., **options}``."""
-    if not quantization or quantization.get("backend", "none") == "none":
+def weight_bytes(shape: Shape, precision: str, quantization: dict | None, bytes_per_weight=None) -> int:
+    """The base model's weights as loaded: ``quantization`` is ``{"backend": ..., **options}``;
+    ``bytes_per_weight(precision)``: what a plugin backend says each quantized linear weight takes
+    (``QuantizationBackend.bytes_per_weight``), the rest counted at the stage's precision."""
+    if bytes_per_weight is not None:
+        linear = shape.linear_parameters
+        return math.ceil(linear * bytes_per_weight(precision)) + (shape.total_parameters - linear) * BYTES[precision]
+    if not quantization or quantization.get("backend", "none") != "bitsandbytes":
         return shape.total_parameters * BYTES[precision]
     linear = shape.linear_parameters
     rest = (shape.total_parameters - linear) * 4  # cast to fp32 by prepare_model_for_kbit_training
@@ -151,9 +156,10 @@ def logits_bytes(shape: Shape, tokens: int, positions: int | None = None) -> int
 
 
 def estimate_memory(shape: Shape, settings: StageSettings, quantization: dict | None = None,
-                    device: str = "cuda", logit_positions=None) -> MemoryEstimate:
+                    device: str = "cuda", logit_positions=None, bytes_per_weight=None) -> MemoryEstimate:
     """The estimate for one stage: ``settings`` are its resolved settings (``StagePlan.settings``);
-    ``logit_positions(tokens)`` says how many positions' logits its loss holds at once (None: all)."""
+    ``logit_positions(tokens)`` says how many positions' logits its loss holds at once (None: all);
+    ``bytes_per_weight(precision)`` is a plugin backend's own count (see ``weight_bytes``)."""
     precision = resolve_precision(settings.precision, device)
     width = BYTES[precision]
     lora = shape.lora_parameters(settings.lora_target, settings.lora_rank)
@@ -163,7 +169,7 @@ def estimate_memory(shape: Shape, settings: StageSettings, quantization: dict | 
     without = tokens * (shape.layers * layer + final_norm)
     with_checkpointing = tokens * (shape.layers * width * shape.hidden + layer + final_norm)
     return MemoryEstimate(
-        weights=weight_bytes(shape, precision, quantization),
+        weights=weight_bytes(shape, precision, quantization, bytes_per_weight),
         lora_weights=lora * 4,
         gradients=lora * 4,
         optimizer=lora * optimizer_bytes_per_parameter(settings.optim),

@@ -83,6 +83,11 @@ class QuantizationBackend:
       ``peft.prepare_model_for_kbit_training``).
     - ``quantizes``: True when the loaded weights are quantized. Then a stage's adapter is never
       merged into them: the host reloads the base unquantized to merge.
+    - ``bytes_per_weight(options, precision)``, optional: the bytes each weight of the quantized
+      linear layers takes as loaded (scales and other constants included), for ``recipes plan``;
+      ``precision`` is the stage's resolved one (``"fp32"``, ``"bf16"``, ...). The other parameters
+      (embeddings, norms, the output head) are counted at that precision. None (the default) counts
+      every weight at the stage's precision, as for unquantized weights.
     """
 
     name: str
@@ -91,6 +96,7 @@ class QuantizationBackend:
     options_model: type[BaseModel] = NoOptions
     quantizes: bool = False
     description: str = ""
+    bytes_per_weight: Optional[Callable[[BaseModel, str], float]] = None
 
 
 @dataclass(frozen=True)
@@ -106,18 +112,34 @@ class StageContext:
 
 
 @dataclass(frozen=True)
+class RunContext:
+    """What a callback's ``finish`` learns about the run that ended."""
+
+    run_dir: Any  # pathlib.Path of the run folder (recipe.json, metrics.jsonl, manifest.json)
+    report_dir: Any  # pathlib.Path of <run>/report: report.json, report.md and the PNGs, written
+    run_name: str  # the recipe's name
+    stage_names: tuple  # every stage of the plan, in order
+    console: Any  # rich.console.Console the run prints to
+
+
+@dataclass(frozen=True)
 class CallbackPlugin:
     """A training callback.
 
     ``build(context)`` is called at the start of each stage with a ``StageContext`` and returns a
     ``transformers.TrainerCallback`` (or None to sit this stage out). ``default``: used when the recipe
     has no ``callbacks`` list; a recipe's ``callbacks = [...]`` names exactly the ones to use.
+
+    ``finish(context)``, optional: called once by ``recipes run`` on the main process after every
+    stage has run and the report is written, with a ``RunContext``, for example to upload the
+    report's PNGs to a tracker. Not called when the run fails (the stages' callbacks saw the failure).
     """
 
     name: str
     build: Callable[[StageContext], Optional[Any]]
     default: bool = True
     description: str = ""
+    finish: Optional[Callable[[RunContext], None]] = None
 
 
 @dataclass(frozen=True)

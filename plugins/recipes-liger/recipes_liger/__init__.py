@@ -1,0 +1,1 @@
+"""Liger fused linear cross-entropy as a recipes loss function (CUDA GPUs)."""
