@@ -132,7 +132,7 @@ def check_recipe(name_or_path: str, registry: Registry | None = None) -> Checked
 def _name_the_key(message: str, text: str, line: int | None) -> str:
     """tomllib's "Cannot overwrite a value" says neither which key nor where it was first set."""
     if message.startswith("Cannot declare"):
-        return f"{message} (a [table] appears twice); merge them into one"
+        return f"{message}: that table header appears twice; merge them into one"
     if line is None or not message.startswith("Cannot overwrite"):
         return message
     source = text.splitlines()[line - 1] if line <= len(text.splitlines()) else ""
