@@ -88,7 +88,7 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
     from recipes.plugins.registry import get_registry
 
     registry = get_registry()
-    loaded = load_recipe(recipe, registry)  # validation first: nothing heavy is loaded on a mistake
+    loaded = load_recipe(recipe, registry, preflight="run")  # validation and every stage's data first
     from recipes.training import distributed
 
     err = _console(stderr=True)
@@ -137,7 +137,7 @@ def validate(recipes, strict, as_json):
     registry = get_registry()
     reports, error_lines, warning_lines = [], [], []
     for name in recipes:
-        checked = check_recipe(name, registry)
+        checked = check_recipe(name, registry, preflight=True)
         errors = checked.problems + (checked.warnings if strict else [])
         warnings = [] if strict else checked.warnings
         error_lines += [str(p) for p in errors]

@@ -91,8 +91,10 @@ class Checked:
     warnings: list[Problem]
 
 
-def check_recipe(name_or_path: str, registry: Registry | None = None) -> Checked:
-    """Read, parse and check a recipe; every problem is collected, none raised."""
+def check_recipe(name_or_path: str, registry: Registry | None = None, preflight: bool | str = False) -> Checked:
+    """Read, parse and check a recipe; every problem is collected, none raised. With ``preflight``
+    (validate; ``"run"`` at the start of a run, where resolving the model says the rest) also read every
+    stage's data and look for the tokenizer (recipes.config.preflight)."""
     try:
         path = find_recipe(name_or_path)
     except RecipeError as exc:
@@ -125,6 +127,10 @@ def check_recipe(name_or_path: str, registry: Registry | None = None) -> Checked
         from recipes.config.checks import check
 
         check(loaded, registry or get_registry(), collector)
+        if preflight and not collector.problems:
+            from recipes.config.preflight import preflight as read_ahead
+
+            read_ahead(loaded, registry or get_registry(), collector, warn_uncached=preflight != "run")
         loaded.warnings = Collector.in_order(collector.warnings)
     return Checked(str(path), loaded, Collector.in_order(collector.problems), Collector.in_order(collector.warnings))
 
@@ -142,10 +148,11 @@ def _name_the_key(message: str, text: str, line: int | None) -> str:
     return f"{message}: {key.group(1).strip()!r} is set twice; keep one of them"
 
 
-def load_recipe(name_or_path: str, registry: Registry | None = None, strict: bool = False) -> LoadedRecipe:
+def load_recipe(name_or_path: str, registry: Registry | None = None, strict: bool = False,
+                preflight: bool | str = False) -> LoadedRecipe:
     """A checked recipe. Raises RecipeError listing every problem found (and, with ``strict``, every
     warning)."""
-    checked = check_recipe(name_or_path, registry)
+    checked = check_recipe(name_or_path, registry, preflight)
     problems = checked.problems + (checked.warnings if strict else [])
     if problems:
         raise RecipeError(Collector.in_order(problems))
