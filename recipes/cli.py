@@ -112,8 +112,13 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
     from recipes.run.runner import run_plan
 
     console = _console() if distributed.is_main() else _quiet_console()
-    run_plan(plan, console, registry, tuple(restart))
+    trained = run_plan(plan, console, registry, tuple(restart))
     if distributed.is_main():
+        drawn = plan.run_dir / "report" / "report.json"
+        manifest = plan.run_dir / "manifest.json"
+        if not trained and drawn.is_file() and drawn.stat().st_mtime >= manifest.stat().st_mtime:
+            console.print(f"report: {drawn.parent} (unchanged; `recipes report {plan.run_dir}` prints it)")
+            return
         from recipes.outputs.report import write_report
 
         write_report(plan.run_dir, console)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def rank() -> int:
@@ -61,5 +62,9 @@ def launch(argv: list[str], nproc: int, nnodes: int, node_rank: int, master_addr
     else:
         command += ["--node_rank", str(node_rank), "--master_addr", master_addr or "127.0.0.1",
                     "--master_port", str(master_port or 29500)]
-    command += ["-m", "recipes", *argv]
+    # the package's __main__.py by path, not `-m recipes`: with -m each process puts the current folder
+    # first on the import path, and a `recipes/` folder there (of recipe files) would shadow the package
+    import recipes
+
+    command += [str(Path(recipes.__file__).resolve().parent / "__main__.py"), *argv]
     return subprocess.call(command)
