@@ -95,6 +95,10 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
     for warning in (loaded.warnings if not distributed.launched() else []):  # said once, by the launcher
         err.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
     plan = make_plan(loaded, registry, output_dir)
+    try:
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RecipeError(f"run folder {plan.run_dir}: cannot create it ({exc.strerror}); give another (-o)") from None
     from recipes.config.schema import did_you_mean
 
     unknown = [name for name in restart if name not in {s.name for s in plan.stages}]
@@ -258,7 +262,12 @@ def schema(output):
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        if not output.parent.is_dir():
+            raise RecipeError(f"--output {output}: the folder {output.parent} does not exist; create it first")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise RecipeError(f"--output {output}: cannot write it ({exc.strerror}); give another path") from None
         _console().print(f"wrote {output}")
 
 
@@ -337,7 +346,12 @@ def cp(name, destination):
     target = destination / f"{stem}.toml" if destination.is_dir() else destination
     if target.exists():
         raise RecipeError(f"{target}: already exists; give another path or remove it first")
-    shutil.copyfile(bundled[stem], target)
+    if not target.parent.is_dir():
+        raise RecipeError(f"{target}: the folder {target.parent} does not exist; create it first or give another path")
+    try:
+        shutil.copyfile(bundled[stem], target)
+    except OSError as exc:
+        raise RecipeError(f"{target}: cannot write it ({exc.strerror}); give another path") from None
     _console().print(f"copied {stem} to {target}")
 
 
