@@ -91,6 +91,17 @@ def _files(folder: Path) -> list[Path]:
     return [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MARKER]
 
 
+def _read_sha256(path: Path) -> str:
+    """Read now (not the per-process cache keyed on size and mtime, which an edit can keep)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def checksums(folder: Path) -> dict:
     """Every file of a published folder: size, modification time and sha256."""
     out = {}
@@ -117,6 +128,6 @@ def matches(folder: Path, files: dict, full: bool | None = None) -> bool:
         stat = path.stat()
         if stat.st_size != record["size"]:
             return False
-        if (full or stat.st_mtime_ns != record.get("mtime_ns")) and file_sha256(path) != record["sha256"]:
+        if (full or stat.st_mtime_ns != record.get("mtime_ns")) and _read_sha256(path) != record["sha256"]:
             return False
     return True
