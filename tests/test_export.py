@@ -68,9 +68,15 @@ def test_force_replaces_a_folder_that_is_not_empty(demo_qlora_run, tmp_path):
     (to / "old").mkdir(parents=True)
     refused = export(run_dir, "--to", to, "--adapter", "--stage", "domain")
     assert refused.exit_code == 2 and "exists and is not empty; give another folder, or --force" in refused.output
-    result = export(run_dir, "--to", to, "--adapter", "--stage", "domain", "--force")
+    foreign = export(run_dir, "--to", to, "--adapter", "--stage", "domain", "--force")
+    assert foreign.exit_code == 2 and "--force replaces only a folder an earlier `recipes export` wrote" in foreign.output
+    assert (to / "old").is_dir()  # not ours: kept (issue 20)
+    ours = tmp_path / "ours"
+    assert export(run_dir, "--to", ours, "--adapter", "--stage", "domain").exit_code == 0
+    (ours / "old").mkdir()
+    result = export(run_dir, "--to", ours, "--adapter", "--stage", "domain", "--force")
     assert result.exit_code == 0, result.output
-    assert not (to / "old").exists() and (to / "adapter_model.safetensors").is_file()
+    assert not (ours / "old").exists() and (ours / "adapter_model.safetensors").is_file()
 
 
 @pytest.fixture

@@ -42,7 +42,12 @@ def cp(name, destination):
     target = destination / f"{stem}.toml" if destination.is_dir() else destination
     if target.exists():
         raise RecipeError(f"{target}: already exists; give another path or remove it first")
-    shutil.copyfile(bundled[stem], target)
+    if not target.parent.is_dir():
+        raise RecipeError(f"{target}: the folder {target.parent} does not exist; create it first or give another path")
+    try:
+        shutil.copyfile(bundled[stem], target)
+    except OSError as exc:
+        raise RecipeError(f"{target}: cannot write it ({exc.strerror}); give another path") from None
     _console().print(f"copied {stem} to {target}")
 
 

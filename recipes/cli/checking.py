@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from recipes.errors import RecipeError
 from recipes.cli.common import main, _console, _fail, friendly
 
 
@@ -28,7 +29,7 @@ def validate(recipes, strict, as_json):
     registry = get_registry()
     reports, error_lines, warning_lines = [], [], []
     for name in recipes:
-        checked = check_recipe(name, registry)
+        checked = check_recipe(name, registry, preflight=True)
         errors = checked.problems + (checked.warnings if strict else [])
         warnings = [] if strict else checked.warnings
         error_lines += [str(p) for p in errors]
@@ -105,5 +106,10 @@ def schema(output):
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        if not output.parent.is_dir():
+            raise RecipeError(f"--output {output}: the folder {output.parent} does not exist; create it first")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise RecipeError(f"--output {output}: cannot write it ({exc.strerror}); give another path") from None
         _console().print(f"wrote {output}")

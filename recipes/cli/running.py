@@ -31,13 +31,17 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
     from recipes.plugins.registry import get_registry
 
     registry = get_registry()
-    loaded = load_recipe(recipe, registry)  # validation first: nothing heavy is loaded on a mistake
+    loaded = load_recipe(recipe, registry, preflight="run")  # validation and every stage's data first
     from recipes.training import distributed
 
     err = _console(stderr=True)
     for warning in (loaded.warnings if not distributed.launched() else []):  # said once, by the launcher
         err.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
     plan = make_plan(loaded, registry, output_dir)
+    try:
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RecipeError(f"run folder {plan.run_dir}: cannot create it ({exc.strerror}); give another (-o)") from None
     from recipes.config.schema import did_you_mean
 
     unknown = [name for name in restart if name not in {s.name for s in plan.stages}]
@@ -58,8 +62,13 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
     from recipes.run.runner import run_plan
 
     console = _console() if distributed.is_main() else _quiet_console()
-    run_plan(plan, console, registry, tuple(restart))
+    trained = run_plan(plan, console, registry, tuple(restart))
     if distributed.is_main():
+        drawn = plan.run_dir / "report" / "report.json"
+        manifest = plan.run_dir / "manifest.json"
+        if not trained and drawn.is_file() and drawn.stat().st_mtime >= manifest.stat().st_mtime:
+            console.print(f"report: {drawn.parent} (unchanged; `recipes report {plan.run_dir}` prints it)")
+            return
         from recipes.outputs.report import write_report
         from recipes.run.finish import finish_callbacks
 
@@ -70,11 +79,9 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
 def _processes(requested):
     import os
 
-    import torch
+    from recipes.training.distributed import processes_to_launch, visible_gpus
 
-    from recipes.training.distributed import processes_to_launch
-
-    return processes_to_launch(requested, torch.cuda.device_count(), os.environ)
+    return processes_to_launch(requested, visible_gpus(), os.environ)  # no torch: a finished plan's re-run stays fast
 
 @main.command(name="prepare")
 @click.argument("recipe")

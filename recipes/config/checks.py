@@ -21,6 +21,10 @@ from recipes.plugins.registry import Registry
 from recipes.config.schema import MODEL_REF, Recipe, did_you_mean
 
 
+# Formats that a plugin package shipped with recipes (plugins/) provides, for an install hint
+PLUGIN_PACKAGES = {"dolly": "recipes-dolly-format", "qa_markdown": "recipes-qa-markdown"}
+
+
 def check(loaded: LoadedRecipe, registry: Registry, problems: Collector) -> None:
     recipe = loaded.recipe
     base_dir = loaded.path.resolve().parent
@@ -110,8 +114,10 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
                 loaded.sources[(index, group, source_index)] = resolved
                 fmt = registry.formats.get(resolved.format)
                 if fmt is None:
-                    problems.add(at + ("format",), f"unknown data format {resolved.format!r}; "
-                                 f"{did_you_mean(resolved.format, sorted(registry.formats))}")
+                    package = PLUGIN_PACKAGES.get(resolved.format)  # issue 20: an install hint
+                    hint = (f"the plugin package {package} provides it: pip install -e plugins/{package}"
+                            if package else did_you_mean(resolved.format, sorted(registry.formats)))
+                    problems.add(at + ("format",), f"unknown data format {resolved.format!r}; {hint}")
                     continue
                 if fmt.yields != wanted and group == "data":
                     problems.add(at + ("format",) if source.format else at + ("dataset",), f"format "

@@ -91,19 +91,29 @@ class Checked:
     warnings: list[Problem]
 
 
-def check_recipe(name_or_path: str, registry: Registry | None = None) -> Checked:
-    """Read, parse and check a recipe; every problem is collected, none raised."""
+def check_recipe(name_or_path: str, registry: Registry | None = None, preflight: bool | str = False) -> Checked:
+    """Read, parse and check a recipe; every problem is collected, none raised. With ``preflight``
+    (validate; ``"run"`` at the start of a run, where resolving the model says the rest) also read every
+    stage's data and look for the tokenizer (recipes.config.preflight)."""
     try:
         path = find_recipe(name_or_path)
     except RecipeError as exc:
         return Checked(name_or_path, None, exc.problems, [])
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        return Checked(str(path), None, [Problem(f"not UTF-8 text (byte {exc.start}): a recipe is a TOML text "
+                                                 "file; save it as UTF-8", str(path), line)], [])
+    except OSError as exc:
+        return Checked(str(path), None, [Problem(f"cannot read it: {exc.strerror}", str(path))], [])
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         line, column = (int(found.group(1)), int(found.group(2))) if found else (None, None)
+        message = _name_the_key(message, text, line)
         return Checked(str(path), None, [Problem(f"TOML syntax error: {message}", str(path), line, None, column)], [])
     lines = locate(text)
     collector = Collector(path, lines)
@@ -117,14 +127,32 @@ def check_recipe(name_or_path: str, registry: Registry | None = None) -> Checked
         from recipes.config.checks import check
 
         check(loaded, registry or get_registry(), collector)
+        if preflight and not collector.problems:
+            from recipes.config.preflight import preflight as read_ahead
+
+            read_ahead(loaded, registry or get_registry(), collector, warn_uncached=preflight != "run")
         loaded.warnings = Collector.in_order(collector.warnings)
     return Checked(str(path), loaded, Collector.in_order(collector.problems), Collector.in_order(collector.warnings))
 
 
-def load_recipe(name_or_path: str, registry: Registry | None = None, strict: bool = False) -> LoadedRecipe:
+def _name_the_key(message: str, text: str, line: int | None) -> str:
+    """tomllib's "Cannot overwrite a value" says neither which key nor where it was first set."""
+    if message.startswith("Cannot declare"):
+        return f"{message}: that table header appears twice; merge them into one"
+    if line is None or not message.startswith("Cannot overwrite"):
+        return message
+    source = text.splitlines()[line - 1] if line <= len(text.splitlines()) else ""
+    key = re.match(r"\s*([^=\s]+)\s*=", source)
+    if not key:
+        return message
+    return f"{message}: {key.group(1).strip()!r} is set twice; keep one of them"
+
+
+def load_recipe(name_or_path: str, registry: Registry | None = None, strict: bool = False,
+                preflight: bool | str = False) -> LoadedRecipe:
     """A checked recipe. Raises RecipeError listing every problem found (and, with ``strict``, every
     warning)."""
-    checked = check_recipe(name_or_path, registry)
+    checked = check_recipe(name_or_path, registry, preflight)
     problems = checked.problems + (checked.warnings if strict else [])
     if problems:
         raise RecipeError(Collector.in_order(problems))

@@ -86,7 +86,10 @@ class DataSource(Strict):
 
 class Settings(Strict):
     """LoRA and training settings. All optional here: unset keys fall back to [defaults], then to
-    the seed plan's value for the stage's kind."""
+    the seed plan's value for the stage's kind. Strict types: ``max_steps = "4"`` or
+    ``gradient_checkpointing = "no"`` are refused, not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     # LoRA
     lora_rank: Optional[int] = Field(None, gt=0, le=1024)

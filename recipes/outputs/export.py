@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recipes.errors import RecipeError
-from recipes.run.manifest import MANIFEST_NAME, Manifest
+from recipes.run.manifest import MANIFEST_NAME, Manifest, inside
 from recipes.outputs.run_folder import recorded_recipe, stage_order
-from recipes.run.publish import matches, publishing
+from recipes.run.publish import MARKER, matches, publishing
 from recipes.config.schema import MODEL_REF, TORCH_DTYPE_NAMES, did_you_mean
 
 DTYPES = tuple(TORCH_DTYPE_NAMES)
@@ -85,6 +85,9 @@ def export_request(run_dir: Path, to: Path | None, stage: str | None = None, wha
         raise RecipeError(f"--to {to}: exists and is not a folder")
     if to.is_dir() and any(to.iterdir()) and not force:
         raise RecipeError(f"--to {to}: exists and is not empty; give another folder, or --force to replace it")
+    if to.is_dir() and any(to.iterdir()) and not (to / MARKER).is_file():
+        raise RecipeError(f"--to {to}: --force replaces only a folder an earlier `recipes export` wrote (it holds "
+                          f"{MARKER}); this one it did not write: give another folder, or empty it yourself")
     manifest = Manifest.load(run_dir)
     order = [(name, (kind, base)) for name, kind, base in stage_order(run_dir, manifest.data["stages"])]
     if not order:
@@ -102,7 +105,7 @@ def export_request(run_dir: Path, to: Path | None, stage: str | None = None, wha
     if not recorded:
         raise RecipeError(f"stage {name!r}: the manifest records no {what} output; run the stage again "
                           f"(recipes run RECIPE --restart {name})")
-    source = run_dir / recorded["path"]
+    source = inside(run_dir, recorded["path"])
     if not matches(source, recorded["files"]):
         raise RecipeError(f"{source}: its files changed since the stage published them (see {MANIFEST_NAME}); "
                           f"run the stage again (recipes run RECIPE --restart {name})")
@@ -118,7 +121,6 @@ def export(request: ExportRequest) -> list[str]:
 
     hf_logging.disable_progress_bar()
     with publishing(request.to) as (side,):
-        side.mkdir()
         if request.what == "merged":
             notes = _write_merged(request, side)
         else:

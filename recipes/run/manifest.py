@@ -40,6 +40,15 @@ def fsync_dir(folder: Path) -> None:
         os.close(descriptor)
 
 
+def inside(run_dir: Path, recorded: str) -> Path:
+    """A path the manifest records, which must stay inside the run folder (never ``/``, ``..``)."""
+    path = (run_dir / recorded).resolve()
+    if not path.is_relative_to(run_dir.resolve()):
+        raise RecipeError(f"{run_dir / MANIFEST_NAME}: records {recorded!r}, outside the run folder; the manifest "
+                          "was edited by hand: move it away to start the run afresh")
+    return path
+
+
 class Manifest:
     def __init__(self, run_dir: Path, data: dict):
         self.run_dir, self.data = run_dir, data

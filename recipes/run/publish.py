@@ -10,9 +10,34 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from recipes.errors import TrainingError
+from recipes.errors import RecipeError, TrainingError
 from recipes.hashing import file_sha256
 from recipes.run.manifest import fsync_dir
+
+# Inside every folder publishing writes (and so inside what it renames to .NAME.old): what it may delete
+MARKER = ".written-by-recipes"
+# Published files are checked by content (sha256) up to this many bytes in all; beyond, by size and
+# modification time, and by content where the time differs.
+FULL_CHECK_BYTES = 512 << 20
+
+
+def _remove_own(folder: Path) -> None:
+    """Delete a leftover side folder, only if publishing wrote it."""
+    if not folder.exists():
+        return
+    if not (folder / MARKER).is_file():
+        raise RecipeError(f"{folder}: in the way of publishing, and not written by recipes (no {MARKER}); "
+                          "move it away and run the same command again")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def readable_files(folder: Path) -> None:
+    """Every file 0644 less the umask, like the rest of the run (safetensors writes 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o666 & ~mask)
 
 
 @contextmanager
@@ -22,11 +47,16 @@ def publishing(*folders: Path, keep_note: str = ""):
     sides = [folder.with_name(f".{folder.name}.partial") for folder in folders]
     for folder, side in zip(folders, sides):
         folder.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(side, ignore_errors=True)
-        shutil.rmtree(folder.with_name(f".{folder.name}.old"), ignore_errors=True)
+        _remove_own(side)
+        _remove_own(folder.with_name(f".{folder.name}.old"))
     try:
+        for side in sides:
+            side.mkdir()
+            (side / MARKER).write_text("written by recipes; `recipes export --force` may replace this folder\n",
+                                       encoding="utf-8")
         yield sides
         for side in sides:
+            readable_files(side)
             _fsync_tree(side)
     except BaseException as exc:
         for side in sides:
@@ -57,22 +87,47 @@ def _fsync_tree(folder: Path) -> None:
     fsync_dir(folder)
 
 
+def _files(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MARKER]
+
+
+def _read_sha256(path: Path) -> str:
+    """Read now (not the per-process cache keyed on size and mtime, which an edit can keep)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def checksums(folder: Path) -> dict:
-    """Every file of a published folder: size and sha256."""
-    return {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file of a published folder: size, modification time and sha256."""
+    out = {}
+    for p in _files(folder):
+        stat = p.stat()
+        out[str(p.relative_to(folder))] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                                           "sha256": file_sha256(p)}
+    return out
 
 
-def matches(folder: Path, files: dict, full: bool = False) -> bool:
-    """Whether a published folder still holds exactly the recorded files (by size; by checksum too
-    with ``full``)."""
+def matches(folder: Path, files: dict, full: bool | None = None) -> bool:
+    """Whether a published folder still holds exactly the recorded files: by size, then by content
+    (sha256) where that is cheap (``full`` None: up to FULL_CHECK_BYTES in all) or where the
+    modification time differs from the recorded one."""
     if not folder.is_dir():
         return False
-    present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    present = {str(p.relative_to(folder)) for p in _files(folder)}
     if present != set(files):
         return False
+    if full is None:
+        full = sum(record["size"] for record in files.values()) <= FULL_CHECK_BYTES
     for name, record in files.items():
         path = folder / name
-        if path.stat().st_size != record["size"] or (full and file_sha256(path) != record["sha256"]):
+        stat = path.stat()
+        if stat.st_size != record["size"]:
+            return False
+        if (full or stat.st_mtime_ns != record.get("mtime_ns")) and _read_sha256(path) != record["sha256"]:
             return False
     return True

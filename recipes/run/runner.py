@@ -15,7 +15,8 @@ from recipes.errors import RecipeError
 from recipes.planning.plan import Plan
 from recipes.hashing import digest
 from recipes.run.fingerprint import model_fingerprint, stage_parts, why_changed
-from recipes.run.manifest import Manifest
+from recipes.run.lock import run_folder_lock
+from recipes.run.manifest import Manifest, inside
 from recipes.run.progress import ManifestProgress
 from recipes.run.publish import checksums, matches, publishing
 from recipes.training import distributed
@@ -32,6 +33,31 @@ def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) 
         from recipes.plugins.registry import get_registry
 
         registry = get_registry()
+    with run_folder_lock(plan.run_dir, take=distributed.is_main()):
+        if not distributed.launched() and _all_done(plan, console, registry, restart):
+            return []  # decided without importing torch: nothing to train
+        return _run_locked(plan, console, registry, restart)
+
+
+def _all_done(plan: Plan, console, registry, restart: tuple[str, ...]) -> bool:
+    """Whether every stage is done with the same inputs (then say so, stage by stage)."""
+    if restart or not (plan.run_dir / "manifest.json").is_file():
+        return False
+    plan_run = PlanRun(plan, console, registry, restart)
+    if not all(plan_run.decision(stage)[0] == "skip" for stage in plan.stages):
+        return False
+    console.print(f"[bold]recipes[/] run [cyan]{plan.name}[/] ({plan.recipe_path}) -> {plan.run_dir}")
+    for stage in plan.stages:
+        console.rule(f"stage {stage.index + 1}/{len(plan.stages)}: {stage.name} ({stage.kind})")
+        plan_run.say(f"done earlier with the same inputs (fingerprint {plan_run.own[stage.name][:12]}): skipped")
+        plan_run.say(f"merged model: {stage.merged_dir}")
+    console.rule("done")
+    console.print(f"Run folder: {plan.run_dir.resolve()}")
+    console.print(f"Final model: {plan.stages[-1].merged_dir.resolve()}")
+    return True
+
+
+def _run_locked(plan: Plan, console, registry, restart: tuple[str, ...]) -> list:
     _quiet_libraries()
     import torch
 
@@ -74,7 +100,9 @@ class PlanRun:
         self.main = distributed.is_main()
         self.manifest = Manifest.load(plan.run_dir)
         self.model_path = resolve_model(plan.model_path, plan.revision, console, plan.recipe_path)
+        # what each stage's children start from: its fingerprint and, once published, its outputs' digests
         self.fingerprints = {MODEL_REF: model_fingerprint(self.model_path, plan.revision)}
+        self.own: dict[str, str] = {}  # each stage's own fingerprint
         self.rerun_from: str | None = None  # a stage trained again: the ones after it must follow
 
     def say(self, message: str) -> None:
@@ -92,14 +120,21 @@ class PlanRun:
                 results.append(result)
         return results
 
+    def decision(self, stage) -> tuple[str, str | None, Path | None, dict]:
+        """decide() for one stage (stages in order); records its fingerprints. No torch."""
+        parts = stage_parts(self.plan, stage, self.fingerprints[stage.base], self.registry)
+        fingerprint = self.own[stage.name] = digest(parts)
+        self.fingerprints[stage.name] = published_identity(fingerprint, self.manifest.stage(stage.name))
+        action, why, checkpoint = decide(self.plan, stage, self.manifest.stage(stage.name), fingerprint, parts,
+                                         forced=stage.name in self.restart, after=self.rerun_from)
+        return action, why, checkpoint, parts
+
     def run_stage(self, stage):
         """Skip, resume or train one stage; the result when it trained."""
         plan = self.plan
-        parts = stage_parts(plan, stage, self.fingerprints[stage.base], self.registry)
-        fingerprint = self.fingerprints[stage.name] = digest(parts)
         self.console.rule(f"stage {stage.index + 1}/{len(plan.stages)}: {stage.name} ({stage.kind})")
-        action, why, checkpoint = decide(plan, stage, self.manifest.stage(stage.name), fingerprint, parts,
-                                         forced=stage.name in self.restart, after=self.rerun_from)
+        action, why, checkpoint, parts = self.decision(stage)
+        fingerprint = self.own[stage.name]
         if action == "skip":
             if self.main:
                 shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)  # left by a crash after publishing
@@ -107,6 +142,8 @@ class PlanRun:
             self.say(f"merged model: {stage.merged_dir}")
             return None
         self.rerun_from = self.rerun_from or stage.name
+        if self.main:
+            self.invalidate_after(stage)
         if action == "fresh":
             if why:
                 self.say(f"training afresh: {why}")
@@ -114,7 +151,32 @@ class PlanRun:
                 shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)
             self.manifest.reset(stage.name, status="running", fingerprint=fingerprint, parts=parts,
                                 started=time.time())
-        return self.train_stage(stage, checkpoint)
+        try:
+            result = self.train_stage(stage, checkpoint)
+        except BaseException as exc:
+            self.stopped(stage, exc)
+            raise
+        self.fingerprints[stage.name] = published_identity(fingerprint, self.manifest.stage(stage.name))
+        return result
+
+    def invalidate_after(self, stage) -> None:
+        """The stages after one that trains again start from what it will publish: their earlier
+        results are stale, even if this run stops before reaching them."""
+        for later in self.plan.stages[stage.index + 1:]:
+            if self.manifest.stage(later.name) is not None:
+                self.manifest.reset(later.name, status="stale",
+                                    why=f"{stage.name!r} before it was trained again")
+
+    def stopped(self, stage, exc: BaseException) -> None:
+        """A stage that failed or was interrupted is not left ``running`` in the manifest."""
+        from recipes.errors import Interrupted
+
+        entry = self.manifest.stage(stage.name) or {}
+        if not self.main or entry.get("status") not in ("running", "trained"):
+            return
+        interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt))
+        self.manifest.update(stage.name, status="interrupted" if interrupted else "failed",
+                             error=str(exc) or type(exc).__name__)
 
     def train_stage(self, stage, checkpoint: Path | None):
         from recipes.training.stage import StageRun
@@ -176,17 +238,39 @@ def decide(plan: Plan, stage, entry: dict | None, fingerprint: str, parts: dict,
         return "fresh", None, None
     if after is not None:
         return "fresh", f"{after!r} before it was trained again", None
+    if entry.get("status") == "stale":
+        return "fresh", entry.get("why") or "the stage before it was trained again", None
     if entry.get("fingerprint") != fingerprint:
         return "fresh", why_changed(entry.get("parts", {}), parts), None
     if entry.get("status") == "done":
         outputs = entry.get("outputs", {})
-        if outputs and all(matches(plan.run_dir / o["path"], o["files"]) for o in outputs.values()):
+        if outputs and all(matches(inside(plan.run_dir, o["path"]), o["files"]) for o in outputs.values()):
             return "skip", None, None
         return "fresh", "its published outputs are missing or changed on disk", None
     checkpoint = entry.get("checkpoint")
-    if checkpoint and (plan.run_dir / checkpoint / "trainer_state.json").is_file():
-        return "resume", None, plan.run_dir / checkpoint
+    if checkpoint and (inside(plan.run_dir, checkpoint) / "trainer_state.json").is_file():
+        return "resume", None, inside(plan.run_dir, checkpoint)
+    newest = _newest_complete(stage.checkpoint_dir)  # killed between rotating and recording a checkpoint
+    if checkpoint and newest is not None:
+        return "resume", None, newest
     return "fresh", "it stopped before its first checkpoint", None
+
+
+def _newest_complete(folder: Path) -> Path | None:
+    """The newest checkpoint of a stage that is complete (trainer_state.json is written last)."""
+    found = [(int(p.name.rsplit("-", 1)[1]), p) for p in folder.glob("checkpoint-*")
+             if p.name.rsplit("-", 1)[1].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(found)[1] if found else None
+
+
+def published_identity(fingerprint: str, entry: dict | None) -> str:
+    """What a child stage starts from: the stage's fingerprint and the digests of what it published
+    (a stage trained again publishes other weights: its children follow)."""
+    outputs = (entry or {}).get("outputs") if (entry or {}).get("status") == "done" else None
+    if not outputs:
+        return fingerprint
+    return digest({"fingerprint": fingerprint, "published": {
+        name: {f: r["sha256"] for f, r in o["files"].items()} for name, o in sorted(outputs.items())}})
 
 
 def _quiet_libraries() -> None:

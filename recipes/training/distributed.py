@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Mapping
 
 # the process group's timeout when the recipe does not set one: rank 0 tokenizes a large corpus and
@@ -40,6 +41,19 @@ def launched() -> bool:
 def launched_in(env: Mapping[str, str]) -> bool:
     """Whether ``env`` is that of a process started by a launcher (torchrun, accelerate, deepspeed)."""
     return int(env.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in env
+
+
+def visible_gpus() -> int:
+    """NVIDIA GPUs this process may use, without importing torch (the driver's /proc entries, within
+    ``CUDA_VISIBLE_DEVICES``); 0 on a machine without them."""
+    try:
+        present = len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return present
+    return min(present, len([d for d in listed.split(",") if d.strip() and not d.strip().startswith("-")]))
 
 
 def processes_to_launch(requested: int | None, device_count: int, env: Mapping[str, str]) -> tuple[int, str | None]:
@@ -123,5 +137,9 @@ def launch(argv: list[str], nproc: int, nnodes: int, node_rank: int, master_addr
     else:
         command += ["--node_rank", str(node_rank), "--master_addr", master_addr or "127.0.0.1",
                     "--master_port", str(master_port or 29500)]
-    command += ["-m", "recipes", *argv]
+    # the package's __main__.py by path, not `-m recipes`: with -m each process puts the current folder
+    # first on the import path, and a `recipes/` folder there (of recipe files) would shadow the package
+    import recipes
+
+    command += [str(Path(recipes.__file__).resolve().parent / "__main__.py"), *argv]
     return subprocess.call(command)

@@ -12,6 +12,11 @@ def evaluate(trainer) -> dict:
     out = {}
     for name in sets:
         loss = metrics.get(f"eval_{name}_loss" if name else "eval_loss")
+        if loss is not None and not math.isfinite(loss):
+            from recipes.errors import TrainingError
+
+            raise TrainingError(f"evaluation set {name or 'eval'!r}: the loss is {loss} (the model's outputs are not "
+                                "finite); check the base model's weights, or lower the learning_rate")
         if loss is not None:
             out[name or "eval"] = {"loss": loss, "perplexity": math.exp(min(loss, 700))}
     return out

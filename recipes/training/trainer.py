@@ -128,6 +128,7 @@ class StageGuard(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps:
             control.should_save = True  # the final state too, so that publishing can be redone
+            control.should_log = True  # the last step always (max_steps below logging_steps: 2 points)
         if STOP.requested:
             control.should_save = True
             control.should_training_stop = True

@@ -1,0 +1,43 @@
+"""How long `recipes run` takes on a plan that is already finished (nothing to train).
+
+    python bench/rerun_speed.py [--repeat 5]
+
+Runs the bundled demo once into a temporary run folder (trains: about a minute on CPU), then times
+--repeat re-runs, each in a fresh process, and prints the median. Target (issue 20): under 1.5 s;
+everything is decided (fingerprints, published files by sha256) before torch would be imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET = 1.5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        command = [sys.executable, "-m", "recipes", "run", "demo", "-o", str(run_dir)]
+        subprocess.run(command, check=True, capture_output=True)
+        times = []
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            times.append(time.perf_counter() - started)
+            assert done.stdout.count("skipped") == 2, done.stdout
+        median = statistics.median(times)
+        print(f"re-run of a finished demo plan: median {median:.2f} s over {args.repeat} runs "
+              f"(target < {TARGET} s): {'ok' if median < TARGET else 'SLOW'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Checks that read more than the recipe, run by `recipes validate` and at the start of `recipes run`
+(before any stage trains): every stage's data read through its format plugin, and the model folder
+holding a tokenizer. A broken line in the last stage's file is found before the first stage spends
+hours training. No torch, no transformers.
+
+Data: where a source's files are small (under ``FULL_PASS_BYTES`` in all) every record is read;
+where they are big, the first ``SAMPLE_RECORDS`` records of each file (the structure: columns,
+JSON, roles), so that validate stays quick on a 10 GB corpus.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from recipes.config.collector import Collector
+from recipes.config.loaded import BUNDLED_PREFIX, LoadedRecipe
+from recipes.config.model_info import hf_cache_file, local_model_folder
+from recipes.errors import Problem, RecipeError
+
+FULL_PASS_BYTES = 20 << 20
+SAMPLE_RECORDS = 1000
+# A tokenizer is one of these (transformers builds an empty one from config.json alone otherwise)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "qwen.tiktoken")
+
+
+def preflight(loaded: LoadedRecipe, registry, problems: Collector, warn_uncached: bool = True) -> None:
+    _check_tokenizer(loaded, problems, warn_uncached)
+    _check_data(loaded, registry, problems)
+
+
+def model_folder(loaded: LoadedRecipe) -> Path | None:
+    """The local folder of the recipe's model: a folder, or a hub id's snapshot in the HF cache;
+    None for a bundled model or a hub id not in the cache."""
+    model = loaded.recipe.model
+    if model.path.startswith(BUNDLED_PREFIX):
+        return None
+    folder = local_model_folder(model.path, loaded.path.resolve().parent)
+    if folder is not None:
+        return folder
+    config = hf_cache_file(model.path, "config.json", model.revision)
+    return config.parent if config is not None else None
+
+
+def tokenizer_missing(folder: Path) -> str | None:
+    """Why ``folder`` cannot give a tokenizer, or None."""
+    if any((folder / name).is_file() for name in TOKENIZER_FILES) or any(folder.glob("*.tiktoken")):
+        return None
+    return (f"{folder} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}): copy the tokenizer "
+            "files of the model into it (a model folder from `save_pretrained` of the model alone lacks them)")
+
+
+def _check_tokenizer(loaded: LoadedRecipe, problems: Collector, warn_uncached: bool) -> None:
+    model = loaded.recipe.model
+    if model.path.startswith(BUNDLED_PREFIX):
+        return
+    folder = model_folder(loaded)
+    if folder is None:
+        if warn_uncached and model.path.count("/") == 1:
+            problems.warn(("model", "path"), f"{model.path!r} is not in the local HF cache: `recipes run` will stop "
+                          f"at the start; download it first (`hf download {model.path}`)")
+        return
+    if (folder / "config.json").is_file():
+        why = tokenizer_missing(folder)
+        if why:
+            problems.add(("model", "path"), why)
+
+
+def _check_data(loaded: LoadedRecipe, registry, problems: Collector) -> None:
+    for (index, group, source_index), resolved in sorted(loaded.sources.items(), key=lambda item: item[0]):
+        fmt = registry.formats.get(resolved.format)
+        if fmt is None:
+            continue
+        try:
+            options = fmt.options_model(**resolved.options)
+        except ValidationError:
+            continue  # already reported against the recipe
+        at = ("stages", index, group, source_index, "path")
+        full = sum(f.stat().st_size for f in resolved.files if f.is_file()) < FULL_PASS_BYTES
+        for path in resolved.files:
+            records = fmt.read(Path(path), options)
+            try:
+                for _ in (records if full else itertools.islice(records, SAMPLE_RECORDS)):
+                    pass
+            except RecipeError as exc:
+                for problem in exc.problems:
+                    problems.problems.append(problem if isinstance(problem, Problem) else Problem(str(problem)))
+                break
+            except (ValueError, OSError, KeyError, TypeError) as exc:
+                problems.add(at, f"{path}: cannot be read as {resolved.format!r}: {type(exc).__name__}: {exc}")
+                break
+            finally:
+                close = getattr(records, "close", None)
+                if close is not None:
+                    close()
