@@ -46,6 +46,10 @@ def _all_done(plan: Plan, console, registry, restart: tuple[str, ...]) -> bool:
     plan_run = PlanRun(plan, console, registry, restart)
     if not all(plan_run.decision(stage)[0] == "skip" for stage in plan.stages):
         return False
+    from recipes.run.samples import samples_pending
+
+    if samples_pending(plan, plan_run.model_path):  # answering them needs the models: the full path
+        return False
     console.print(f"[bold]recipes[/] run [cyan]{plan.name}[/] ({plan.recipe_path}) -> {plan.run_dir}")
     for stage in plan.stages:
         console.rule(f"stage {stage.index + 1}/{len(plan.stages)}: {stage.name} ({stage.kind})")

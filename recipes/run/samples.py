@@ -62,6 +62,24 @@ def say_answers(who: str, records: list[dict], say) -> None:
             f"{json.dumps(r['answer'], ensure_ascii=False)}")
 
 
+def samples_pending(plan, model_path: str) -> bool:
+    """Whether run_samples would answer anything (no torch): the starting model's or a stage's answers
+    are missing or were given to other prompts."""
+    from recipes.run.fingerprint import model_fingerprint
+
+    budget = plan.samples_max_new_tokens
+    requests = list(dict.fromkeys((prompt, s.kind) for s in plan.stages for prompt in s.samples))
+    stored = _read_json(plan.run_dir / MODEL_SAMPLES)
+    if requests and (stored.get("model_fingerprint") != model_fingerprint(model_path, plan.revision)
+                     or _wanted(stored.get("samples"), requests, budget)):
+        return True
+    for stage in plan.stages:
+        result = _read_json(stage.folder / "stage.json")
+        if result and _wanted(result.get("samples"), [(p, stage.kind) for p in stage.samples], budget):
+            return True
+    return False
+
+
 def run_samples(plan, model_path: str, manifest, say) -> None:
     """Answer every stage's samples on its merged model, and the starting model's, where not answered
     yet (see the module docstring). Called by the runner once every stage is done, on the main process."""

@@ -45,11 +45,12 @@ def device_and_precision(trained: str | None) -> tuple[str, str, str | None]:
 
 
 def stop_token_ids(tokenizer) -> list[int]:
-    """<|im_end|> (the end of a ChatML turn), <|endoftext|> and the tokenizer's eos: those in its vocabulary."""
-    from qwen_recipes.architectures import END_OF_TEXT, TURN_END
+    """The family's turn end (Qwen: <|im_end|>), its end-of-text and the tokenizer's eos: those in its
+    vocabulary."""
+    from recipes.family import family
 
     vocab = tokenizer.get_vocab()
-    ids = [vocab[t] for t in (TURN_END, END_OF_TEXT) if t in vocab]
+    ids = [vocab[t] for t in (family().turn_end, family().end_of_text) if t in vocab]
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
