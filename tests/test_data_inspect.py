@@ -55,7 +55,7 @@ def test_a_second_run_reuses_the_token_store_and_says_so(demo_run):
     assert str(data.store.folder) == used[1]  # the run's stage 2 used this very store
 
 
-def test_a_data_error_writes_nothing_to_the_cache(tmp_path, tokenizer, monkeypatch):
+def test_a_data_error_before_the_first_shard_writes_no_data(tmp_path, tokenizer, monkeypatch):
     from recipes.errors import RecipeError
     from recipes.config.load import load_recipe
     from recipes.planning.plan import make_plan
@@ -70,8 +70,9 @@ def test_a_data_error_writes_nothing_to_the_cache(tmp_path, tokenizer, monkeypat
     plan = make_plan(load_recipe(str(recipe), registry), registry)
     with pytest.raises(RecipeError, match="chat.jsonl:2"):
         prepare(plan.stages[0], tokenizer, lambda m: None)
-    # nothing but the (empty) lock file of the key it tried
-    assert not cache_dir().exists() or all(p.suffix == ".lock" and p.stat().st_size == 0 for p in cache_dir().iterdir())
+    # no store is ready and no shard was written (a failure after some shards would keep them, to resume)
+    written = [f.name for f in cache_dir().rglob("*") if f.is_file() and f.suffix != ".lock"]
+    assert cache_dir().is_dir() and written == []
 
 
 LLAMA_FACTORY = """
