@@ -258,6 +258,19 @@ def native_model(model_path: str, console=None) -> str:
 
         logging.getLogger("recipes").info(message)
 
+    from recipes.training import distributed
+
+    if not distributed.is_main():  # several processes: the main one converts, the others then read it
+        distributed.barrier()
+    elif distributed.launched():
+        try:
+            return _convert_once(model_path, key, target, say)
+        finally:
+            distributed.barrier()
+    return _convert_once(model_path, key, target, say)
+
+
+def _convert_once(model_path: str, key: str, target: Path, say) -> str:
     if (target / "config.json").is_file() and (target / SOURCE_FILE).is_file():
         say(f"Qwen v1 checkpoint {model_path}: using its native Qwen2 conversion cached in {target} "
             f"(content {key[:12]})")

@@ -85,6 +85,10 @@ CASES = [
      [":6:1: defaults.cutoff_len:", "set at most 4096"]),
     ("lora-target-wrong-architecture", [(STAGE0, STAGE0 + '\nlora_target = ["q_proj", "c_attn"]')],
      [":8:1: stages[0].lora_target: LoRA target 'c_attn' is not a linear layer of a qwen2 model"]),
+    ("train-tokens-true", [(STAGE1, STAGE1 + "\ntrain_tokens = true")],
+     [":16:1: stages[1].train_tokens:", 'give "auto", false, or a list of token strings']),
+    ("train-tokens-empty", [(STAGE1, STAGE1 + "\ntrain_tokens = []")],
+     [":16:1: stages[1].train_tokens:", "give at least one token"]),
     ("lora-target-misspelled", [(STAGE0, STAGE0 + '\nlora_target = "q_prj"')], ['did you mean "q_proj"?']),
     ("lora-target-empty", [(STAGE0, STAGE0 + '\nlora_target = ""')], [":8:1: stages[0].lora_target:"]),
     # files
