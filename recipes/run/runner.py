@@ -176,7 +176,7 @@ class PlanRun:
         from recipes.errors import Interrupted
 
         entry = self.manifest.stage(stage.name) or {}
-        if not self.main or entry.get("status") not in ("running", "trained"):
+        if not self.main or entry.get("status") != "running":  # "trained": its final checkpoint resumes
             return
         interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt))
         self.manifest.update(stage.name, status="interrupted" if interrupted else "failed",
