@@ -116,7 +116,7 @@ def test_bad_run_or_unfinished_stage_is_one_line_exit_2(demo_run, tmp_path):
 
 
 def test_generation_stops_at_a_stop_token(demo_run):
-    from recipes.outputs.inference import generate, load_generator
+    from recipes.training.inference import generate, load_generator
 
     generator = load_generator(demo_run[0] / "stages" / "sft" / "merged", "fp32")
     assert generator.tokenizer.convert_tokens_to_ids("<|im_end|>") in generator.stop_ids
