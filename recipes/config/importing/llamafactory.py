@@ -341,6 +341,11 @@ def _distributed(stages: list[StageDraft], checks: list[str]) -> list[str]:
         checks.append(f"deepspeed {path}: not readable here; ZeRO stage {stage} taken from its name")
     if stage < 2:
         return ["", "[distributed]", 'strategy = "ddp"  # deepspeed ZeRO-0/1: plain data parallel here']
+    if stage == 3:  # ZeRO-3 partitions lm_head outside its forward: the chunked loss cannot read it
+        for draft in stages:
+            draft.settings["loss"] = "standard"
+        checks.append("deepspeed ZeRO-3: the stages use loss = \"standard\" (full logits, as LLaMA-Factory computes "
+                      "it); the chunked loss cannot read a partitioned output layer")
     return ["", "[distributed]", 'strategy = "deepspeed"', f"zero_stage = {stage}", f"cpu_offload = {toml_value(offload)}"]
 
 
