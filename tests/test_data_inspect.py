@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from conftest import write
 from recipes.cli import main
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+LF_DATA = Path(__file__).resolve().parent / "fixtures" / "lf_data"  # small samples of LLaMA-Factory's demo sets
 
 
 def test_inspect_shows_counts_and_the_trained_tokens(demo_run):
@@ -100,11 +100,12 @@ kind = "sft"
 """
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "dataset_info.json").is_file(), reason="../shared/data is absent")
 def test_llamafactory_demo_data_sets_load_through_dataset_info_and_train(tmp_path, tiny_model):
-    info = SHARED_DATA / "dataset_info.json"
-    sft = "".join(f'[[stages.data]]\ndataset_info = "{info}"\ndataset = "{name}"\n'
-                  for name in ("alpaca_zh_demo", "alpaca_en_demo", "identity", "glaive_toolcall_zh_demo"))
+    info = LF_DATA / "dataset_info.json"
+    names = ("alpaca_zh_demo", "alpaca_en_demo", "identity", "glaive_toolcall_zh_demo")
+    entries = json.loads(info.read_text(encoding="utf-8"))
+    expected = sum(len(json.loads((LF_DATA / entries[n]["file_name"]).read_text(encoding="utf-8"))) for n in names)
+    sft = "".join(f'[[stages.data]]\ndataset_info = "{info}"\ndataset = "{name}"\n' for name in names)
     recipe = write(tmp_path / "lf.toml", LLAMA_FACTORY.format(info=info, sft=sft))
     result = CliRunner().invoke(main, ["run", str(recipe), "-o", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
@@ -113,4 +114,4 @@ def test_llamafactory_demo_data_sets_load_through_dataset_info_and_train(tmp_pat
         assert summary["steps"] == 2
     pt = json.loads((tmp_path / "run" / "stages" / "pt" / "stage.json").read_text())["data"]
     sft = json.loads((tmp_path / "run" / "stages" / "sft" / "stage.json").read_text())["data"]
-    assert pt["records"] > 0 and sft["records"] == 1000 + 999 + 91 + 300
+    assert pt["records"] > 0 and sft["records"] == expected == 12
