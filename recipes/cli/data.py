@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from recipes.errors import RecipeError
 from recipes.cli.common import main, _console, friendly
 
 
@@ -26,16 +25,10 @@ def inspect(recipe, stage_name, count, as_json):
     from recipes.config.load import load_recipe
     from recipes.planning.plan import make_plan
     from recipes.plugins.registry import get_registry
-    from recipes.config.schema import did_you_mean
 
     registry = get_registry()
     plan = make_plan(load_recipe(recipe, registry), registry)
-    stages = plan.stages
-    if stage_name is not None:
-        stages = [s for s in plan.stages if s.name == stage_name]
-        if not stages:
-            raise RecipeError(f"--stage {stage_name}: no such stage; "
-                              f"{did_you_mean(stage_name, [s.name for s in plan.stages])}")
+    stages = plan.selected(stage_name)
     from transformers import AutoTokenizer
 
     from recipes.data.inspect import inspect_stage, print_inspection

@@ -72,6 +72,18 @@ class Plan:
     def stage(self, name: str) -> StagePlan:
         return next(s for s in self.stages if s.name == name)
 
+    def selected(self, name: str | None) -> list[StagePlan]:
+        """Every stage, or the one a ``--stage NAME`` option names (a RecipeError with a hint if none)."""
+        if name is None:
+            return list(self.stages)
+        found = [s for s in self.stages if s.name == name]
+        if not found:
+            from recipes.config.schema import did_you_mean
+            from recipes.errors import RecipeError
+
+            raise RecipeError(f"--stage {name}: no such stage; {did_you_mean(name, [s.name for s in self.stages])}")
+        return found
+
 
 def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None = None) -> Plan:
     recipe = loaded.recipe

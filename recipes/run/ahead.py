@@ -8,14 +8,11 @@ earlier stage saved, which is the same one (same vocabulary, merges and chat tem
 
 from __future__ import annotations
 
-from recipes.errors import RecipeError
-
 
 def prepare_recipe(recipe: str, stage_name: str | None, workers: int | None, say) -> list[dict]:
     from transformers import AutoTokenizer
 
     from recipes.config.load import load_recipe
-    from recipes.config.schema import did_you_mean
     from recipes.data.prepare import prepare
     from recipes.planning.plan import make_plan
     from recipes.plugins.registry import get_registry
@@ -23,12 +20,7 @@ def prepare_recipe(recipe: str, stage_name: str | None, workers: int | None, say
 
     registry = get_registry()
     plan = make_plan(load_recipe(recipe, registry), registry)
-    stages = plan.stages
-    if stage_name is not None:
-        stages = [s for s in plan.stages if s.name == stage_name]
-        if not stages:
-            raise RecipeError(f"--stage {stage_name}: no such stage; "
-                              f"{did_you_mean(stage_name, [s.name for s in plan.stages])}")
+    stages = plan.selected(stage_name)
     path = resolve_model(plan.model_path, plan.revision, None, plan.recipe_path)
     done = []
     for stage in stages:
