@@ -20,7 +20,12 @@ def test_inspect_shows_counts_and_the_trained_tokens(demo_run):
     domain, sft = json.loads(result.output)["stages"]
     # the demo run tokenized the same data with the same tokenizer: the cache serves it now
     assert domain["cached"] and sft["cached"]
-    assert (domain["records"], domain["tokens"], domain["supervised_tokens"]) == (80, 4004, 4004)
+    # the domain stage mixes the beekeeping corpus (80 records) and the general sample (40), 0.8 / 0.2
+    assert (domain["records"], domain["tokens"], domain["supervised_tokens"]) == (120, 5693, 5693)
+    corpus, general = domain["mix"]
+    assert (corpus["name"], general["name"]) == ("domain_corpus", "general_corpus")
+    assert abs(corpus["share"] - 0.8) < 0.01 and abs(general["share"] - 0.2) < 0.01
+    assert corpus["tokens"] > corpus["offered_tokens"] and general["tokens"] < general["offered_tokens"]
     assert sft["records"] == 60 and 0 < sft["supervised_tokens"] < sft["tokens"]
     assert sft["held_out"] == 6 and sft["packing"]["efficiency"] > sft["padded_efficiency"]
     [example] = sft["examples"]
@@ -38,8 +43,9 @@ def test_a_second_run_reuses_the_token_store_and_says_so(demo_run):
     import re
 
     _, output = demo_run
-    used = re.findall(r"data: (?:prepared into|from the prepared) (?:the )?store (\S+) ", output)
-    assert len(used) == 2 and all((Path(folder) / "store.json").is_file() for folder in used)
+    # one store per source: the domain stage's two, then the sft stage's
+    used = re.findall(r"^  data(?: '\w+')?: (?:prepared into|from the prepared) (?:the )?store (\S+) ", output, re.M)
+    assert len(used) == 3 and all((Path(folder) / "store.json").is_file() for folder in used)
     from recipes.config.load import load_recipe
     from recipes.planning.plan import make_plan
     from recipes.plugins.registry import get_registry
@@ -52,7 +58,7 @@ def test_a_second_run_reuses_the_token_store_and_says_so(demo_run):
     said = []
     data = prepare(plan.stages[1], tokenizer, said.append)
     assert data.cached and said[0].startswith(f"data: from the prepared store {data.store.folder} ")
-    assert str(data.store.folder) == used[1]  # the run's stage 2 used this very store
+    assert str(data.store.folder) == used[2]  # the run's stage 2 used this very store
 
 
 def test_a_data_error_before_the_first_shard_writes_no_data(tmp_path, tokenizer, monkeypatch):

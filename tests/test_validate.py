@@ -216,7 +216,9 @@ def test_json_output(recipe_dir):
     assert report["ok"] is False
     first, second = report["recipes"]
     assert first["ok"] and first["plan"]["stages"][1]["base"] == "domain"
-    assert first["plan"]["stages"][0]["data"][0] == {"path": "corpus.jsonl", "format": "text", "files": 1, "records": 1}
+    assert first["plan"]["stages"][0]["data"][0] == {"name": "corpus", "path": "corpus.jsonl", "format": "text",
+                                                     "files": 1, "records": 1, "weight": None, "share": None,
+                                                     "max_samples": None, "max_tokens": None}
     assert first["plan"]["stages"][1]["effective_batch"] == 16
     [error] = second["errors"]
     assert (error["line"], error["column"], error["field"]) == (12, 1, "stages[0].data[0].format")

@@ -16,6 +16,7 @@ from recipes.config.loaded import (BUNDLED_PREFIX, SOURCE_GROUPS, LoadedRecipe, 
                           resolve_data_path, short)
 from recipes.config.model_info import local_model_folder, model_info
 from recipes.config.optimizers import check_optimizer
+from recipes.config.sources import check_sources
 from recipes.plugins.hookspecs import RECORDS_FOR_KIND
 from recipes.plugins.registry import Registry
 from recipes.config.schema import MODEL_REF, Recipe, did_you_mean
@@ -31,6 +32,7 @@ def check(loaded: LoadedRecipe, registry: Registry, problems: Collector) -> None
     _check_model(loaded, base_dir, problems)
     _check_plugins(recipe, registry, problems)
     _check_stages(loaded, registry, base_dir, problems)
+    check_sources(recipe, problems)
     _check_distributed(recipe, problems)
     _check_attention(recipe, problems)
     if loaded.model is not None:

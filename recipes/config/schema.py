@@ -71,6 +71,17 @@ class DataSource(Strict):
     dataset: Optional[str] = Field(None, description="The entry of `dataset_info` to use.")
     options: dict[str, Any] = Field(default_factory=dict, description="The format's own options (they add to "
                                     "and override what a dataset_info entry sets).")
+    name: Optional[str] = Field(None, description="Names the source in the shares, the per-source losses and the "
+                                "evaluation matrix; default: the file's stem (a folder's or glob's folder name, "
+                                "the dataset entry). Two sources of a stage cannot share a name.")
+    weight: Optional[float] = Field(None, gt=0, description="Training data only: this source's share of the "
+                                    "stage's training tokens (normalised over the stage's sources, so shares need "
+                                    "not sum to 1); a source is over- or under-sampled, seeded. Give every source "
+                                    "of the stage a weight, or none (concatenation).")
+    max_samples: Optional[int] = Field(None, gt=0, description="Use at most the first N examples of this source "
+                                       "(LLaMA-Factory's max_samples; pre-training: blocks of cutoff_len).")
+    max_tokens: Optional[int] = Field(None, gt=0, description="Use at most the first examples of this source "
+                                      "that hold this many tokens.")
 
     @model_validator(mode="after")
     def _one_way(self):
@@ -81,7 +92,23 @@ class DataSource(Strict):
                 raise ValueError("give either path and format, or dataset_info and dataset, not both")
         elif self.path is None or self.format is None:
             raise ValueError("give path and format (or dataset_info and dataset)")
+        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            raise ValueError("name: use letters, digits, '_', '-' or '.', starting with a letter or digit")
         return self
+
+    def default_name(self) -> str:
+        """The source's name: ``name``, else the file's stem, a folder's or glob's last plain part, or
+        the dataset entry."""
+        if self.name is not None:
+            return self.name
+        if self.dataset is not None:
+            return self.dataset
+        spec = self.path.split(":", 1)[1] if self.path.startswith("bundled:") else self.path
+        plain = [part for part in re.split(r"[\\/]", spec) if part and not re.search(r"[*?\[]", part)]
+        last = plain[-1] if plain else "data"
+        for suffix in (".gz", ".zst", ".bz2", ".xz"):
+            last = last[:-len(suffix)] if last.endswith(suffix) else last
+        return last.rsplit(".", 1)[0] if "." in last.lstrip(".") else last
 
 
 class Settings(Strict):
@@ -129,6 +156,9 @@ class Settings(Strict):
                                       "records (1 or more) of the stage's data to evaluate on.")
     eval_steps: Optional[int] = Field(None, gt=0, description="Evaluate every N steps (besides before and "
                                       "after the stage); default: only before and after.")
+    per_device_eval_batch_size: Optional[int] = Field(
+        None, gt=0, description="Sequences (or packed rows) per evaluation batch; default: "
+        "per_device_train_batch_size. Evaluation goes through the stage's loss (no full logits).")
     # optimisation
     learning_rate: Optional[float] = Field(None, gt=0, lt=1)
     lr_scheduler_type: Optional[Scheduler] = None
@@ -188,12 +218,12 @@ _PRETRAIN_DEFAULTS: dict[str, Any] = dict(
     max_grad_norm=1.0, precision="auto", gradient_checkpointing=True, attn_implementation="auto", logging_steps=10, seed=42,
     save_steps=500, save_total_limit=2, skip_nonfinite_batches=0, overlong_examples="truncate",
     on_bad_record="error", max_bad_records=0.01, packing=False, chaining="merge", loss="chunked", loss_options={},
-    val_size=0.0, eval_steps=None,
+    val_size=0.0, eval_steps=None, per_device_eval_batch_size=None,
 )
 # Settings that change how a stage is run and watched, not what it computes (the attention kernel
 # computes the same attention, within float rounding).
 OPERATIONAL_SETTINGS = ("logging_steps", "save_steps", "save_total_limit", "skip_nonfinite_batches", "eval_steps",
-                        "attn_implementation")
+                        "attn_implementation", "per_device_eval_batch_size")
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": _PRETRAIN_DEFAULTS,
     # SFT differs in: no dropout, shorter sequences, half the rate, effective batch 16, one epoch
@@ -259,6 +289,7 @@ class StageSettings(BaseModel):
     packing: bool
     val_size: float
     eval_steps: Optional[int]
+    per_device_eval_batch_size: Optional[int]
     learning_rate: float
     lr_scheduler_type: Scheduler
     warmup_steps: Optional[int]
@@ -311,6 +342,9 @@ class Recipe(Strict):
         "side by side in the report and the run log: a pre-training stage continues each as text, an SFT stage "
         "answers each as a chat message. A top-level key: put it above the first [table].")
     samples_max_new_tokens: int = Field(64, gt=0, le=4096, description="New tokens per sample answer.")
+    eval_matrix: bool = Field(True, description="Evaluate every stage's evaluation sets on the starting model and "
+                              "after every stage (a table in the report: does domain perplexity fall while general "
+                              "perplexity holds?); false: each stage evaluates only its own sets, before and after.")
     output_dir: Optional[str] = Field(
         None, description="Run folder, relative to the current directory. Default: runs/<name>.")
     model: ModelSource

@@ -17,36 +17,35 @@ from recipes.data.tokenization import IGNORE_INDEX
 def inspect_stage(stage, tokenizer, count: int, say=lambda message: None) -> dict:
     """Read from the token store (prepared first if it is not yet): nothing prepared is tokenized again;
     ``count`` examples drawn at random (with the stage's seed) from the training set."""
-    import numpy as np
-
+    from recipes.data.layout import example_lengths, examples_of
     from recipes.data.prepare import prepare
 
     s = stage.settings
     data = prepare(stage, tokenizer, say)
     stats, store = data.stats, data.store
-    train = np.load(data.layout / "train.indices.npy", mmap_mode="r", allow_pickle=False)
-    lengths = store.lengths()[train]
+    train = examples_of(data.train)
+    lengths = example_lengths(data.train)
     batch = s.per_device_train_batch_size
     picked = sorted(random.Random(s.seed).sample(range(len(train)), min(count, len(train))))
     out = {
         "stage": stage.name, "kind": stage.kind, "cutoff_len": s.cutoff_len, "cached": data.cached,
         "store": str(store.folder), "records": stats.records, "sequences": stats.examples, "tokens": stats.tokens,
         "supervised_tokens": stats.label_tokens, "truncated": stats.truncated, "dropped": stats.dropped,
-        "bad_records": stats.bad, "bad_first": stats.bad_first,
-        "held_out": stats.examples - len(train),
+        "bad_records": stats.bad, "bad_first": stats.bad_first, "mix": data.mix,
+        "held_out": sum(len(examples_of(d)) for name, d in data.evals.items() if name.split("/")[0] == "val"),
         "length": {f"p{p}": int(v) for p, v in zip((50, 90, 99), _percentiles(lengths, (50, 90, 99)))}
         | {"max": int(lengths.max()) if len(lengths) else 0},
         "padded_efficiency": _padded_efficiency(lengths.tolist(), batch, s.seed),
         "packing": None,
-        "examples": [segments(tokenizer, _example(store, int(train[i]))) for i in picked],
+        "examples": [segments(tokenizer, _example(train, i)) for i in picked],
     }
     if data.packing is not None:
         out["packing"] = {"rows": data.packing.rows, "efficiency": data.packing.efficiency}
     return out
 
 
-def _example(store, index: int) -> dict:
-    ids, labels = store.example(index)
+def _example(examples, index: int) -> dict:
+    ids, labels = examples.example(index)
     return {"input_ids": ids.tolist(), "labels": labels.tolist()}
 
 
@@ -96,6 +95,8 @@ def print_inspection(report: dict, console, width: int = 1200) -> None:
     console.print(f"records {r['records']:,} -> sequences {r['sequences']:,} ({r['held_out']} held out for "
                   f"evaluation); tokens {r['tokens']:,}, supervised {r['supervised_tokens']:,} ({share:.0%}); "
                   f"truncated {r['truncated']}, dropped {r['dropped']}")
+    for line in mix_lines(r.get("mix") or []):
+        console.print(line)
     length = r["length"]
     if r.get("bad_records"):
         console.print(f"bad records skipped: {r['bad_records']} (first: {'; '.join(r['bad_first'])})")
@@ -114,3 +115,19 @@ def print_inspection(report: dict, console, width: int = 1200) -> None:
             shown += len(part)
             text += f"[bold green]{escape(part)}[/]" if piece["trained"] else f"[dim]{escape(part)}[/]"
         console.print(text + (" [dim]...[/]" if shown >= width else ""), soft_wrap=True)
+
+
+def mix_lines(mix: list[dict]) -> list[str]:
+    """Per source of a stage with several (or a weight, or a cap): its training tokens and achieved share."""
+    if not mix or (len(mix) == 1 and mix[0].get("weight") is None
+                   and mix[0].get("kept_examples") == mix[0].get("available_examples")):
+        return []
+    lines = []
+    for m in mix:
+        used = m["tokens"] / m["offered_tokens"] if m.get("offered_tokens") else 0
+        sampled = (f"{used:.2f}x its tokens (over-sampled)" if used > 1.0005 else
+                   f"{used:.0%} of its tokens" + (" (under-sampled)" if used < 0.9995 else ""))
+        weight = f", weight {m['weight']:g}" if m.get("weight") is not None else ""
+        lines.append(f"source {m['name']}: {m['examples']:,} sequences, {m['tokens']:,} tokens, "
+                     f"share {m['share']:.1%}{weight}; {sampled}")
+    return lines

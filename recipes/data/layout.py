@@ -1,7 +1,12 @@
-"""A stage's view of a token store: which examples train, which are held out, and (SFT with
-``packing``) which examples share each row. Computed once, at preparation, and stored as index arrays
-(``layout-<hash>/``), so that no run and no rank recomputes it; the Datasets handed to the HF Trainer
-are map-style and read the memory-mapped store, an example at a time.
+"""A stage's view of its sources' token stores (one store per source): which examples of each are
+used (``max_samples`` / ``max_tokens``), which are held out (``val_size``: a share of each source), the
+training order of the mix (``weight``, recipes.data.mixing) and (SFT with ``packing``) which examples
+share each row. Computed once, at preparation, and stored as index arrays (``layouts/<hash>/``), so
+that no run and no rank recomputes it; the Datasets handed to the HF Trainer are map-style and read
+the memory-mapped stores, an example at a time.
+
+Each set is an ``order``: rows of (source, example) in that set's order; packed rows are positions
+in it. A set file is ``set<k>``, its name (``train``, ``val``, ``val/NAME``) in ``layout.json``.
 
 The packer is the same best-fit decreasing as ``recipes.data.packing.pack_examples`` (the same rows,
 tie for tie), in about linear time: rows are kept in buckets by the room they have left (at most
@@ -20,18 +25,21 @@ from pathlib import Path
 
 import numpy as np
 
+from recipes.config.sources import held_out_names
+from recipes.data.mixing import cap, mix
 from recipes.data.store import TokenStore, _save, write_json
 from recipes.data.tokenization import IGNORE_INDEX
 from recipes.errors import RecipeError
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 
 
-def held_out(count_examples: int, val_size: float, seed: int, stage: str) -> np.ndarray:
+def held_out(count_examples: int, val_size: float, seed: int, stage: str, source: str | None = None) -> np.ndarray:
     """Which examples ``val_size`` holds out (a bool per example), exactly as ``prepare.split`` chooses."""
     count = int(val_size) if val_size >= 1 else round(count_examples * val_size)
     if not 0 < count < count_examples:
-        raise RecipeError(f"stage {stage!r}: val_size {val_size:g} holds out {count} of {count_examples} examples; "
+        of = f" of source {source!r}" if source else ""
+        raise RecipeError(f"stage {stage!r}: val_size {val_size:g} holds out {count} of {count_examples} examples{of}; "
                           "set it so that both the training and the evaluation set keep at least one")
     order = list(range(count_examples))
     random.Random(seed).shuffle(order)
@@ -76,44 +84,91 @@ def pack_lengths(lengths: np.ndarray, cutoff_len: int) -> tuple[np.ndarray, np.n
     return placed, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
-def layout_dir(store: Path, val_size: float, seed: int, packing: bool, cutoff_len: int, stage: str) -> Path:
-    key = json.dumps({"v": LAYOUT_VERSION, "val_size": val_size, "seed": seed if val_size else None,
-                      "packing": packing, "cutoff_len": cutoff_len, "stage": stage if val_size else None})
-    return Path(store) / f"layout-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+def layout_dir(root: Path, store_keys: list[str], mixes: list[dict], val_size: float, seed: int, packing: bool,
+               cutoff_len: int, stage: str) -> Path:
+    """The folder of a stage's layout over these stores (``mixes``: each source's name, weight and caps)."""
+    weighted = any(m.get("weight") is not None for m in mixes)
+    key = json.dumps({"v": LAYOUT_VERSION, "stores": store_keys, "mix": mixes, "val_size": val_size,
+                      "seed": seed if val_size or weighted else None, "packing": packing, "cutoff_len": cutoff_len,
+                      "stage": stage if val_size else None}, sort_keys=True)
+    return Path(root) / f"layout-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
-def build_layout(folder: Path, store: TokenStore, val_size: float, seed: int, packing: bool, stage: str) -> None:
-    """Write the train/held-out indices and the packed rows of each; ``layout.json`` last (ready)."""
+def _held_count(val_size: float, examples: int, total: int, sources: int) -> float:
+    """A source's part of ``val_size``: a share applies to each source; a count is divided among the
+    sources by their size (at least one each)."""
+    if val_size < 1 or sources == 1:
+        return val_size
+    return float(max(1, round(val_size * examples / max(total, 1))))
+
+
+def build_layout(folder: Path, stores: list[TokenStore], mixes: list[dict], val_size: float, seed: int,
+                 packing: bool, stage: str) -> None:
+    """Write every set's order (and packed rows); ``layout.json`` last (ready)."""
     folder.mkdir(parents=True, exist_ok=True)
-    lengths = store.lengths()
-    sets = {"train": np.arange(len(lengths), dtype=np.int64)}
-    if val_size:
-        held = held_out(len(lengths), val_size, seed, stage)
-        sets = {"train": np.flatnonzero(~held), "val": np.flatnonzero(held)}
-    info = {"sets": {}}
-    for name, indices in sets.items():
-        _save(folder / f"{name}.indices.npy", indices)
-        entry = {"examples": int(len(indices)), "tokens": int(lengths[indices].sum())}
+    names = [m["name"] for m in mixes]
+    lengths = [store.lengths() for store in stores]
+    kept = [cap(x, m.get("max_samples"), m.get("max_tokens")) for x, m in zip(lengths, mixes)]
+    train, sets = [], {}
+    for i, (count, name) in enumerate(zip(kept, held_out_names(names))):
+        indices = np.arange(count, dtype=np.int64)
+        if val_size:
+            held = held_out(count, _held_count(val_size, count, sum(kept), len(stores)), seed, stage,
+                            names[i] if len(stores) > 1 else None)
+            sets[name] = np.stack([np.full(int(held.sum()), i), indices[held]], axis=1)
+            indices = indices[~held]
+        train.append(indices)
+    order, shares = mix([x[t] for x, t in zip(lengths, train)], [m.get("weight") for m in mixes], seed, names)
+    for i, indices in enumerate(train):
+        rows = order[:, 0] == i
+        order[rows, 1] = indices[order[rows, 1]]
+    sets = {"train": order, **sets}
+    # per source: what it got, what it has, what of it remains for training (capped, held-out removed)
+    info = {"sets": {}, "mix": [{"name": m.name, "weight": w.get("weight"), "examples": m.examples,
+                                 "tokens": m.tokens, "share": m.share, "available_examples": int(len(x)),
+                                 "available_tokens": int(x.sum()), "kept_examples": int(k),
+                                 "offered_tokens": int(x[t].sum())}
+                                for m, w, x, k, t in zip(shares, mixes, lengths, kept, train)]}
+    for k, (name, rows) in enumerate(sets.items()):
+        file = f"set{k}"
+        _save(folder / f"{file}.order.npy", rows.astype(np.int64))
+        row_lengths = _lengths_of(rows, lengths)
+        entry = {"file": file, "examples": int(len(rows)), "tokens": int(row_lengths.sum())}
         if packing:
-            members, starts = pack_lengths(lengths[indices], store.cutoff_len)
-            _save(folder / f"{name}.rows.npy", indices[members])
-            _save(folder / f"{name}.row_starts.npy", starts)
+            members, starts = pack_lengths(row_lengths, stores[0].cutoff_len)
+            _save(folder / f"{file}.rows.npy", members.astype(np.int64))
+            _save(folder / f"{file}.row_starts.npy", starts)
             entry["rows"] = int(len(starts) - 1)
         info["sets"][name] = entry
     write_json(folder / "layout.json", info)
 
 
-class StoreDataset:
-    """A map-style dataset over some examples of a store: ``{"input_ids", "labels"}`` lists."""
+def _lengths_of(rows: np.ndarray, lengths: list[np.ndarray]) -> np.ndarray:
+    out = np.zeros(len(rows), np.int64)
+    for i, x in enumerate(lengths):
+        pick = rows[:, 0] == i
+        out[pick] = x[rows[pick, 1]]
+    return out
 
-    def __init__(self, store: TokenStore, indices: np.ndarray):
-        self.store, self.indices = store, indices
+
+class StoreDataset:
+    """A map-style dataset over (source, example) rows of the stores: ``{"input_ids", "labels"}`` lists."""
+
+    def __init__(self, stores: list[TokenStore], order: np.ndarray):
+        self.stores, self.order = stores, order
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.order)
+
+    def example(self, item: int) -> tuple[np.ndarray, np.ndarray]:
+        source, index = self.order[item]
+        return self.stores[int(source)].example(int(index))
+
+    def source_of(self, item: int) -> int:
+        return int(self.order[item][0])
 
     def __getitem__(self, item: int) -> dict:
-        ids, labels = self.store.example(int(self.indices[item]))
+        ids, labels = self.example(item)
         return {"input_ids": ids.tolist(), "labels": labels.tolist()}
 
 
@@ -121,8 +176,8 @@ class PackedDataset:
     """Packed rows: ``{"input_ids", "labels", "position_ids"}``, each example's first label -100 and its
     positions restarting at 0, as ``recipes.data.packing.pack_examples`` builds them."""
 
-    def __init__(self, store: TokenStore, members: np.ndarray, starts: np.ndarray):
-        self.store, self.members, self.starts = store, members, starts
+    def __init__(self, examples: StoreDataset, members: np.ndarray, starts: np.ndarray):
+        self.examples, self.members, self.starts = examples, members, starts
 
     def __len__(self) -> int:
         return len(self.starts) - 1
@@ -130,7 +185,7 @@ class PackedDataset:
     def __getitem__(self, item: int) -> dict:
         ids, labels, positions = [], [], []
         for index in self.members[self.starts[item]:self.starts[item + 1]].tolist():
-            tokens, marks = self.store.example(index)
+            tokens, marks = self.examples.example(index)
             marks[0] = IGNORE_INDEX
             ids.append(tokens)
             labels.append(marks)
@@ -139,8 +194,22 @@ class PackedDataset:
                 "position_ids": np.concatenate(positions).tolist()}
 
 
-def open_set(store: TokenStore, folder: Path, name: str, packing: bool):
-    load = lambda part: np.load(folder / f"{name}.{part}.npy", mmap_mode="r", allow_pickle=False)  # noqa: E731
+def open_set(stores: list[TokenStore], folder: Path, name: str, packing: bool):
+    """The Dataset of set ``name`` of a layout (packed rows when ``packing``)."""
+    entry = json.loads((folder / "layout.json").read_text())["sets"][name]
+    load = lambda part: np.load(folder / f"{entry['file']}.{part}.npy", mmap_mode="r", allow_pickle=False)  # noqa: E731
+    examples = StoreDataset(stores, load("order"))
     if packing:
-        return PackedDataset(store, load("rows"), load("row_starts"))
-    return StoreDataset(store, load("indices"))
+        return PackedDataset(examples, load("rows"), load("row_starts"))
+    return examples
+
+
+def examples_of(dataset) -> StoreDataset:
+    """The examples under a set's Dataset (a packed one's, unpacked)."""
+    return dataset.examples if isinstance(dataset, PackedDataset) else dataset
+
+
+def example_lengths(dataset) -> np.ndarray:
+    """The length of each example of a set, in its order."""
+    examples = examples_of(dataset)
+    return _lengths_of(np.asarray(examples.order), [store.lengths() for store in examples.stores])

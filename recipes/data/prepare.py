@@ -29,17 +29,21 @@ from recipes.hashing import digest, file_sha256
 
 @dataclass
 class StageData:
-    train: object  # a map-style Dataset reading the store (recipes.data.layout)
+    train: object  # a map-style Dataset reading the stores (recipes.data.layout)
     evals: dict = field(default_factory=dict)  # set name -> Dataset
     stats: DataStats = field(default_factory=DataStats)
     packing: object = None  # PackingStats, when packed
-    cached: bool = False
+    cached: bool = False  # every source's store was prepared earlier
     cache_key: str = ""
-    store: object = None  # the TokenStore
-    layout: Path | None = None  # its split and packing for this stage
+    store: object = None  # the first source's TokenStore
+    layout: Path | None = None  # the stage's sets, mix and packing
+    stores: list = field(default_factory=list)  # a TokenStore per training source
+    mix: list = field(default_factory=list)  # per source: name, weight, examples, tokens, share (layout.json)
 
 
 def prepare(stage, tokenizer, say, workers: int | None = None) -> StageData:
+    """Each training source into its own store (prepared once), then the stage's layout over them:
+    held-out sets, the mix, packed rows; and each ``eval_data`` source as an evaluation set."""
     from recipes.data.layout import open_set
     from recipes.data.packing import PackingStats
 
@@ -47,24 +51,32 @@ def prepare(stage, tokenizer, say, workers: int | None = None) -> StageData:
     kind = RECORDS_FOR_KIND[stage.kind]
     notes = ensure_chat_template(tokenizer) if kind == "conversations" else []
     identity = tokenizer_identity(tokenizer)
-    store, info, key, cached = prepared_store(stage.sources, kind, tokenizer, identity, s, say, workers)
-    say(f"data: {'from the prepared store' if cached else 'prepared into the store'} {store.folder} ({key[:12]})")
-    stats = stats_of(store, info, notes)
-    if not len(store):
+    stores, infos, keys, hits = [], [], [], []
+    for source in stage.sources:
+        store, info, key, cached = prepared_store([source], kind, tokenizer, identity, s, say, workers)
+        named = f" {source.name!r}" if len(stage.sources) > 1 else ""
+        say(f"data{named}: {'from the prepared store' if cached else 'prepared into the store'} {store.folder} "
+            f"({key[:12]})")
+        stores.append(store), infos.append(info), keys.append(key), hits.append(cached)
+    stats = stats_of(infos, notes, sum(len(store) for store in stores))
+    if not sum(len(store) for store in stores):
         raise RecipeError(f"stage {stage.name!r}: the data gave no training example "
                           f"({stats.records} records, {stats.dropped} dropped)")
-    layout, sets = stage_layout(store, s.val_size, s.seed, s.packing, stage.name, say)
-    data = StageData(open_set(store, layout, "train", s.packing), {}, stats, None, cached, key, store, layout)
-    if s.val_size:
-        data.evals["val"] = open_set(store, layout, "val", s.packing)
-    for index, source in enumerate(stage.eval_sources):
-        fmt, options, files = source
-        name = Path(files[0]).stem if len(files) == 1 else f"eval{index}"
-        extra, _, _, _ = prepared_store([source], fmt.yields, tokenizer, identity, s, say, workers)
-        folder, _ = stage_layout(extra, 0.0, s.seed, s.packing, stage.name, say)
-        data.evals[name] = open_set(extra, folder, "train", s.packing)
+    mixes = [{"name": source.name, **source.mix_json()} for source in stage.sources]
+    layout, info = stage_layout(stores, keys, mixes, s, stage.name, say)
+    key = keys[0] if len(keys) == 1 else digest(keys)
+    data = StageData(open_set(stores, layout, "train", s.packing), {}, stats, None, all(hits), key, stores[0],
+                     layout, stores, info["mix"])
+    for name in info["sets"]:
+        if name != "train":
+            data.evals[name] = open_set(stores, layout, name, s.packing)
+    for source in stage.eval_sources:
+        extra, _, extra_key, _ = prepared_store([source], source.format.yields, tokenizer, identity, s, say, workers)
+        mixed = [{"name": source.name, **source.mix_json()}]
+        folder, _ = stage_layout([extra], [extra_key], mixed, s.model_copy(update={"val_size": 0.0}), stage.name, say)
+        data.evals[source.name] = open_set([extra], folder, "train", s.packing)
     if s.packing:
-        train = sets["train"]
+        train = info["sets"]["train"]
         data.packing = PackingStats(train["examples"], train["rows"], train["tokens"], s.cutoff_len)
     return data
 
@@ -160,27 +172,29 @@ def prepared_store(sources, kind: str, tokenizer, identity: str, s, say, workers
     return TokenStore(folder, s.cutoff_len), info, key, cached
 
 
-def stage_layout(store, val_size: float, seed: int, packing: bool, stage: str, say):
-    """The stored split and packing of a store for these settings (built once); (folder, sets)."""
+def stage_layout(stores, keys: list[str], mixes: list[dict], s, stage: str, say):
+    """The stored sets, mix and packing of a stage over these stores (built once); (folder, layout.json)."""
     from recipes.data.build import locked, wait_for
     from recipes.data.layout import build_layout, layout_dir
 
-    folder = layout_dir(store.folder, val_size, seed, packing, store.cutoff_len, stage)
+    folder = layout_dir(store_root() / "layouts", keys, mixes, s.val_size, s.seed, s.packing, s.cutoff_len, stage)
     marker = folder / "layout.json"
     if not marker.is_file():
         if builds_here():
             with locked(folder):
                 if not marker.is_file():
-                    build_layout(folder, store, val_size, seed, packing, stage)
+                    build_layout(folder, stores, mixes, s.val_size, s.seed, s.packing, stage)
         else:
             wait_for(marker, say)
-    return folder, json.loads(marker.read_text())["sets"]
+    return folder, json.loads(marker.read_text())
 
 
-def stats_of(store, info: dict, notes: list[str]) -> DataStats:
-    stats = DataStats(records=info["records"], examples=len(store), tokens=info["tokens"],
-                      label_tokens=info["label_tokens"], truncated=info["truncated"], dropped=info["dropped"],
-                      notes=list(notes), bad=info["bad"], bad_first=list(info["bad_first"]))
+def stats_of(infos: list[dict], notes: list[str], examples: int) -> DataStats:
+    """The counts of a stage's stores, summed (``examples``: their sequences, pre-training blocks)."""
+    total = lambda key: sum(info[key] for info in infos)  # noqa: E731
+    stats = DataStats(records=total("records"), examples=examples, tokens=total("tokens"),
+                      label_tokens=total("label_tokens"), truncated=total("truncated"), dropped=total("dropped"),
+                      notes=list(notes), bad=total("bad"), bad_first=[p for info in infos for p in info["bad_first"]])
     if stats.bad:
         stats.notes.append(f"{stats.bad} bad records skipped (on_bad_record = \"skip\"); the first: "
                            + "; ".join(stats.bad_first))

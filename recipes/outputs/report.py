@@ -22,6 +22,7 @@ from recipes.errors import RecipeError
 from recipes.outputs.run_folder import stage_order
 
 REPORT_DIR = "report"
+MATRIX_IMAGE = "eval_matrix.png"
 COLUMNS = (  # (key, heading)
     ("stage", "stage"), ("status", "status"), ("steps", "steps"), ("tokens", "tokens"),
     ("wall_seconds", "wall s"), ("tokens_per_second", "tokens/s"), ("final_loss", "final loss"),
@@ -66,12 +67,14 @@ def read_metrics(path: Path) -> dict[str, dict[str, list[dict]]]:
 
 
 def _headline_eval(row: dict) -> dict:
-    """With several evaluation sets the Trainer logs eval_<set>_loss: the held-out set ("val"), else
-    the first, is the curve's eval_loss."""
+    """With several evaluation sets the Trainer logs eval_<set>_loss (the matrix: eval_<stage>/<set>_loss):
+    the stage's held-out set ("val"), else its first set, else the first, is the curve's eval_loss."""
     if "eval_loss" not in row:
         losses = [k for k in row if k.startswith("eval_") and k.endswith("_loss")]
+        own = [k for k in losses if k.startswith(f"eval_{row.get('stage')}/")]  # the matrix's STAGE/SET
         if losses:
-            row = {**row, "eval_loss": row.get("eval_val_loss", row[losses[0]])}
+            row = {**row, "eval_loss": row.get("eval_val_loss", row.get(f"eval_{row.get('stage')}/val_loss",
+                                                                    row[(own or losses)[0]]))}
     return row
 
 
@@ -96,8 +99,12 @@ def read_run(run_dir: Path) -> dict:
     rows = [stage_row(run_dir, name, entries[name], curves.get(name, {})) for name in names]
     from recipes.run.samples import report_samples
 
-    samples = report_samples(run_dir, {name: stage_result(run_dir, name, entries[name]) for name in names})
+    results = {name: stage_result(run_dir, name, entries[name]) for name in names}
+    samples = report_samples(run_dir, results)
+    from recipes.outputs.matrix import read_matrix, read_mixes
+
     return {"run_dir": str(run_dir.resolve()), "stages": rows, "samples": samples,
+            "eval_matrix": read_matrix(results), "mix": read_mixes(results),
             "curves": {name: {kind: [[r["step"], r["loss" if kind == "train" else "eval_loss"]] for r in rows]
                               for kind, rows in c.items()} for name, c in curves.items()}}
 
@@ -170,10 +177,14 @@ def report_table(report: dict):
 
 
 def report_markdown(report: dict, images: list[str]) -> str:
+    from recipes.outputs.matrix import matrix_markdown
+
     lines = [f"# Run report: {report['run_dir']}", "", "| " + " | ".join(h for _, h in COLUMNS) + " |",
              "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(key, row[key]) for key, _ in COLUMNS) + " |" for row in report["stages"]]
-    lines += [""] + [f"![{Path(image).stem}]({image})" for image in images]
+    matrix_image = next((image for image in images if image == MATRIX_IMAGE), None)
+    lines += [""] + [f"![{Path(image).stem}]({image})" for image in images if image != MATRIX_IMAGE]
+    lines += matrix_markdown(report.get("eval_matrix"), report.get("mix") or {}, matrix_image)
     lines += samples_markdown(report.get("samples") or [])
     return "\n".join(lines) + "\n"
 
@@ -210,10 +221,22 @@ def write_report(run_dir, console=None) -> Path:
     folder = Path(run_dir) / REPORT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     images = draw_curves(report["curves"], folder)
+    if report.get("eval_matrix"):
+        from recipes.outputs.matrix import draw_matrix
+
+        images.append(draw_matrix(report["eval_matrix"], folder / MATRIX_IMAGE))
     (folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (folder / "report.md").write_text(report_markdown(report, [p.name for p in images]), encoding="utf-8")
     if console is not None:
         console.print(report_table(report))
+        if report.get("eval_matrix"):
+            from recipes.outputs.matrix import matrix_table
+
+            console.print(matrix_table(report["eval_matrix"]))
+        for stage, lines in (report.get("mix") or {}).items():
+            console.print(f"data mix of {stage}:", markup=False)
+            for line in lines:
+                console.print(f"  {line}", markup=False)
         for sample in report["samples"]:
             console.print(f"sample {sample['prompt']!r}:", markup=False)
             for answer in sample["answers"]:

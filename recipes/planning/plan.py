@@ -15,6 +15,28 @@ from recipes.plugins.registry import Registry
 from recipes.config.schema import StageSettings
 
 
+@dataclass(eq=False)
+class Source:
+    """One data source of a stage as the data phase reads it; unpacks as ``(format, options, files)``.
+    ``weight``, ``max_samples`` and ``max_tokens`` decide its part of the stage's mix
+    (``recipes.data.mixing``)."""
+
+    format: object  # DataFormat
+    options: BaseModel
+    files: list
+    name: str
+    weight: float | None = None
+    max_samples: int | None = None
+    max_tokens: int | None = None
+
+    def __iter__(self):
+        return iter((self.format, self.options, self.files))
+
+    def mix_json(self) -> dict:
+        """What of the mix the recipe set (empty when nothing): for recipe.json and the fingerprint."""
+        return {k: getattr(self, k) for k in ("weight", "max_samples", "max_tokens") if getattr(self, k) is not None}
+
+
 @dataclass
 class StagePlan:
     index: int
@@ -22,7 +44,7 @@ class StagePlan:
     kind: str
     base: str  # "model" or the name of an earlier stage
     settings: StageSettings
-    sources: list  # (DataFormat, options instance, [Path]) per data source
+    sources: list  # a Source per data source
     folder: Path
     eval_sources: list = field(default_factory=list)  # the same, per `eval_data` source
     loss: LossFunction | None = None  # the loss plugin's provider
@@ -68,6 +90,7 @@ class Plan:
     distributed: object = None  # schema.Distributed
     losses: dict = field(default_factory=dict)  # loss name -> LossFunction provider
     samples_max_new_tokens: int = 64
+    eval_matrix: bool = True  # every stage's evaluation sets on the starting model and after each stage
 
     def stage(self, name: str) -> StagePlan:
         return next(s for s in self.stages if s.name == name)
@@ -102,8 +125,8 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
               and family().native_config(loaded.model.config) is not None)
     for index, stage in enumerate(recipe.stages):
         base = recipe.base_of(index)
-        sources, eval_sources = ([_source(loaded.sources[(index, group, j)], registry)
-                                  for j in range(len(getattr(stage, group)))] for group in ("data", "eval_data"))
+        sources, eval_sources = ([_source(loaded.sources[(index, group, j)], registry, spec)
+                                  for j, spec in enumerate(getattr(stage, group))] for group in ("data", "eval_data"))
         settings = stage.settings(recipe.defaults)
         if native:  # trains as its native conversion (Qwen v1 as Qwen2): LoRA names become the native ones
             settings = settings.model_copy(update={"lora_target": family().native_targets(settings.lora_target)[0]})
@@ -131,14 +154,15 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
     return Plan(loaded.name, loaded.path, run_dir, model_path, recipe.model.revision,
                 recipe.model.trust_remote_code, backend, backend_options, callbacks, stages,
                 json.dumps(resolved, indent=2, ensure_ascii=False), recipe.distributed, dict(registry.losses),
-                recipe.samples_max_new_tokens)
+                recipe.samples_max_new_tokens, recipe.eval_matrix)
 
 
-def _source(resolved, registry: Registry) -> tuple:
+def _source(resolved, registry: Registry, spec) -> Source:
     fmt = registry.formats[resolved.format]
-    return fmt, fmt.options_model.model_validate(resolved.options), resolved.files
+    return Source(fmt, fmt.options_model.model_validate(resolved.options), resolved.files, spec.default_name(),
+                  spec.weight, spec.max_samples, spec.max_tokens)
 
 
 def _sources_json(sources: list) -> list:
-    return [{"format": fmt.name, "options": options.model_dump(mode="json"), "files": [str(f) for f in files]}
-            for fmt, options, files in sources]
+    return [{"name": source.name, "format": source.format.name, "options": source.options.model_dump(mode="json"),
+             "files": [str(f) for f in source.files], **source.mix_json()} for source in sources]

@@ -15,11 +15,14 @@ def summarize(loaded: LoadedRecipe) -> dict:
     for index, stage in enumerate(recipe.stages):
         s = stage.settings(recipe.defaults)
         sources = []
+        weights = sum(source.weight or 0 for source in stage.data)
         for source_index, source in enumerate(stage.data):
             resolved = loaded.sources[(index, "data", source_index)]
-            sources.append({"path": source.path or f"{source.dataset_info} [{source.dataset}]",
+            sources.append({"name": source.default_name(), "path": source.path or f"{source.dataset_info} [{source.dataset}]",
                             "format": resolved.format, "files": len(resolved.files),
-                            "records": count_all(resolved.files)})
+                            "records": count_all(resolved.files), "weight": source.weight,
+                            "share": source.weight / weights if source.weight and weights else None,
+                            "max_samples": source.max_samples, "max_tokens": source.max_tokens})
         stages.append({
             "name": stage.name, "kind": stage.kind,
             "base": recipe.base_of(index),
@@ -52,5 +55,7 @@ def summary_lines(summary: dict) -> list[str]:
                      f"{st['cutoff_len']}, LoRA r={st['lora_rank']} alpha={st['lora_alpha']:g}, {length}")
         for source in st["data"]:
             records = f", {source['records']:,} records" if source["records"] is not None else ""
-            lines.append(f"   data {source['path']} ({source['format']}): {source['files']} file(s){records}")
+            mix = f"; weight {source['weight']:g}: {source['share']:.0%} of the training tokens" if source["weight"] else ""
+            caps = "".join(f", at most {source[k]:,} {k[4:]}" for k in ("max_samples", "max_tokens") if source[k])
+            lines.append(f"   data {source['path']} ({source['format']}): {source['files']} file(s){records}{caps}{mix}")
     return lines

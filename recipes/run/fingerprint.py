@@ -55,8 +55,8 @@ def versions(registry) -> dict:
 def stage_parts(plan, stage, base_fingerprint: str, registry) -> dict:
     """The inputs of a stage, as stored in the manifest (small values, file digests)."""
     settings = {k: v for k, v in stage.settings.as_dict().items() if k not in OPERATIONAL_SETTINGS}
-    data = [{"format": fmt.name, "options": options.model_dump(mode="json"),
-             "files": {str(f): file_sha256(f) for f in files}} for fmt, options, files in stage.sources]
+    data = [{"format": source.format.name, "options": source.options.model_dump(mode="json"),
+             "files": {str(f): file_sha256(f) for f in source.files}, **source.mix_json()} for source in stage.sources]
     return {
         "kind": stage.kind,
         "settings": settings,

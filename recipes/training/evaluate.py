@@ -5,21 +5,31 @@ from __future__ import annotations
 import math
 
 
-def evaluate(trainer) -> dict:
-    """Loss and perplexity per evaluation set (the mean of its batches' mean token losses)."""
-    metrics = trainer.evaluate()
-    sets = trainer.eval_dataset if isinstance(trainer.eval_dataset, dict) else {"": trainer.eval_dataset}
+def evaluate(trainer, sets: dict | None = None) -> dict:
+    """Loss, perplexity and labelled-token count per evaluation set (``sets``: name -> Dataset, default
+    the trainer's); the loss is the mean over the set's labelled tokens (``StageTrainer.evaluate``)."""
+    sets = sets if sets is not None else trainer.eval_dataset
+    metrics = trainer.evaluate(eval_dataset=sets)
     out = {}
     for name in sets:
-        loss = metrics.get(f"eval_{name}_loss" if name else "eval_loss")
+        loss = metrics.get(f"eval_{name}_loss")
         if loss is not None and not math.isfinite(loss):
             from recipes.errors import TrainingError
 
-            raise TrainingError(f"evaluation set {name or 'eval'!r}: the loss is {loss} (the model's outputs are not "
+            raise TrainingError(f"evaluation set {name!r}: the loss is {loss} (the model's outputs are not "
                                 "finite); check the base model's weights, or lower the learning_rate")
         if loss is not None:
-            out[name or "eval"] = {"loss": loss, "perplexity": math.exp(min(loss, 700))}
+            out[name] = {"loss": loss, "perplexity": math.exp(min(loss, 700)),
+                         "tokens": metrics.get(f"eval_{name}_tokens")}
     return out
+
+
+def own_sets(results: dict | None, stage: str) -> dict | None:
+    """A stage's own sets among the matrix's ``STAGE/SET`` results, by their short names."""
+    if results is None:
+        return None
+    prefix = f"{stage}/"
+    return {name[len(prefix):]: r for name, r in results.items() if name.startswith(prefix)} or None
 
 
 def describe_eval(results: dict) -> str:

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from recipes.errors import Interrupted, TrainingError
 from recipes.training import distributed
-from recipes.training.evaluate import describe_eval, evaluate, headline_eval, peak_memory
+from recipes.training.evaluate import describe_eval, evaluate, headline_eval, own_sets, peak_memory
 from recipes.training.interrupts import STOP
 from recipes.training.precision import device, pick_precision, torch_dtype
 
@@ -45,6 +45,10 @@ class StageResult:
     eval_perplexity_before: float | None = None
     eval_perplexity_after: float | None = None
     peak_memory_bytes: int | None = None
+    # the plan's evaluation matrix: every stage's sets (STAGE/SET) on the starting model (the first
+    # stage only) and after this stage
+    eval_matrix: dict | None = None
+    mix: list | None = None  # per training source: examples, tokens and share of the stage's mix
 
 
 class StageProgress(Protocol):
@@ -101,6 +105,34 @@ class StageRun:
                  + "".join(f"; {name}: {len(rows)} held for evaluation" for name, rows in self.data.evals.items()))
         if self.data.packing is not None:
             self.say(self.data.packing.describe())
+        from recipes.data.inspect import mix_lines
+
+        for line in mix_lines(self.data.mix):
+            self.say(f"data: {line}")
+        self.matrix_sets = self._matrix_sets()
+
+    def _matrix_sets(self) -> dict:
+        """The evaluation sets this stage evaluates after training, named STAGE/SET: every stage's
+        (the plan's evaluation matrix; each prepared with its own stage's settings, from the store),
+        or with ``eval_matrix = false`` its own."""
+        from recipes.data.layout import examples_of
+        from recipes.data.prepare import prepare
+
+        sets = {}
+        for other in self.plan.stages:
+            if other is self.stage:
+                evals = self.data.evals
+            elif not self.plan.eval_matrix:
+                continue
+            else:
+                template = self.tokenizer.chat_template  # an SFT stage's data may set the family's on it
+                try:
+                    evals = prepare(other, self.tokenizer, lambda m, o=other.name: self.say(f"eval matrix, {o} {m}")).evals
+                finally:
+                    self.tokenizer.chat_template = template
+                evals = {name: examples_of(dataset) for name, dataset in evals.items()}  # unpacked: the same mean
+            sets.update({f"{other.name}/{name}": dataset for name, dataset in evals.items()})
+        return sets
 
     def load_model(self) -> None:
         """The base model through the quantization backend."""
@@ -141,6 +173,7 @@ class StageRun:
         """The Trainer with the stage's loss, guards, collator and the plugins' callbacks."""
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+        from recipes.data.layout import PackedDataset
         from recipes.data.tokenization import PadCollator
         from recipes.plugins.hookspecs import StageContext
         from recipes.training.model import pad_id
@@ -161,11 +194,13 @@ class StageRun:
             collator = FlatteningCollator.for_model(self.model, pad_id(self.tokenizer))
         else:
             collator = PadCollator(pad_id(self.tokenizer))
+        padded = PadCollator(pad_id(self.tokenizer))
         self.trainer = StageTrainer(
             model=self.model, args=args, train_dataset=self.data.train, eval_dataset=self.data.evals or None,
             data_collator=collator, processing_class=self.tokenizer,
             callbacks=[*callbacks, StageGuard(self.progress.checkpoint_saved)],
-            lm_loss=stage.loss.build(self.model, stage.loss_options), skip_limit=s.skip_nonfinite_batches)
+            lm_loss=stage.loss.build(self.model, stage.loss_options), skip_limit=s.skip_nonfinite_batches,
+            eval_collator=lambda dataset: collator if isinstance(dataset, PackedDataset) else padded)
         for quiet in (PrinterCallback, ProgressCallback):
             self.trainer.remove_callback(quiet)
         processes = distributed.world_size()
@@ -176,15 +211,20 @@ class StageRun:
                  + f", lr {s.learning_rate:g} {s.lr_scheduler_type}; a checkpoint every {s.save_steps} steps")
 
     def evaluate_before(self) -> dict | None:
-        """The evaluation sets on the starting point (once: a resumed stage keeps the first figures)."""
-        if not self.data.evals:
+        """The evaluation sets on the starting point, once (a resumed stage keeps the first figures):
+        the first stage evaluates the whole matrix there (the starting model's row)."""
+        start = self.stage.index == 0 and self.plan.eval_matrix
+        sets = self.matrix_sets if start else {f"{self.stage.name}/{n}": d for n, d in self.data.evals.items()}
+        self.start_row = None
+        if not sets:
             return None
-        before = self.progress.eval_before()
-        if before is None:
-            before = evaluate(self.trainer)
-            self.progress.evaluated_before(before)
-            self.say("eval before: " + describe_eval(before))
-        return before
+        results = self.progress.eval_before()
+        if results is None:
+            results = evaluate(self.trainer, sets)
+            self.progress.evaluated_before(results)
+            self.say(("eval on the starting model: " if start else "eval before: ") + describe_eval(results))
+        self.start_row = results if start else None
+        return own_sets(results, self.stage.name)
 
     def train(self) -> None:
         """trainer.train(), resumed where a checkpoint says; failures become clear errors that keep
@@ -233,10 +273,11 @@ class StageRun:
         return str(checkpoint.relative_to(self.plan.run_dir)) if checkpoint else None
 
     def evaluate_after(self) -> dict | None:
-        after = evaluate(self.trainer) if self.data.evals else None
-        if after:
-            self.say("eval after:  " + describe_eval(after))
-        return after
+        """Every set of the matrix (or the stage's own) on the trained model."""
+        self.after_row = evaluate(self.trainer, self.matrix_sets) if self.matrix_sets else None
+        if self.after_row:
+            self.say("eval after:  " + describe_eval(self.after_row))
+        return own_sets(self.after_row, self.stage.name)
 
     def result(self) -> StageResult:
         losses = [row["loss"] for row in self.trainer.state.log_history if "loss" in row]
@@ -252,7 +293,8 @@ class StageRun:
                   "packed_rows": data.packing.rows if data.packing else None,
                   "packing_efficiency": data.packing.efficiency if data.packing else None},
             eval_before=self.before, eval_after=self.after, peak_memory_bytes=peak_memory(),
-            **headline_eval(self.before, self.after))
+            eval_matrix={"start": self.start_row, "after": self.after_row} if self.after_row else None,
+            mix=data.mix, **headline_eval(self.before, self.after))
 
     def publish(self, adapter_dir: Path, merged_dir: Path) -> None:
         """Write the adapter (PEFT format) and the merged model (HF format, safetensors) into the two

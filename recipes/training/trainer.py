@@ -5,8 +5,8 @@ Why a Trainer subclass: ``Trainer(compute_loss_func=...)`` receives the model's 
 logits would already exist; the chunked loss has to run the model itself. Everything else stays the
 Trainer's: which ``num_items_in_batch`` it counts over the accumulated batch, whether it divides by
 the accumulation steps (it does not when the model accepts loss kwargs, as Qwen2 does, and our loss
-divides by ``num_items_in_batch`` as the model's own loss does), evaluation (``return_outputs=True``
-keeps the standard path).
+divides by ``num_items_in_batch`` as the model's own loss does). Evaluation goes through the same loss
+(``evaluate``: a mean over labelled tokens, no full logits).
 
 The guards, so that stopping never loses work:
 
@@ -49,9 +49,10 @@ class StageTrainer(Trainer):
     ``lm_loss``: ``loss(model, inputs, num_items_in_batch)`` from ``LossFunction.build`` (None keeps
     the Trainer's own loss); ``skip_limit``: how many non-finite batches may be skipped."""
 
-    def __init__(self, *args, lm_loss=None, skip_limit: int = 0, **kwargs):
+    def __init__(self, *args, lm_loss=None, skip_limit: int = 0, eval_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.lm_loss, self.skip_limit, self.skipped = lm_loss, skip_limit, 0
+        self.eval_collator = eval_collator  # dataset -> its collator (packed rows or padded sequences)
         for callback in self.callback_handler.callbacks:
             if isinstance(callback, StageGuard):
                 callback.scaler = lambda: active_scaler(self.accelerator)
@@ -75,17 +76,79 @@ class StageTrainer(Trainer):
         if self.lm_loss is None or return_outputs:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
-        from recipes.training.chunked_loss import chunk_precision
-
-        dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
-        scaler = active_scaler(self.accelerator)
-        with chunk_precision(self.args.device.type, dtype, scaler.get_scale() if scaler is not None else 1.0):
+        with self._loss_precision():
             loss = self.lm_loss(model, inputs, num_items_in_batch)
         if (self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs
                 and num_items_in_batch is not None):
             # as Trainer.compute_loss: num_items_in_batch counts every process's labels, DDP averages
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         return loss
+
+
+    def _loss_precision(self):
+        from recipes.training.chunked_loss import chunk_precision
+
+        dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
+        scaler = active_scaler(self.accelerator)
+        return chunk_precision(self.args.device.type, dtype, scaler.get_scale() if scaler is not None else 1.0)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        """Each evaluation set through the stage's loss (no full logits, whatever the vocabulary), its
+        loss the mean over all its labelled tokens, so that packed and unpacked evaluation agree (the
+        Trainer's loop builds the logits and averages the batches' means). Logged and handed to the
+        callbacks as the Trainer's are. Under FSDP or DeepSpeed the Trainer's own loop runs (it wraps
+        the model for them)."""
+        target = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(target, dict) or self.lm_loss is None or self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        loss, tokens = self.token_loss(self.get_eval_dataloader(eval_dataset))
+        metrics = {f"{metric_key_prefix}_loss": loss, f"{metric_key_prefix}_tokens": tokens}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        """The Trainer's, with the collator that fits the set (the plan's matrix mixes packed SFT rows
+        and padded pre-training blocks)."""
+        dataset = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else eval_dataset
+        if self.eval_collator is None:
+            return super().get_eval_dataloader(eval_dataset)
+        saved, self.data_collator = self.data_collator, self.eval_collator(
+            dataset if dataset is not None else self.eval_dataset)
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = saved
+
+    def token_loss(self, dataloader) -> tuple[float, int]:
+        """(mean cross-entropy over every labelled token of ``dataloader``, their count), summed over
+        the processes; no gradient."""
+        from recipes.data.tokenization import IGNORE_INDEX
+
+        model, device = self.model, self.args.device
+        training = model.training
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        count = torch.zeros((), dtype=torch.int64, device=device)
+        model.eval()
+        try:
+            with torch.no_grad():
+                for inputs in dataloader:
+                    inputs = self._prepare_inputs(inputs)
+                    labels = (inputs["labels"][..., 1:] != IGNORE_INDEX).sum()  # shifted, as the loss counts
+                    if not int(labels):
+                        continue
+                    with self.compute_loss_context_manager(), self._loss_precision():
+                        loss = self.lm_loss(model, inputs, labels)
+                    total += loss.detach().double() * labels
+                    count += labels
+        finally:
+            model.train(training)
+        if distributed.world_size() > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(total)
+            dist.all_reduce(count)
+        return (float(total / count) if int(count) else float("nan")), int(count)
 
 
 def active_scaler(accelerator):
@@ -182,7 +245,7 @@ def training_arguments(stage, precision: str, device: str, distributed_settings=
         "logging_first_step": True,
         "eval_strategy": "steps" if s.eval_steps else "no",
         "eval_steps": s.eval_steps,
-        "per_device_eval_batch_size": s.per_device_train_batch_size,
+        "per_device_eval_batch_size": s.per_device_eval_batch_size or s.per_device_train_batch_size,
         "save_strategy": "steps",
         "save_steps": s.save_steps,
         "save_total_limit": s.save_total_limit,
