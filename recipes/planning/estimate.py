@@ -99,6 +99,7 @@ def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tok
             "lora_layers": len(wrapped) * shape.layers,
         },
         "memory": {**memory.as_dict(), "batch": s.per_device_train_batch_size, "cutoff_len": s.cutoff_len,
+                   "eval_batch": s.per_device_eval_batch_size or s.per_device_train_batch_size,
                    "gradient_checkpointing": s.gradient_checkpointing, "optim": s.optim},
         "data": data_estimate(stage, tokenizer),
     }
@@ -112,13 +113,25 @@ def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
 
         data = prepare(stage, tokenizer, lambda message: None)
         sequences, tokens, record_count = len(data.train), data.stats.tokens, data.stats.records
+        sources = [{"name": m["name"], "weight": m["weight"], "tokens": m["offered_tokens"],
+                    "sampled_tokens": m["tokens"], "share": m["share"]} for m in data.mix]
     else:  # issue 14: from a sample of each file (its first MBs), scaled by the file's size on disk
         from recipes.data.sample import sample_records
 
         record_count = tokens = 0
-        for records, scale in sample_records(stage.sources):
-            record_count += round(len(records) * scale)
-            tokens += round(_tokens_from_size(records, stage.kind, s.cutoff_len)[0] * scale)
+        sources = []
+        for source in stage.sources:
+            count = size = 0
+            for records, scale in sample_records([source]):
+                count += round(len(records) * scale)
+                size += round(_tokens_from_size(records, stage.kind, s.cutoff_len)[0] * scale)
+            size = _capped(size, count, source, stage.kind, s.cutoff_len)
+            sources.append({"name": source.name, "weight": source.weight, "tokens": size})
+            record_count, tokens = record_count + count, tokens + size
+        weights = sum(x["weight"] or 0 for x in sources)
+        for x in sources:  # the mix keeps the stage's token budget and gives each source its weight's share
+            x["share"] = x["weight"] / weights if weights else x["tokens"] / max(tokens, 1)
+            x["sampled_tokens"] = round(tokens * x["share"])
         sequences = math.ceil(tokens / s.cutoff_len) if stage.kind == "pretrain" else record_count
         if s.val_size:
             held = int(s.val_size) if s.val_size >= 1 else round(sequences * s.val_size)
@@ -132,7 +145,15 @@ def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
     warmup = s.warmup_steps if s.warmup_steps is not None else math.ceil(steps * s.warmup_ratio)
     return {"records": record_count, "tokens_per_epoch": tokens, "sequences": sequences,
             "steps_per_epoch": per_epoch, "optimizer_steps": steps, "warmup_steps": warmup,
-            "exact": tokenizer is not None}
+            "exact": tokenizer is not None, "sources": sources}
+
+
+def _capped(tokens: int, records: int, source, kind: str, cutoff_len: int) -> int:
+    """A source's tokens under its ``max_tokens`` and ``max_samples`` (pre-training: blocks)."""
+    if source.max_samples is not None:
+        per = cutoff_len if kind == "pretrain" else tokens / max(records, 1)
+        tokens = min(tokens, round(source.max_samples * per))
+    return min(tokens, source.max_tokens) if source.max_tokens is not None else tokens
 
 
 # the share of a packed row's slots that real tokens fill (measured: 92% on the bundled SFT sample
@@ -200,6 +221,8 @@ def estimate_lines(estimate: dict) -> list[str]:
         for label, value in rows:
             lines.append(f"     {label:<22}{_size(value):>14}")
         lines.append(f"     {'total':<22}{_size(m['total']):>14}")
+        lines.append(f"     {'evaluation':<22}{_size(m['evaluation']):>14}  (batch {m['eval_batch']} x {m['cutoff_len']}, "
+                     f"no gradients; the stage's peak: {_size(m['peak'])})")
         other = "without" if m["gradient_checkpointing"] else "with"
         other_value = m[f"activations_{other}_checkpointing"]
         lines.append(f"     (activations {other} checkpointing: {_size(other_value)}, total "
@@ -208,4 +231,11 @@ def estimate_lines(estimate: dict) -> list[str]:
         lines.append(f"   data: {d['records']:,} records, {d['tokens_per_epoch']:,} tokens per epoch ({how}), "
                      f"{d['sequences']:,} sequences; {d['optimizer_steps']:,} optimizer steps "
                      f"({d['steps_per_epoch']:,} per epoch), {d['warmup_steps']:,} warmup")
+        sources = d.get("sources") or []
+        if len(sources) > 1 or any(x["weight"] is not None for x in sources):
+            for x in sources:
+                ratio = x["sampled_tokens"] / x["tokens"] if x["tokens"] else 0
+                lines.append(f"     source {x['name']}: {x['tokens']:,} tokens, {x['share']:.1%} of the training "
+                             f"tokens = {x['sampled_tokens']:,} ({ratio:.2f}x its tokens"
+                             + (", over-sampled)" if ratio > 1.0005 else ", under-sampled)" if ratio < 0.9995 else ")"))
     return lines

@@ -80,14 +80,25 @@ class MemoryEstimate:
     tokens: int  # per micro-batch
     precision: str
     device: str
+    # evaluation (no gradients; the optimizer state and gradients still exist: a stage evaluates
+    # between and after its steps): one layer's working set and the loss's logits, at the eval batch
+    eval_activations: int = 0
+    eval_logits: int = 0
+    eval_tokens: int = 0
 
     @property
     def total(self) -> int:
         return (self.weights + self.lora_weights + self.gradients + self.optimizer + self.activations
                 + self.logits_and_loss + self.overhead)
 
+    @property
+    def evaluation(self) -> int:
+        return (self.weights + self.lora_weights + self.gradients + self.optimizer + self.eval_activations
+                + self.eval_logits + self.overhead)
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "total": self.total}
+        return {**asdict(self), "total": self.total, "evaluation": self.evaluation,
+                "peak": max(self.total, self.evaluation)}
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -164,6 +175,7 @@ def estimate_memory(shape: Shape, settings: StageSettings, quantization: dict | 
     width = BYTES[precision]
     lora = shape.lora_parameters(settings.lora_target, settings.lora_rank)
     tokens = settings.per_device_train_batch_size * settings.cutoff_len
+    eval_tokens = (settings.per_device_eval_batch_size or settings.per_device_train_batch_size) * settings.cutoff_len
     layer = layer_activation_bytes(shape, settings.lora_target, settings.lora_dropout, width)
     final_norm = NORM_BYTES_PER_WIDTH * shape.hidden
     without = tokens * (shape.layers * layer + final_norm)
@@ -179,6 +191,10 @@ def estimate_memory(shape: Shape, settings: StageSettings, quantization: dict | 
         logits_and_loss=logits_bytes(shape, tokens, logit_positions(tokens) if logit_positions else None),
         overhead=CUDA_OVERHEAD_BYTES if device == "cuda" else CPU_OVERHEAD_BYTES,
         tokens=tokens, precision=precision, device=device,
+        eval_activations=eval_tokens * width * (4 * shape.hidden + shape.query_width + 2 * shape.kv_width
+                                                + 3 * shape.mlp_width),
+        eval_logits=logits_bytes(shape, eval_tokens, logit_positions(eval_tokens) if logit_positions else None),
+        eval_tokens=eval_tokens,
     )
 
 
