@@ -126,3 +126,44 @@ def test_evaluation_memory_at_2048_x_4_stays_near_training(tiny_model, tmp_path)
     assert growth["eval"] <= growth["train"] * 1.1 + (64 << 20), growth
     # and the measurement sees full logits: one row of 2048 x 151,936 through the Trainer's loop adds > 1 GiB
     assert growth["trainer_eval"] > growth["eval"] + (1 << 30), growth
+
+
+def test_the_per_source_training_loss_is_each_sources_token_mean(tiny_model, tokenizer, tmp_path):
+    import torch
+    import torch.nn.functional as F
+
+    from recipes.builtin.losses import ChunkedOptions, build_chunked
+    from recipes.config.load import load_recipe
+    from recipes.data.prepare import prepare
+    from recipes.data.tokenization import PadCollator
+    from recipes.planning.plan import make_plan
+    from recipes.plugins.registry import get_registry
+    from recipes.training.channels import Channels
+    from recipes.training.chunked_loss import token_losses
+    from test_chunked_loss import lora_model
+
+    for name, word in (("bees", "hive"), ("general", "river")):
+        write(tmp_path / f"{name}.jsonl", "\n".join(json.dumps({"text": f"{word} {i} " * (5 + i)}) for i in range(12)))
+    recipe = write(tmp_path / "r.toml", '[model]\npath = "bundled:tiny-qwen2"\n[[stages]]\nname = "d"\nkind = "pretrain"\n'
+                   'cutoff_len = 32\n[[stages.data]]\npath = "bees.jsonl"\nformat = "text"\nweight = 0.5\n'
+                   '[[stages.data]]\npath = "general.jsonl"\nformat = "text"\nweight = 0.5\n')
+    registry = get_registry()
+    data = prepare(make_plan(load_recipe(str(recipe), registry), registry).stages[0], tokenizer, lambda m: None)
+    batch = PadCollator(PAD)([data.train[i] for i in range(min(6, len(data.train)))])
+    sources = batch.pop("sources")
+    assert set(sources[sources >= 0].tolist()) == {0, 1}
+    model = lora_model(tiny_model)
+    channels = Channels(["bees", "general"])
+    with torch.no_grad(), token_losses() as recorded:
+        build_chunked(model, ChunkedOptions(chunk_size=29))(model, batch)
+    channels.add(sources, batch["labels"], recorded)
+    got = channels.take()
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    each = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=-100,
+                           reduction="none")
+    of, keep = sources[:, 1:].flatten(), batch["labels"][:, 1:].flatten() != -100
+    for index, name in enumerate(["bees", "general"]):
+        expected = float(each[keep & (of == index)].mean())
+        assert abs(got[f"loss/{name}"] - expected) < 1e-4, (name, got, expected)
+    assert channels.take() == {}  # taken: the next log starts afresh

@@ -40,14 +40,17 @@ class FlatteningCollator:
     def __call__(self, rows: list[dict]) -> dict:
         import torch
 
-        ids, labels, positions = [], [], []
+        ids, labels, positions, sources = [], [], [], []
         for row in rows:
             ids += row["input_ids"]
             labels += row["labels"]
             positions += row.get("position_ids") or range(len(row["input_ids"]))
+            sources += row.get("sources", ())
         batch = {"input_ids": torch.tensor([ids], dtype=torch.long),
                  "labels": torch.tensor([labels], dtype=torch.long),
                  "position_ids": torch.tensor([positions], dtype=torch.long)}
+        if sources:  # each token's source (a stage with several)
+            batch["sources"] = torch.tensor([sources], dtype=torch.long)
         if labels and labels[0] != IGNORE_INDEX:  # a row that does not start an example: not ours
             raise ValueError("FlatteningCollator: each row must start an example (first label -100)")
         if self.flash_kwargs:

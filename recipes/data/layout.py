@@ -167,9 +167,17 @@ class StoreDataset:
     def source_of(self, item: int) -> int:
         return int(self.order[item][0])
 
+    @property
+    def tagged(self) -> bool:
+        """Whether items carry ``sources`` (the source of each token: a stage with several)."""
+        return len(self.stores) > 1
+
     def __getitem__(self, item: int) -> dict:
         ids, labels = self.example(item)
-        return {"input_ids": ids.tolist(), "labels": labels.tolist()}
+        out = {"input_ids": ids.tolist(), "labels": labels.tolist()}
+        if self.tagged:
+            out["sources"] = [self.source_of(item)] * len(ids)
+        return out
 
 
 class PackedDataset:
@@ -183,15 +191,19 @@ class PackedDataset:
         return len(self.starts) - 1
 
     def __getitem__(self, item: int) -> dict:
-        ids, labels, positions = [], [], []
+        ids, labels, positions, sources = [], [], [], []
         for index in self.members[self.starts[item]:self.starts[item + 1]].tolist():
             tokens, marks = self.examples.example(index)
             marks[0] = IGNORE_INDEX
             ids.append(tokens)
             labels.append(marks)
             positions.append(np.arange(len(tokens)))
-        return {"input_ids": np.concatenate(ids).tolist(), "labels": np.concatenate(labels).tolist(),
-                "position_ids": np.concatenate(positions).tolist()}
+            sources.append(np.full(len(tokens), self.examples.source_of(index)))
+        out = {"input_ids": np.concatenate(ids).tolist(), "labels": np.concatenate(labels).tolist(),
+               "position_ids": np.concatenate(positions).tolist()}
+        if self.examples.tagged:
+            out["sources"] = np.concatenate(sources).tolist()
+        return out
 
 
 def open_set(stores: list[TokenStore], folder: Path, name: str, packing: bool):

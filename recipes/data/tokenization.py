@@ -232,9 +232,14 @@ class PadCollator:
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
+        tagged = "sources" in batch[0]  # each token's source (a stage with several; -1 on padding)
+        sources = torch.full((len(batch), width), -1, dtype=torch.long) if tagged else None
         for row, example in enumerate(batch):
             n = len(example["input_ids"])
             ids[row, :n] = torch.tensor(example["input_ids"])
             labels[row, :n] = torch.tensor(example["labels"])
             mask[row, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+            if tagged:
+                sources[row, :n] = torch.tensor(example["sources"])
+        out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return {**out, "sources": sources} if tagged else out

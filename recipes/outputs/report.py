@@ -105,8 +105,15 @@ def read_run(run_dir: Path) -> dict:
 
     return {"run_dir": str(run_dir.resolve()), "stages": rows, "samples": samples,
             "eval_matrix": read_matrix(results), "mix": read_mixes(results),
-            "curves": {name: {kind: [[r["step"], r["loss" if kind == "train" else "eval_loss"]] for r in rows]
-                              for kind, rows in c.items()} for name, c in curves.items()}}
+            "curves": {name: {**{kind: [[r["step"], r["loss" if kind == "train" else "eval_loss"]] for r in rows]
+                                 for kind, rows in c.items()}, **source_curves(c.get("train", []))}
+                       for name, c in curves.items()}}
+
+
+def source_curves(rows: list[dict]) -> dict:
+    """``train/NAME``: the per-source training loss of a stage with several sources (``loss/NAME``)."""
+    names = dict.fromkeys(k[5:] for row in rows for k in row if k.startswith("loss/"))
+    return {f"train/{name}": [[r["step"], r[f"loss/{name}"]] for r in rows if f"loss/{name}" in r] for name in names}
 
 
 def stage_result(run_dir: Path, name: str, entry: dict) -> dict:

@@ -52,6 +52,21 @@ _HEAD_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 # (device type, autocast dtype or None, the GradScaler's current scale)
 _PRECISION: contextvars.ContextVar = contextvars.ContextVar("chunk_precision", default=("cpu", None, 1.0))
+# where the loss puts each labelled position's cross-entropy (detached), while ``token_losses`` is on
+_TOKEN_LOSSES: contextvars.ContextVar = contextvars.ContextVar("token_losses", default=None)
+
+
+@contextlib.contextmanager
+def token_losses():
+    """Within: the chunked loss appends each labelled position's cross-entropy (detached, fp32, in the
+    order of the shifted labels that are not -100) to the list this yields; for the per-source
+    training loss (recipes.training.channels)."""
+    sink: list = []
+    token = _TOKEN_LOSSES.set(sink)
+    try:
+        yield sink
+    finally:
+        _TOKEN_LOSSES.reset(token)
 
 
 @contextlib.contextmanager
@@ -115,6 +130,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if need_b else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        sink = _TOKEN_LOSSES.get()
         for start in range(0, hidden.shape[0], chunk_size):
             h = hidden[start:start + chunk_size]
             t = targets[start:start + chunk_size]
@@ -126,7 +142,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             top = logits.amax(dim=1, keepdim=True)
             exp = logits.sub_(top).exp_()  # exp(logits - max), as logsumexp computes it
             norm = exp.sum(dim=1, keepdim=True)
-            total += (top.squeeze(1) + norm.squeeze(1).log() - picked).sum()
+            each = top.squeeze(1) + norm.squeeze(1).log() - picked
+            total += each.sum()
+            if sink is not None:
+                sink.append(each.detach())
             if not (need_h or need_w or need_b or need_r):
                 del logits, exp  # freed before the next chunk's buffer is allocated
                 continue

@@ -49,6 +49,7 @@ class StageResult:
     # stage only) and after this stage
     eval_matrix: dict | None = None
     mix: list | None = None  # per training source: examples, tokens and share of the stage's mix
+    source_losses: dict | None = None  # per training source: the last logged training loss
 
 
 class StageProgress(Protocol):
@@ -175,6 +176,7 @@ class StageRun:
 
         from recipes.data.layout import PackedDataset
         from recipes.data.tokenization import PadCollator
+        from recipes.training.channels import Channels
         from recipes.plugins.hookspecs import StageContext
         from recipes.training.model import pad_id
         from recipes.training.trainer import StageGuard, StageTrainer, training_arguments
@@ -200,7 +202,8 @@ class StageRun:
             data_collator=collator, processing_class=self.tokenizer,
             callbacks=[*callbacks, StageGuard(self.progress.checkpoint_saved)],
             lm_loss=stage.loss.build(self.model, stage.loss_options), skip_limit=s.skip_nonfinite_batches,
-            eval_collator=lambda dataset: collator if isinstance(dataset, PackedDataset) else padded)
+            eval_collator=lambda dataset: collator if isinstance(dataset, PackedDataset) else padded,
+            channels=Channels([m["name"] for m in self.data.mix]) if len(self.data.mix) > 1 else None)
         for quiet in (PrinterCallback, ProgressCallback):
             self.trainer.remove_callback(quiet)
         processes = distributed.world_size()
@@ -235,11 +238,24 @@ class StageRun:
         if self.resume_from is None or not _restore_finished(self.trainer, self.resume_from):
             self._train_guarded()
         self.seconds = time.monotonic() - started
+        self._say_source_losses()
         if STOP.requested:
             state = self.trainer.state
             raise Interrupted(f"stage {self.stage.name!r} stopped at step {state.global_step} of {state.max_steps}; "
                               f"checkpoint saved ({self._shown(self.progress.last_checkpoint())}). Run the same command again "
                               "to resume from it")
+
+    def _say_source_losses(self) -> None:
+        channels = self.trainer.channels
+        if channels is not None and channels.missing:
+            self.say(f"note: the {self.settings.loss!r} loss gives no per-token losses, so no per-source training loss")
+        latest = {}  # each source's last logged value (a batch may hold no token of a source)
+        for row in self.trainer.state.log_history:
+            latest.update({k[5:]: v for k, v in row.items() if k.startswith("loss/")})
+        self.source_losses = latest or None
+        if self.source_losses:
+            self.say("training loss per source (last logged): "
+                     + ", ".join(f"{name} {value:.4f}" for name, value in self.source_losses.items()))
 
     def _train_guarded(self) -> None:
         from recipes.training.trainer import NonFiniteError
@@ -294,7 +310,7 @@ class StageRun:
                   "packing_efficiency": data.packing.efficiency if data.packing else None},
             eval_before=self.before, eval_after=self.after, peak_memory_bytes=peak_memory(),
             eval_matrix={"start": self.start_row, "after": self.after_row} if self.after_row else None,
-            mix=data.mix, **headline_eval(self.before, self.after))
+            mix=data.mix, source_losses=getattr(self, "source_losses", None), **headline_eval(self.before, self.after))
 
     def publish(self, adapter_dir: Path, merged_dir: Path) -> None:
         """Write the adapter (PEFT format) and the merged model (HF format, safetensors) into the two

@@ -49,16 +49,25 @@ class StageTrainer(Trainer):
     ``lm_loss``: ``loss(model, inputs, num_items_in_batch)`` from ``LossFunction.build`` (None keeps
     the Trainer's own loss); ``skip_limit``: how many non-finite batches may be skipped."""
 
-    def __init__(self, *args, lm_loss=None, skip_limit: int = 0, eval_collator=None, **kwargs):
+    def __init__(self, *args, lm_loss=None, skip_limit: int = 0, eval_collator=None, channels=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.lm_loss, self.skip_limit, self.skipped = lm_loss, skip_limit, 0
         self.eval_collator = eval_collator  # dataset -> its collator (packed rows or padded sequences)
+        self.channels = channels  # recipes.training.channels.Channels: the per-source loss, or None
         for callback in self.callback_handler.callbacks:
             if isinstance(callback, StageGuard):
                 callback.scaler = lambda: active_scaler(self.accelerator)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        result = self._loss(model, inputs, return_outputs, num_items_in_batch)
+        sources = inputs.pop("sources", None)  # each token's source: not a model input
+        if sources is not None and self.channels is not None and not return_outputs:
+            from recipes.training.chunked_loss import token_losses
+
+            with token_losses() as recorded:
+                result = self._loss(model, inputs, return_outputs, num_items_in_batch)
+            self.channels.add(sources, inputs["labels"], recorded)
+        else:
+            result = self._loss(model, inputs, return_outputs, num_items_in_batch)
         loss = result[0] if return_outputs else result
         if not distributed.any_rank(not bool(torch.isfinite(loss.detach()).all())):
             return result
@@ -84,6 +93,12 @@ class StageTrainer(Trainer):
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         return loss
 
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        """The Trainer's, with the per-source losses beside each logged training loss."""
+        if self.channels is not None and "loss" in logs:
+            logs.update(self.channels.take())
+        super().log(logs, *args, **kwargs)
 
     def _loss_precision(self):
         from recipes.training.chunked_loss import chunk_precision
@@ -134,6 +149,7 @@ class StageTrainer(Trainer):
             with torch.no_grad():
                 for inputs in dataloader:
                     inputs = self._prepare_inputs(inputs)
+                    inputs.pop("sources", None)
                     labels = (inputs["labels"][..., 1:] != IGNORE_INDEX).sum()  # shifted, as the loss counts
                     if not int(labels):
                         continue
