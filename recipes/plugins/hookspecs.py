@@ -159,7 +159,10 @@ class LossFunction:
     (the label count of the whole accumulated batch, or None). It returns a scalar tensor equal to
     transformers' ``model(**inputs, num_items_in_batch=...).loss``: the token cross-entropy summed
     over the labels shifted by one position, divided by ``num_items_in_batch`` (by this batch's label
-    count when None), so that loss curves compare across loss functions.
+    count when None), so that loss curves compare across loss functions. Evaluation calls it too,
+    under ``torch.no_grad()``, with ``num_items_in_batch`` the batch's label count: a set's loss is
+    then the mean over all its labelled tokens (``StageTrainer.evaluate``), never the full logits
+    unless the loss builds them.
 
     ``logit_positions(options, tokens)``, optional: how many positions' logits the loss holds at once
     for a micro-batch of ``tokens`` tokens, so that ``recipes plan`` counts its memory; None (the
