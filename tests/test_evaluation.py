@@ -165,5 +165,5 @@ def test_the_per_source_training_loss_is_each_sources_token_mean(tiny_model, tok
     of, keep = sources[:, 1:].flatten(), batch["labels"][:, 1:].flatten() != -100
     for index, name in enumerate(["bees", "general"]):
         expected = float(each[keep & (of == index)].mean())
-        assert abs(got[f"loss/{name}"] - expected) < 1e-4, (name, got, expected)
+        assert abs(got[f"source_loss/{name}"] - expected) < 1e-4, (name, got, expected)
     assert channels.take() == {}  # taken: the next log starts afresh

@@ -111,7 +111,7 @@ def test_sigkill_anywhere_then_rerun_completes_without_retraining(demo_run, tmp_
     run = Run(run_dir)
     run.signal_when(lambda st, out: status(st, "domain") == "done")
     run.finish()
-    assert "resuming from checkpoint-12" in "".join(run.lines)  # the final checkpoint: no step trained again
+    assert "resuming from checkpoint-15" in "".join(run.lines)  # the final checkpoint: no step trained again
     finished = run.stages()["domain"]["finished"]
     # 5. mid-way through stage 2
     run = Run(run_dir)

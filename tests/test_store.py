@@ -65,7 +65,8 @@ def test_the_store_gives_the_tokens_and_labels_of_the_in_memory_path_on_the_bund
     monkeypatch.setattr(build, "CHUNK_CHARACTERS", 3000)  # many shards: blocks cross shard edges
     monkeypatch.setattr(build, "CHUNK_RECORDS", 7)
     said = []
-    for stage in _plan("demo").stages:  # pre-training (val_size) and SFT (val_size, packing)
+    corpus = _recipe(tmp_path, "pretrain", str(BUNDLED / "domain_corpus.jsonl"), "text", "val_size = 0.1\n", cutoff=256)
+    for stage in (_plan(corpus).stages[0], _plan("demo").stages[1]):  # pre-training (val_size), SFT (and packing)
         train, val, stats = _old(stage, tokenizer)
         data = prepare(stage, tokenizer, said.append, workers=2)
         assert len(data.store.info["shards"]) > 3
@@ -77,6 +78,14 @@ def test_the_store_gives_the_tokens_and_labels_of_the_in_memory_path_on_the_bund
     again = []
     data = prepare(_plan("demo").stages[1], tokenizer, again.append)
     assert data.cached and again[0].startswith("data: from the prepared store")
+    # the demo's first stage mixes two sources: each source's store holds that source's blocks, as the
+    # in-memory path cuts them from it alone
+    mixed = _plan("demo").stages[0]
+    data = prepare(mixed, tokenizer, lambda m: None)
+    assert len(data.stores) == len(mixed.sources) == 2
+    for store, source in zip(data.stores, mixed.sources):
+        blocks = pretrain_examples(read_records([source]), tokenizer, mixed.settings.cutoff_len, DataStats())
+        assert [{"input_ids": a.tolist(), "labels": b.tolist()} for a, b in map(store.example, range(len(store)))] == blocks
 
 
 def test_truncation_and_drop_match_sft_examples(tokenizer, tmp_path, monkeypatch):

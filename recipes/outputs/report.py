@@ -111,9 +111,10 @@ def read_run(run_dir: Path) -> dict:
 
 
 def source_curves(rows: list[dict]) -> dict:
-    """``train/NAME``: the per-source training loss of a stage with several sources (``loss/NAME``)."""
-    names = dict.fromkeys(k[5:] for row in rows for k in row if k.startswith("loss/"))
-    return {f"train/{name}": [[r["step"], r[f"loss/{name}"]] for r in rows if f"loss/{name}" in r] for name in names}
+    """``train/NAME``: the per-source training loss of a stage with several sources (``source_loss/NAME``)."""
+    prefix = "source_loss/"  # recipes.training.channels.PREFIX (the report reads no torch module)
+    names = dict.fromkeys(k[len(prefix):] for row in rows for k in row if k.startswith(prefix))
+    return {f"train/{name}": [[r["step"], r[prefix + name]] for r in rows if prefix + name in r] for name in names}
 
 
 def stage_result(run_dir: Path, name: str, entry: dict) -> dict:

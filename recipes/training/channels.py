@@ -1,5 +1,5 @@
 """The per-source training loss, ms-swift's "channel" view: in a stage with several sources each
-logged step also carries ``loss/NAME``, the mean cross-entropy of the labelled tokens from source
+logged step also carries ``source_loss/NAME``, the mean cross-entropy of the labelled tokens from source
 NAME in the micro-batches since the last log (in ``metrics.jsonl``, TensorBoard and the report's
 ``loss.png``). The items of such a stage carry each token's source (``recipes.data.layout``); the
 token losses come from the chunked loss (``token_losses``). A loss plugin that gives none (the
@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 
 from recipes.data.tokenization import IGNORE_INDEX
+
+PREFIX = "source_loss/"  # not "loss/NAME": MLflow's file store keeps "loss" as a file, not a folder
 
 
 class Channels:
@@ -33,7 +35,7 @@ class Channels:
         self.counts += torch.bincount(of, minlength=len(self.names)).double()
 
     def take(self) -> dict:
-        """``loss/NAME`` since the last call, summed over the processes; then starts afresh."""
+        """``source_loss/NAME`` since the last call, summed over the processes; then starts afresh."""
         from recipes.training import distributed
 
         sums, counts = self.sums.clone(), self.counts.clone()
@@ -44,7 +46,7 @@ class Channels:
             dist.all_reduce(both)
             sums, counts = both.cpu()
         self.sums.zero_(), self.counts.zero_()
-        return {f"loss/{name}": round(float(s / c), 4) for name, s, c in zip(self.names, sums, counts) if c > 0}
+        return {f"{PREFIX}{name}": round(float(s / c), 4) for name, s, c in zip(self.names, sums, counts) if c > 0}
 
 
 def distributed_device() -> torch.device:

@@ -249,9 +249,11 @@ class StageRun:
         channels = self.trainer.channels
         if channels is not None and channels.missing:
             self.say(f"note: the {self.settings.loss!r} loss gives no per-token losses, so no per-source training loss")
+        from recipes.training.channels import PREFIX
+
         latest = {}  # each source's last logged value (a batch may hold no token of a source)
         for row in self.trainer.state.log_history:
-            latest.update({k[5:]: v for k, v in row.items() if k.startswith("loss/")})
+            latest.update({k[len(PREFIX):]: v for k, v in row.items() if k.startswith(PREFIX)})
         self.source_losses = latest or None
         if self.source_losses:
             self.say("training loss per source (last logged): "
