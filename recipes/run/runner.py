@@ -126,7 +126,8 @@ class PlanRun:
 
     def decision(self, stage) -> tuple[str, str | None, Path | None, dict]:
         """decide() for one stage (stages in order); records its fingerprints. No torch."""
-        parts = stage_parts(self.plan, stage, self.fingerprints[stage.base], self.registry)
+        tokenizer_folder = stage_base(self.plan, stage, self.model_path)[0]  # where its tokenizer comes from
+        parts = stage_parts(self.plan, stage, self.fingerprints[stage.base], self.registry, tokenizer_folder)
         fingerprint = self.own[stage.name] = digest(parts)
         self.fingerprints[stage.name] = published_identity(fingerprint, self.manifest.stage(stage.name))
         action, why, checkpoint = decide(self.plan, stage, self.manifest.stage(stage.name), fingerprint, parts,
