@@ -54,6 +54,20 @@ def _manifest(run_dir: Path) -> dict:
     return json.loads((run_dir / "manifest.json").read_text())["stages"]
 
 
+def test_each_stage_reports_one_duration_and_its_own_peak_memory(two_stage):
+    import re
+
+    _, run_dir = two_stage
+    said = re.findall(r"done in ([0-9.]+) s \(training ([0-9.]+) s\)", (run_dir / "run.log").read_text())
+    report = {row["stage"]: row for row in json.loads((run_dir / "report" / "report.json").read_text())["stages"]}
+    for name, (wall, train) in zip(("pre", "chat"), said[:2]):
+        result = json.loads((run_dir / "stages" / name / "stage.json").read_text())
+        assert (f"{result['wall_seconds']:.1f}", f"{result['train_seconds']:.1f}") == (wall, train)
+        assert result["wall_seconds"] >= result["train_seconds"] > 0
+        assert report[name]["wall_seconds"] == result["wall_seconds"]  # the report's "wall s"
+        assert isinstance(result["peak_memory_bytes"], int) and result["peak_memory_bytes"] > 100 << 20
+
+
 def test_a_base_trained_again_then_killed_before_its_child_makes_the_child_retrain(two_stage):
     from rich.console import Console
 
