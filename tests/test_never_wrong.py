@@ -237,6 +237,32 @@ def test_bad_data_in_the_last_stage_is_refused_before_the_first_trains(tmp_path,
     assert "chat.jsonl:5" in one_error("validate", recipe)
 
 
+def test_empty_and_blank_data_files_are_one_line_naming_the_file_in_validate_and_run(tmp_path):
+    small_recipe(tmp_path)
+    recipe = write(tmp_path / "two.toml", TWO_STAGES)
+    for name, text in (("corpus.jsonl", ""), ("corpus.jsonl", "\n\n  \n"), ("chat.jsonl", ""), ("chat.jsonl", "\n \n")):
+        small_recipe(tmp_path)
+        write(tmp_path / "chat.jsonl", CHAT)
+        write(tmp_path / name, text)
+        for command in (("validate", recipe), ("run", recipe, "-o", tmp_path / "run")):
+            line = one_error(*command)
+            assert f"{tmp_path / name}: no records in this file" in line, line
+            assert line.startswith(f"error: {recipe}:"), line  # and the recipe line that names the file
+        assert not (tmp_path / "run" / "stages").exists()  # refused before any stage trains
+
+
+def test_a_hub_id_missing_from_the_cache_validates_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    recipe = small_recipe(tmp_path)
+    write(recipe, recipe.read_text().replace('"bundled:tiny-qwen2"', '"Qwen/Qwen2.5-7B"'))
+    result = CliRunner().invoke(main, ["validate", str(recipe)])
+    assert result.exit_code == 0, result.output
+    [warning] = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert "model.path: 'Qwen/Qwen2.5-7B' is not in the local HF cache" in warning
+    assert "`recipes run` will stop at the start" in warning and "hf download Qwen/Qwen2.5-7B" in warning
+    assert "ok " in result.output
+
+
 def test_a_model_folder_without_a_tokenizer_is_refused(tmp_path, tiny_model):
     model = tmp_path / "no-tokenizer"
     model.mkdir()
