@@ -54,6 +54,20 @@ def _manifest(run_dir: Path) -> dict:
     return json.loads((run_dir / "manifest.json").read_text())["stages"]
 
 
+def test_each_stage_reports_one_duration_and_its_own_peak_memory(two_stage):
+    import re
+
+    _, run_dir = two_stage
+    said = re.findall(r"done in ([0-9.]+) s \(training ([0-9.]+) s\)", (run_dir / "run.log").read_text())
+    report = {row["stage"]: row for row in json.loads((run_dir / "report" / "report.json").read_text())["stages"]}
+    for name, (wall, train) in zip(("pre", "chat"), said[:2]):
+        result = json.loads((run_dir / "stages" / name / "stage.json").read_text())
+        assert (f"{result['wall_seconds']:.1f}", f"{result['train_seconds']:.1f}") == (wall, train)
+        assert result["wall_seconds"] >= result["train_seconds"] > 0
+        assert report[name]["wall_seconds"] == result["wall_seconds"]  # the report's "wall s"
+        assert isinstance(result["peak_memory_bytes"], int) and result["peak_memory_bytes"] > 100 << 20
+
+
 def test_a_base_trained_again_then_killed_before_its_child_makes_the_child_retrain(two_stage):
     from rich.console import Console
 
@@ -221,6 +235,32 @@ def test_bad_data_in_the_last_stage_is_refused_before_the_first_trains(tmp_path,
     assert "chat.jsonl:5: not valid JSON" in line, line
     assert not (tmp_path / "run" / "stages").exists()
     assert "chat.jsonl:5" in one_error("validate", recipe)
+
+
+def test_empty_and_blank_data_files_are_one_line_naming_the_file_in_validate_and_run(tmp_path):
+    small_recipe(tmp_path)
+    recipe = write(tmp_path / "two.toml", TWO_STAGES)
+    for name, text in (("corpus.jsonl", ""), ("corpus.jsonl", "\n\n  \n"), ("chat.jsonl", ""), ("chat.jsonl", "\n \n")):
+        small_recipe(tmp_path)
+        write(tmp_path / "chat.jsonl", CHAT)
+        write(tmp_path / name, text)
+        for command in (("validate", recipe), ("run", recipe, "-o", tmp_path / "run")):
+            line = one_error(*command)
+            assert f"{tmp_path / name}: no records in this file" in line, line
+            assert line.startswith(f"error: {recipe}:"), line  # and the recipe line that names the file
+        assert not (tmp_path / "run" / "stages").exists()  # refused before any stage trains
+
+
+def test_a_hub_id_missing_from_the_cache_validates_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    recipe = small_recipe(tmp_path)
+    write(recipe, recipe.read_text().replace('"bundled:tiny-qwen2"', '"Qwen/Qwen2.5-7B"'))
+    result = CliRunner().invoke(main, ["validate", str(recipe)])
+    assert result.exit_code == 0, result.output
+    [warning] = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert "model.path: 'Qwen/Qwen2.5-7B' is not in the local HF cache" in warning
+    assert "`recipes run` will stop at the start" in warning and "hf download Qwen/Qwen2.5-7B" in warning
+    assert "ok " in result.output
 
 
 def test_a_model_folder_without_a_tokenizer_is_refused(tmp_path, tiny_model):

@@ -5,7 +5,8 @@ hours training. No torch, no transformers.
 
 Data: where a source's files are small (under ``FULL_PASS_BYTES`` in all) every record is read;
 where they are big, the first ``SAMPLE_RECORDS`` records of each file (the structure: columns,
-JSON, roles), so that validate stays quick on a 10 GB corpus.
+JSON, roles), so that validate stays quick on a 10 GB corpus. A file that gives no record at all
+(empty, or only blank lines) is an error naming it.
 """
 
 from __future__ import annotations
@@ -82,8 +83,10 @@ def _check_data(loaded: LoadedRecipe, registry, problems: Collector) -> None:
         for path in resolved.files:
             records = fmt.read(Path(path), options)
             try:
-                for _ in (records if full else itertools.islice(records, SAMPLE_RECORDS)):
-                    pass
+                if not sum(1 for _ in (records if full else itertools.islice(records, SAMPLE_RECORDS))):
+                    problems.add(at, f"{path}: no records in this file (empty, only blank lines, or every record "
+                                 "was skipped); remove it from the data or fix it")
+                    break
             except RecipeError as exc:
                 for problem in exc.problems:
                     problems.problems.append(problem if isinstance(problem, Problem) else Problem(str(problem)))

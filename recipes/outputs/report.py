@@ -1,6 +1,8 @@
-"""The run report: per stage the steps, tokens, wall time, tokens/s, final train loss, eval perplexity
-before and after, and peak memory; loss (and eval) curves as PNG images. Written into <run>/report/
-when a run ends, and again by `recipes report RUN`, from what the run folder holds:
+"""The run report: per stage the steps, tokens, wall time (from the stage's start to its outputs
+published: the run's "done in X s"), tokens/s (of training alone: ``train_seconds``), final train loss,
+eval perplexity before and after, and peak memory (the stage's own); loss (and eval) curves as PNG
+images. Written into <run>/report/ when a run ends, and again by `recipes report RUN`, from what the
+run folder holds:
 
 - ``manifest.json``: each stage's status and, once done, its result (the same dict as
   ``stages/<name>/stage.json``);
@@ -134,12 +136,13 @@ def stage_row(run_dir: Path, name: str, entry: dict, curves: dict) -> dict:
     train = curves.get("train", [])
     last = train[-1] if train else {}
     tokens = result.get("tokens_seen", last.get("tokens"))
-    seconds = result.get("train_seconds")
+    seconds = result.get("train_seconds")  # trainer.train() alone: what tokens/s divides by
     if seconds is None and len(train) > 1:
         seconds = train[-1]["time"] - train[0]["time"]  # an unfinished stage: from its logged rows
     row = {
         "stage": name, "kind": result.get("kind"), "status": entry.get("status", "-" if not train else "running"),
-        "steps": result.get("steps", last.get("step")), "tokens": tokens, "wall_seconds": seconds,
+        "steps": result.get("steps", last.get("step")), "tokens": tokens,
+        "wall_seconds": result.get("wall_seconds", seconds if not result else None),  # the run's "done in X s"
         "tokens_per_second": tokens / seconds if tokens and seconds else None,
         "first_loss": result.get("first_loss", train[0]["loss"] if train else None),
         "final_loss": result.get("final_loss", last.get("loss")),

@@ -126,7 +126,8 @@ class PlanRun:
 
     def decision(self, stage) -> tuple[str, str | None, Path | None, dict]:
         """decide() for one stage (stages in order); records its fingerprints. No torch."""
-        parts = stage_parts(self.plan, stage, self.fingerprints[stage.base], self.registry)
+        tokenizer_folder = stage_base(self.plan, stage, self.model_path)[0]  # where its tokenizer comes from
+        parts = stage_parts(self.plan, stage, self.fingerprints[stage.base], self.registry, tokenizer_folder)
         fingerprint = self.own[stage.name] = digest(parts)
         self.fingerprints[stage.name] = published_identity(fingerprint, self.manifest.stage(stage.name))
         action, why, checkpoint = decide(self.plan, stage, self.manifest.stage(stage.name), fingerprint, parts,
@@ -194,25 +195,29 @@ class PlanRun:
         progress = ManifestProgress(self.manifest, stage.name, self.plan.run_dir)
         stage_run = StageRun(self.plan, stage, base_path, self.say, self.console, progress, checkpoint, adapters)
         result = stage_run.run()
-        self.publish(stage, stage_run, result, progress)
+        self.publish(stage, stage_run, result, progress, started)
         loss = (f"loss {result.first_loss:.4f} -> {result.final_loss:.4f}"
                 if result.first_loss is not None else "no loss logged")
-        self.say(f"done in {time.monotonic() - started:.1f} s: {result.steps} steps, {loss}")
+        self.say(f"done in {result.wall_seconds:.1f} s (training {result.train_seconds:.1f} s): {result.steps} steps, "
+                 f"{loss}")
         self.say(f"adapter: {result.adapter_dir}")
         self.say(f"merged model: {result.merged_dir}")
         return result
 
-    def publish(self, stage, stage_run, result, progress: ManifestProgress) -> None:
+    def publish(self, stage, stage_run, result, progress: ManifestProgress, started: float) -> None:
         """Adapter and merged model together or not at all (the main process; the others wait at the
-        next barrier), then stage.json and the manifest's record of the outputs."""
+        next barrier), then stage.json and the manifest's record of the outputs. The stage's wall time
+        (since ``started``, monotonic) ends when its outputs are in place."""
         from dataclasses import asdict
 
         final = progress.trained()
         if not self.main:
+            result.wall_seconds = round(time.monotonic() - started, 2)
             return
         keep = f"; the final checkpoint {final} is intact" if final else ""
         with publishing(stage.adapter_dir, stage.merged_dir, keep_note=keep) as (adapter_side, merged_side):
             stage_run.publish(adapter_side, merged_side)
+        result.wall_seconds = round(time.monotonic() - started, 2)  # the "done in" figure, as stage.json keeps it
         (stage.folder / "stage.json").write_text(json.dumps(asdict(result), indent=2, ensure_ascii=False))
         outputs = {name: {"path": str(folder.relative_to(self.plan.run_dir)), "files": checksums(folder)}
                    for name, folder in (("adapter", stage.adapter_dir), ("merged", stage.merged_dir))}

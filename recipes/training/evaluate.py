@@ -45,13 +45,3 @@ def headline_eval(before: dict | None, after: dict | None) -> dict:
             out[f"eval_loss_{when}"], out[f"eval_perplexity_{when}"] = first["loss"], first["perplexity"]
     return out
 
-
-def peak_memory() -> int:
-    """Peak GPU memory allocated by torch on a GPU; else the process's peak resident memory."""
-    import torch
-
-    if torch.cuda.is_available():
-        return int(torch.cuda.max_memory_allocated())
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

@@ -17,8 +17,9 @@ from typing import Protocol
 
 from recipes.errors import Interrupted, TrainingError
 from recipes.training import distributed
-from recipes.training.evaluate import describe_eval, evaluate, headline_eval, own_sets, peak_memory
+from recipes.training.evaluate import describe_eval, evaluate, headline_eval, own_sets
 from recipes.training.interrupts import STOP
+from recipes.training.memory_peak import StagePeak
 from recipes.training.precision import device, pick_precision, torch_dtype
 
 
@@ -44,7 +45,8 @@ class StageResult:
     eval_loss_after: float | None = None
     eval_perplexity_before: float | None = None
     eval_perplexity_after: float | None = None
-    peak_memory_bytes: int | None = None
+    peak_memory_bytes: int | None = None  # the stage's own (recipes.training.memory_peak)
+    wall_seconds: float | None = None  # from the stage's start to its outputs published ("done in")
     # the plan's evaluation matrix: every stage's sets (STAGE/SET) on the starting model (the first
     # stage only) and after this stage
     eval_matrix: dict | None = None
@@ -77,6 +79,7 @@ class StageRun:
 
     def run(self) -> StageResult:
         """Every step of the stage but publishing, in order."""
+        self.peak = StagePeak(self.device)  # this stage's own peak memory, from here
         self.prepare_data()
         self.load_model()
         self.attach_adapters()
@@ -310,7 +313,7 @@ class StageRun:
             data={**asdict(data.stats), "cached": data.cached,
                   "packed_rows": data.packing.rows if data.packing else None,
                   "packing_efficiency": data.packing.efficiency if data.packing else None},
-            eval_before=self.before, eval_after=self.after, peak_memory_bytes=peak_memory(),
+            eval_before=self.before, eval_after=self.after, peak_memory_bytes=self.peak.stop(),
             eval_matrix={"start": self.start_row, "after": self.after_row} if self.after_row else None,
             mix=data.mix, source_losses=getattr(self, "source_losses", None), **headline_eval(self.before, self.after))
 
