@@ -308,3 +308,30 @@ def test_nproc_2_works_from_a_folder_holding_recipes(tmp_path, tiny_model):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "x 2 processes" in result.stdout
     assert _manifest(tmp_path / "run")["pre"]["status"] == "done"
+
+
+def test_a_big_files_digest_is_kept_across_processes_and_an_edit_is_still_seen(tmp_path, monkeypatch):
+    """Re-runs beside a 15 GB model or over a 10 GB corpus do not read them again, yet an edit that
+    keeps the size and puts the modification time back is found (its inode change time moved)."""
+    import hashlib
+    import os
+
+    from recipes import hashing
+
+    monkeypatch.setenv("RECIPES_CACHE", str(tmp_path / "cache"))
+    big = tmp_path / "weights.bin"
+    big.write_bytes(b"a" * hashing.REMEMBER_BYTES)
+    first = hashing.file_sha256(big)
+    assert first == hashlib.sha256(big.read_bytes()).hexdigest()
+    [memo] = [p for p in (tmp_path / "cache" / "digests").rglob("*") if p.is_file()]
+    assert memo.read_text() == first
+    hashing._sha256.cache_clear()  # as a new process
+    memo.write_text("f" * 64)  # the remembered digest is what a new process uses, unread
+    assert hashing.file_sha256(big) == "f" * 64
+    stat = big.stat()
+    with open(big, "r+b") as handle:  # same size, modification time put back
+        handle.write(b"b")
+    os.utime(big, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    hashing._sha256.cache_clear()
+    assert big.stat().st_mtime_ns == stat.st_mtime_ns and big.stat().st_size == stat.st_size
+    assert hashing.file_sha256(big) == hashlib.sha256(big.read_bytes()).hexdigest() != first

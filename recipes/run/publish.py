@@ -108,14 +108,18 @@ def checksums(folder: Path) -> dict:
     for p in _files(folder):
         stat = p.stat()
         out[str(p.relative_to(folder))] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                                           "sha256": file_sha256(p)}
+                                           "ctime_ns": stat.st_ctime_ns, "sha256": file_sha256(p)}
     return out
 
 
 def matches(folder: Path, files: dict, full: bool | None = None) -> bool:
     """Whether a published folder still holds exactly the recorded files: by size, then by content
-    (sha256) where that is cheap (``full`` None: up to FULL_CHECK_BYTES in all) or where the
-    modification time differs from the recorded one."""
+    (sha256) unless the file's size, modification time and inode change time are all still the
+    recorded ones. The change time cannot be set back (any write, ``touch`` or ``utime`` moves it),
+    so an edit that keeps the size and restores the modification time is still read; an untouched
+    7B model is not read again on every re-run. Without a recorded change time (older runs): by
+    content where that is cheap (``full`` None: up to FULL_CHECK_BYTES in all) or where the
+    modification time differs."""
     if not folder.is_dir():
         return False
     present = {str(p.relative_to(folder)) for p in _files(folder)}
@@ -128,6 +132,8 @@ def matches(folder: Path, files: dict, full: bool | None = None) -> bool:
         stat = path.stat()
         if stat.st_size != record["size"]:
             return False
-        if (full or stat.st_mtime_ns != record.get("mtime_ns")) and _read_sha256(path) != record["sha256"]:
+        untouched = stat.st_mtime_ns == record.get("mtime_ns") and (
+            stat.st_ctime_ns == record["ctime_ns"] if "ctime_ns" in record else not full)
+        if not untouched and _read_sha256(path) != record["sha256"]:
             return False
     return True

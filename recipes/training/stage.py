@@ -226,7 +226,7 @@ class StageRun:
             return None
         results = self.progress.eval_before()
         if results is None:
-            results = evaluate(self.trainer, sets)
+            results = self._evaluate(sets)
             self.progress.evaluated_before(results)
             self.say(("eval on the starting model: " if start else "eval before: ") + describe_eval(results))
         self.start_row = results if start else None
@@ -293,9 +293,19 @@ class StageRun:
     def _shown(self, checkpoint: Path | None) -> str | None:
         return str(checkpoint.relative_to(self.plan.run_dir)) if checkpoint else None
 
+    def _evaluate(self, sets: dict) -> dict:
+        """evaluate() over ``STAGE/SET`` sets, logged with this stage's own by their short names (as
+        its ``eval_steps`` evaluations are: one series per set in metrics.jsonl, TensorBoard, MLflow)."""
+        prefix = f"{self.stage.name}/"
+        logged = {name[len(prefix):] if name.startswith(prefix) else name: name for name in sets}
+        if len(logged) < len(sets):  # a short name equal to another stage's STAGE/SET: keep them whole
+            logged = {name: name for name in sets}
+        results = evaluate(self.trainer, {short: sets[name] for short, name in logged.items()})
+        return {logged[short]: value for short, value in results.items()}
+
     def evaluate_after(self) -> dict | None:
         """Every set of the matrix (or the stage's own) on the trained model."""
-        self.after_row = evaluate(self.trainer, self.matrix_sets) if self.matrix_sets else None
+        self.after_row = self._evaluate(self.matrix_sets) if self.matrix_sets else None
         if self.after_row:
             self.say("eval after:  " + describe_eval(self.after_row))
         return own_sets(self.after_row, self.stage.name)
