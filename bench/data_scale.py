@@ -9,9 +9,12 @@ Data is generated from ``--source`` (default ``../shared/data`` if present, else
 pre-training JSONL of about 25, 100, 400 and 2000 MB (``pt25`` ... ``pt2000``) from its documents,
 and SFT sets of 20k, 100k, 300k alpaca records (``sft20k`` ...) from its alpaca records, each
 document or instruction made distinct by a counter and a shuffle of its sentences. For each size it
-prints: wall time, peak PSS of the whole process tree (sampled from /proc/*/smaps_rollup every 0.1
-s; PSS divides the pages forked workers share among them), bytes on disk of the prepared data,
-ours / baseline ratios, and ours again with the store ready (a cache hit: the same command again).
+prints: wall time, CPU time of the whole process tree (user + system, from wait4: it depends less on
+what else runs on a shared machine than the wall does), peak PSS of the whole process tree (sampled
+from /proc/*/smaps_rollup every 0.1 s; PSS divides the pages forked workers share among them) and the
+peak sum of RSS, bytes on disk of the prepared data, ours / baseline ratios, ours again with the store
+ready (a cache hit: the same command again), and the load average before and after each size.
+``--no-baseline`` runs ours only (the 2 GB size: its preparation time and memory).
 The tokenizer is the real Qwen tokenizer (the tiny model's); cutoff 1024 (pre-training blocks and SFT).
 """
 
@@ -71,34 +74,55 @@ print("rows", len(ds))
 '''
 
 
-def pss_of_tree(pid: int) -> int:
-    """Bytes of PSS of ``pid`` and all its descendants, now."""
-    total, stack = 0, [pid]
+def memory_of_tree(pid: int) -> tuple[int, int]:
+    """(PSS, sum of RSS) in bytes of ``pid`` and all its descendants, now."""
+    pss = rss = 0
+    stack = [pid]
     while stack:
         current = stack.pop()
         try:
             for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
-                    break
+                    pss += int(line.split()[1]) * 1024
+                elif line.startswith("Rss:"):
+                    rss += int(line.split()[1]) * 1024
             for task in Path(f"/proc/{current}/task").iterdir():
                 stack += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, ValueError):
             continue
-    return total
+    return pss, rss
+
+
+def pss_of_tree(pid: int) -> int:
+    """Bytes of PSS of ``pid`` and all its descendants, now."""
+    return memory_of_tree(pid)[0]
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def measure(command: list[str], env: dict) -> dict:
     started = time.monotonic()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = 0
-    while process.poll() is None:
-        peak = max(peak, pss_of_tree(process.pid))
+    log = tempfile.TemporaryFile("w+")  # not a pipe: a chatty child (progress bars) never blocks on it
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    peak = peak_rss = 0
+    while True:  # wait4: the CPU time of the child and of every process of its tree it reaped
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        pss, rss = memory_of_tree(process.pid)
+        peak, peak_rss = max(peak, pss), max(peak_rss, rss)
         time.sleep(0.1)
-    output = process.stdout.read()
+    seconds = time.monotonic() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    log.seek(0)
+    output = log.read()
+    log.close()
     if process.returncode != 0:
         raise SystemExit(f"failed ({process.returncode}): {' '.join(command)}\n{output[-3000:]}")
-    return {"seconds": time.monotonic() - started, "pss": peak, "output": output}
+    return {"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime, "pss": peak, "rss": peak_rss,
+            "output": output}
 
 
 def folder_bytes(folder: Path) -> int:
@@ -170,7 +194,7 @@ format = "{format}"
 """
 
 
-def run_size(name: str, work: Path, model: Path, source: Path, workers: int) -> dict:
+def run_size(name: str, work: Path, model: Path, source: Path, workers: int, baseline_too: bool = True) -> dict:
     kind = "pt" if name.startswith("pt") else "sft"
     data = work / f"{name}.jsonl"
     if not data.is_file():
@@ -191,12 +215,31 @@ def run_size(name: str, work: Path, model: Path, source: Path, workers: int) -> 
     ours = measure(command, env)
     hit = measure(command, env)
     assert "from the prepared store" in hit["output"], hit["output"]
-    baseline = measure([sys.executable, "-c", BASELINE, kind, str(data), str(model), str(base_cache), str(workers),
-                        str(CUTOFF)], env)
+    ours_disk = folder_bytes(ours_cache / "store")
+    baseline = None
+    if baseline_too:
+        baseline = measure([sys.executable, "-c", BASELINE, kind, str(data), str(model), str(base_cache),
+                            str(workers), str(CUTOFF)], env)
     summary = [line.strip() for line in ours["output"].splitlines() if "records ->" in line][0]
-    return {"name": name, "data_mb": data.stat().st_size / 1e6, "ours": ours, "hit": hit, "baseline": baseline,
-            "ours_disk": folder_bytes(ours_cache / "store"), "baseline_disk": folder_bytes(base_cache),
-            "summary": summary}
+    result = {"name": name, "data_mb": data.stat().st_size / 1e6, "ours": ours, "hit": hit, "baseline": baseline,
+              "ours_disk": ours_disk, "baseline_disk": folder_bytes(base_cache) if baseline else 0,
+              "summary": summary}
+    shutil.rmtree(base_cache, ignore_errors=True)
+    return result
+
+
+def row(name: str, r: dict, load_before: float, load_after: float) -> str:
+    o, b, h = r["ours"], r["baseline"], r["hit"]
+    label = f"pre-training {r['data_mb']:.0f} MB" if name.startswith("pt") else f"SFT {SIZES[name]:,} records"
+    gb = lambda m: (f"{m['seconds']:.1f} s ({m['cpu']:.0f} CPU-s), {m['pss'] / 1e9:.2f} GB "  # noqa: E731
+                    f"({m['rss'] / 1e9:.2f} GB)")
+    base, wall, pss = "-", "-", "-"
+    if b is not None:
+        base, pss = gb(b), f"{o['pss'] / b['pss']:.2f}"
+        wall = f"{o['seconds'] / b['seconds']:.2f} ({o['cpu'] / b['cpu']:.2f})"
+    return (f"| {label} | {gb(o)} | {base} | {wall} | {pss} | {r['ours_disk'] / 1e6:.0f} MB / "
+            f"{r['baseline_disk'] / 1e6:.0f} MB | {h['seconds']:.1f} s, {h['pss'] / 1e9:.2f} GB | "
+            f"{load_before:.2f} -> {load_after:.2f} |")
 
 
 def main() -> None:
@@ -206,6 +249,7 @@ def main() -> None:
                         help=f"comma-separated, of {', '.join(SIZES)}")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--keep", type=Path, help="generate and prepare in this folder and keep it")
+    parser.add_argument("--no-baseline", action="store_true", help="ours only (e.g. pt2000)")
     args = parser.parse_args()
     names = [n.strip() for n in args.sizes.split(",") if n.strip()]
     unknown = [n for n in names if n not in SIZES]
@@ -216,20 +260,17 @@ def main() -> None:
     model = tiny_qwen2_path()
     work = args.keep or Path(tempfile.mkdtemp(prefix="data_scale-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"source {args.source}, {args.workers} workers, cutoff {CUTOFF}, in {work}")
-    print("| data | ours: wall, peak PSS | baseline: wall, peak PSS | wall ours/base | PSS ours/base | "
-          "disk ours / base | store ready: wall, peak PSS |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"source {args.source}, {args.workers} workers, cutoff {CUTOFF}, in {work}; {load()}")
+    print("| data | ours: wall (CPU), peak PSS (RSS sum) | baseline: wall (CPU), peak PSS (RSS sum) | wall (CPU) ours/base | "
+          "PSS ours/base | disk ours / base | store ready: wall, peak PSS | load avg 1 min before -> after |")
+    print("|---|---|---|---|---|---|---|---|")
     try:
         for name in names:
-            r = run_size(name, work, model, args.source, args.workers)
-            o, b, h = r["ours"], r["baseline"], r["hit"]
-            label = f"pre-training {r['data_mb']:.0f} MB" if name.startswith("pt") else f"SFT {SIZES[name]:,} records"
-            print(f"| {label} | {o['seconds']:.1f} s, {o['pss'] / 1e9:.2f} GB | {b['seconds']:.1f} s, "
-                  f"{b['pss'] / 1e9:.2f} GB | {o['seconds'] / b['seconds']:.2f} | {o['pss'] / b['pss']:.2f} | "
-                  f"{r['ours_disk'] / 1e6:.0f} MB / {r['baseline_disk'] / 1e6:.0f} MB | {h['seconds']:.1f} s, "
-                  f"{h['pss'] / 1e9:.2f} GB |", flush=True)
+            before = os.getloadavg()[0]
+            r = run_size(name, work, model, args.source, args.workers, not args.no_baseline)
+            print(row(name, r, before, os.getloadavg()[0]), flush=True)
             print(f"  ours: {r['summary']}", flush=True)
+        print(load())
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
