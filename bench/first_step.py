@@ -12,9 +12,12 @@ the process's memory (``/proc/self/status`` and ``smaps_rollup``) at each, and e
 the end of the first optimizer step (its result is what is measured; publishing is not). It prints,
 per size (medians of the runs):
 
-- start -> first step: from the process's start to the first ``on_step_begin`` (the first batch is
-  read by then), and the parts: imports and planning, the data (tokenizer, store and layout opened),
-  the model (load + LoRA), the trainer; "minus model" is the total less the model's part;
+- start -> first step: from the process's start to the first ``on_step_begin``, and its parts:
+  imports and planning (of it: hashing files, the data files' and the model's contents for the
+  fingerprint and the store key, once per process), loading the tokenizer, opening the store
+  (``recipes.data.prepare.prepare``: key, store and layout), the model (load + LoRA), the trainer,
+  and from there to the first step; "minus model" is the total less the model's part, and "data's
+  part" the store opened plus the files hashed (the model's files included: the tiny row's figure);
 - memory: RSS (anonymous / file-backed) and PSS right after the data is opened and at the end of
   the first step, and the data's own share: RSS after ``prepare()`` minus RSS before it, and RSS at
   the first step minus the ``tiny`` size's (the same process with a corpus of 80 documents).
@@ -163,9 +166,9 @@ def one_run(recipe: Path, env: dict, work: Path) -> dict:
         "step_end": m["step_end"] - started,
         "imports": m["prepare_data_start"] - started,
         "hashing": m["hashing"],
-        "data": m["prepare_data_end"] - m["prepare_data_start"],
+        "tokenizer": m["data_open_start"] - m["prepare_data_start"],
         "store": m["data_open_end"] - m["data_open_start"],
-        "model": (m["load_model_end"] - m["load_model_start"]) + (m["attach_adapters_end"] - m["attach_adapters_start"]),
+        "model": m["load_model_end"] - m["load_model_start"] + m["attach_adapters_end"] - m["attach_adapters_start"],
         "trainer": m["build_trainer_end"] - m["build_trainer_start"],
         "to_step": m["step_begin"] - m["build_trainer_end"],
         "data_rss": mem["data_open_end"]["VmRSS"] - mem["data_open_start"]["VmRSS"],
@@ -195,6 +198,17 @@ def measure_size(name: str, work: Path, source: Path, model: Path, runs: int) ->
     return median
 
 
+def row(name: str, r: dict, base_rss: int) -> str:
+    mb = lambda b: f"{b / 1e6:.0f} MB"  # noqa: E731
+    seconds = " | ".join(f"{r[k]:.2f} s" for k in ("total", "imports", "hashing", "tokenizer", "store", "model",
+                                                     "trainer", "to_step"))
+    return (f"| {name}: {r['corpus_mb']:.2f} MB ({r['store_mb']:.2f} MB) | {seconds} | "
+            f"{r['total'] - r['model']:.2f} s | {r['store'] + r['hashing']:.2f} s | "
+            f"{mb(r['data_rss'])} ({mb(r['data_file_rss'])}) | "
+            f"{mb(r['rss_step'])} ({mb(r['anon_step'])} / {mb(r['file_step'])}), {mb(r['pss_step'])} | "
+            f"{(r['rss_step'] - base_rss) / 1e6:+.0f} MB |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, default=Path(tempfile.gettempdir()) / "first_step",
@@ -211,21 +225,15 @@ def main() -> None:
     names = [n.strip() for n in args.sizes.split(",") if n.strip()]
     print(f"`recipes run`, store ready, tiny Qwen2 model, batch 1 x {data_scale.CUTOFF}; medians of {args.runs}; "
           f"{data_scale.load()}")
-    print("| corpus (store) | start -> first step | imports+plan (hashing files) | data opened | model load + LoRA | trainer | "
-          "-> step | minus model | RSS data opened: delta (file-backed) | at first step: RSS (anon / file), PSS | "
-          "RSS at first step - tiny's |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| corpus (store) | start -> first step | imports + plan | of it: hashing files | tokenizer | "
+          "store opened | model load + LoRA | trainer | -> step | minus model | data's part: store + hashing | "
+          "RSS data opened: delta (file-backed) | at first step: RSS (anon / file), PSS | RSS at first step - tiny's |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     base = None
     for name in names:
         r = measure_size(name, args.keep, args.source, model, args.runs)
         base = r["rss_step"] if base is None else base
-        mb = lambda b: f"{b / 1e6:.0f} MB"  # noqa: E731
-        print(f"| {name}: {r['corpus_mb']:.2f} MB ({r['store_mb']:.2f} MB) | {r['total']:.2f} s | {r['imports']:.2f} s "
-              f"({r['hashing']:.2f} s) | "
-              f"{r['data']:.2f} s (store {r['store']:.2f} s) | {r['model']:.2f} s | {r['trainer']:.2f} s | "
-              f"{r['to_step']:.2f} s | {r['total'] - r['model']:.2f} s | {mb(r['data_rss'])} ({mb(r['data_file_rss'])}) | "
-              f"{mb(r['rss_step'])} ({mb(r['anon_step'])} / {mb(r['file_step'])}), {mb(r['pss_step'])} | "
-              f"{(r['rss_step'] - base) / 1e6:+.0f} MB |", flush=True)
+        print(row(name, r, base), flush=True)
     print(data_scale.load())
 
 
