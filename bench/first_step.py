@@ -16,8 +16,12 @@ per size (medians of the runs):
   imports and planning (of it: hashing files, the data files' and the model's contents for the
   fingerprint and the store key, once per process), loading the tokenizer, opening the store
   (``recipes.data.prepare.prepare``: key, store and layout), the model (load + LoRA), the trainer,
-  and from there to the first step; "minus model" is the total less the model's part, and "data's
-  part" the store opened plus the files hashed (the model's files included: the tiny row's figure);
+  and from there to the first step; "over the baseline" is the total less the baseline's (below),
+  and "data's part" the store opened plus the files hashed (the model's files included: the tiny
+  row's figure);
+- the baseline, measured in the same run: a script of transformers + peft alone reaching the same
+  first step on the same model (tokenizer, model, LoRA, Trainer) over blocks held in memory, i.e.
+  the model load and the training stack with no data to open; the target is ours at most 2 s over it;
 - memory: RSS (anonymous / file-backed) and PSS right after the data is opened and at the end of
   the first step, and the data's own share: RSS after ``prepare()`` minus RSS before it, and RSS at
   the first step minus the ``tiny`` size's (the same process with a corpus of 80 documents).
@@ -119,6 +123,42 @@ sys.argv = ["recipes", *argv]
 main()
 '''
 
+# The baseline: what a user writes with transformers + peft alone, reaching the same first step (the
+# same model, tokenizer, LoRA, batch, optimizer and precision) over blocks already tokenized in
+# memory: no data to open at all. Ours minus this is everything recipes adds, the data's part with it.
+BASELINE = r'''
+import json, os, sys, time
+marks = {}
+result_path, model_path, cutoff = sys.argv[1], sys.argv[2], int(sys.argv[3])
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+from peft import LoraConfig, get_peft_model
+marks["imports"] = time.time()
+tokenizer = AutoTokenizer.from_pretrained(model_path)
+marks["tokenizer"] = time.time()
+model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
+marks["model"] = time.time()
+ids = torch.randint(0, 1000, (cutoff,))
+rows = [{"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)} for _ in range(4)]
+
+class FirstStep(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        marks["step_begin"] = time.time()
+        with open(result_path, "w") as out:
+            json.dump(marks, out)
+        os._exit(0)
+
+args = TrainingArguments(output_dir=os.environ["BASELINE_OUT"], per_device_train_batch_size=1, max_steps=2,
+                         learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+                         disable_tqdm=True, gradient_checkpointing=True,
+                         gradient_checkpointing_kwargs={"use_reentrant": False})
+trainer = Trainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+                  callbacks=[FirstStep()])
+marks["trainer"] = time.time()
+trainer.train()
+'''
+
 RUN_RECIPE = """[model]
 path = "{model}"
 [[stages]]
@@ -179,6 +219,21 @@ def one_run(recipe: Path, env: dict, work: Path) -> dict:
     }
 
 
+def baseline_run(model: Path, env: dict, work: Path) -> dict:
+    result = work / "baseline_step.json"
+    result.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="first_step-baseline-") as out:
+        started = time.time()
+        done = subprocess.run([sys.executable, "-c", BASELINE, str(result), str(model), str(data_scale.CUTOFF)],
+                              env={**env, "BASELINE_OUT": out}, capture_output=True, text=True)
+        if done.returncode != 0 or not result.is_file():
+            raise SystemExit(f"the baseline failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    m = json.loads(result.read_text())
+    return {"total": m["step_begin"] - started, "imports": m["imports"] - started,
+            "tokenizer": m["tokenizer"] - m["imports"], "model": m["model"] - m["tokenizer"],
+            "trainer": m["trainer"] - m["model"], "to_step": m["step_begin"] - m["trainer"]}
+
+
 def measure_size(name: str, work: Path, source: Path, model: Path, runs: int) -> dict:
     kind = "pt" if name in ("tiny",) or name.startswith("pt") else "sft"
     data = corpus(name, work, source)
@@ -198,12 +253,12 @@ def measure_size(name: str, work: Path, source: Path, model: Path, runs: int) ->
     return median
 
 
-def row(name: str, r: dict, base_rss: int) -> str:
+def row(name: str, r: dict, base_rss: int, baseline: dict) -> str:
     mb = lambda b: f"{b / 1e6:.0f} MB"  # noqa: E731
     seconds = " | ".join(f"{r[k]:.2f} s" for k in ("total", "imports", "hashing", "tokenizer", "store", "model",
                                                      "trainer", "to_step"))
     return (f"| {name}: {r['corpus_mb']:.2f} MB ({r['store_mb']:.2f} MB) | {seconds} | "
-            f"{r['total'] - r['model']:.2f} s | {r['store'] + r['hashing']:.2f} s | "
+            f"**{r['total'] - baseline['total']:+.2f} s** | {r['store'] + r['hashing']:.2f} s | "
             f"{mb(r['data_rss'])} ({mb(r['data_file_rss'])}) | "
             f"{mb(r['rss_step'])} ({mb(r['anon_step'])} / {mb(r['file_step'])}), {mb(r['pss_step'])} | "
             f"{(r['rss_step'] - base_rss) / 1e6:+.0f} MB |")
@@ -216,24 +271,31 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=data_scale.SHARED if data_scale.SHARED.is_dir()
                         else ROOT / "qwen_recipes" / "data")
     parser.add_argument("--sizes", default="tiny,pt100,pt400,sft300k")
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     from qwen_recipes.tiny import tiny_qwen2_path
 
     model = tiny_qwen2_path()
     args.keep.mkdir(parents=True, exist_ok=True)
     names = [n.strip() for n in args.sizes.split(",") if n.strip()]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     print(f"`recipes run`, store ready, tiny Qwen2 model, batch 1 x {data_scale.CUTOFF}; medians of {args.runs}; "
           f"{data_scale.load()}")
+    runs = [baseline_run(model, env, args.keep) for _ in range(args.runs)]
+    baseline = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    print(f"baseline (transformers + peft alone, the same first step over blocks in memory): "
+          f"{baseline['total']:.2f} s to the first step: imports {baseline['imports']:.2f} s, tokenizer "
+          f"{baseline['tokenizer']:.2f} s, model + LoRA {baseline['model']:.2f} s, Trainer {baseline['trainer']:.2f} s, "
+          f"-> step {baseline['to_step']:.2f} s")
     print("| corpus (store) | start -> first step | imports + plan | of it: hashing files | tokenizer | "
-          "store opened | model load + LoRA | trainer | -> step | minus model | data's part: store + hashing | "
+          "store opened | model load + LoRA | trainer | -> step | over the baseline | data's part: store + hashing | "
           "RSS data opened: delta (file-backed) | at first step: RSS (anon / file), PSS | RSS at first step - tiny's |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     base = None
     for name in names:
         r = measure_size(name, args.keep, args.source, model, args.runs)
         base = r["rss_step"] if base is None else base
-        print(row(name, r, base), flush=True)
+        print(row(name, r, base, baseline), flush=True)
     print(data_scale.load())
 
 

@@ -304,3 +304,23 @@ def test_two_gloo_processes_prepare_once_and_read_disjoint_shares(tokenizer, tin
     for rank in ranks:
         assert rank["rows"] == [expected[i]["input_ids"] for i in rank["indices"]]
         assert rank["timeout"] == 120 * 60
+
+
+def test_the_tokenizer_identity_is_kept_per_backend_and_follows_the_chat_template(tiny_model):
+    """The serialization's digest is computed once per tokenizer; the key still changes with the chat
+    template and with the tokens themselves (another tokenizer object, one token added)."""
+    from transformers import AutoTokenizer
+
+    from recipes.data.prepare import tokenizer_identity
+
+    first, second = AutoTokenizer.from_pretrained(tiny_model), AutoTokenizer.from_pretrained(tiny_model)
+    identity = tokenizer_identity(first)
+    assert tokenizer_identity(first) == identity == tokenizer_identity(second)  # same files, same identity
+    template = first.chat_template
+    first.chat_template = template + "{# changed #}"
+    assert tokenizer_identity(first) != identity
+    first.chat_template = template
+    assert tokenizer_identity(first) == identity
+    other = AutoTokenizer.from_pretrained(tiny_model)
+    other.add_tokens(["<|a_token_of_ours|>"])  # another vocabulary: another identity
+    assert tokenizer_identity(other) != identity
