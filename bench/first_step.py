@@ -16,7 +16,8 @@ per size (medians of the runs):
   imports and planning (of it: hashing files, the data files' and the model's contents for the
   fingerprint and the store key, once per process), loading the tokenizer, opening the store
   (``recipes.data.prepare.prepare``: key, store and layout), the model (load + LoRA), the trainer,
-  and from there to the first step; "over the baseline" is the total less the baseline's (below),
+  and from there to the first step; "over the baseline" is the median, over the runs, of the total
+  less that of the baseline run just before it (below),
   and "data's part" the store opened plus the files hashed (the model's files included: the tiny
   row's figure);
 - the baseline, measured in the same run: a script of transformers + peft alone reaching the same
@@ -246,19 +247,25 @@ def measure_size(name: str, work: Path, source: Path, model: Path, runs: int) ->
            "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-m", "recipes", "prepare", str(recipe)], env=env, check=True,
                    capture_output=True)  # untimed: a no-op when data_scale.py left the store here
-    results = [one_run(recipe, env, work) for _ in range(runs)]
-    median = {key: statistics.median(r[key] for r in results) for key in results[0]}
+    results = []
+    for _ in range(runs):  # each run paired with a baseline run just before it: the machine's drift cancels
+        baseline = baseline_run(model, env, work)
+        ours = one_run(recipe, env, work)
+        ours["over"], ours["baseline"] = ours["total"] - baseline["total"], baseline
+        results.append(ours)
+    median = {key: statistics.median(r[key] for r in results) for key in results[0] if key != "baseline"}
+    median["baselines"] = [r["baseline"] for r in results]
     median["store_mb"] = data_scale.folder_bytes(cache / "store") / 1e6
     median["corpus_mb"] = data.stat().st_size / 1e6
     return median
 
 
-def row(name: str, r: dict, base_rss: int, baseline: dict) -> str:
+def row(name: str, r: dict, base_rss: int) -> str:
     mb = lambda b: f"{b / 1e6:.0f} MB"  # noqa: E731
     seconds = " | ".join(f"{r[k]:.2f} s" for k in ("total", "imports", "hashing", "tokenizer", "store", "model",
                                                      "trainer", "to_step"))
     return (f"| {name}: {r['corpus_mb']:.2f} MB ({r['store_mb']:.2f} MB) | {seconds} | "
-            f"**{r['total'] - baseline['total']:+.2f} s** | {r['store'] + r['hashing']:.2f} s | "
+            f"**{r['over']:+.2f} s** | {r['store'] + r['hashing']:.2f} s | "
             f"{mb(r['data_rss'])} ({mb(r['data_file_rss'])}) | "
             f"{mb(r['rss_step'])} ({mb(r['anon_step'])} / {mb(r['file_step'])}), {mb(r['pss_step'])} | "
             f"{(r['rss_step'] - base_rss) / 1e6:+.0f} MB |")
@@ -278,24 +285,23 @@ def main() -> None:
     model = tiny_qwen2_path()
     args.keep.mkdir(parents=True, exist_ok=True)
     names = [n.strip() for n in args.sizes.split(",") if n.strip()]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     print(f"`recipes run`, store ready, tiny Qwen2 model, batch 1 x {data_scale.CUTOFF}; medians of {args.runs}; "
           f"{data_scale.load()}")
-    runs = [baseline_run(model, env, args.keep) for _ in range(args.runs)]
-    baseline = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-    print(f"baseline (transformers + peft alone, the same first step over blocks in memory): "
-          f"{baseline['total']:.2f} s to the first step: imports {baseline['imports']:.2f} s, tokenizer "
-          f"{baseline['tokenizer']:.2f} s, model + LoRA {baseline['model']:.2f} s, Trainer {baseline['trainer']:.2f} s, "
-          f"-> step {baseline['to_step']:.2f} s")
     print("| corpus (store) | start -> first step | imports + plan | of it: hashing files | tokenizer | "
           "store opened | model load + LoRA | trainer | -> step | over the baseline | data's part: store + hashing | "
           "RSS data opened: delta (file-backed) | at first step: RSS (anon / file), PSS | RSS at first step - tiny's |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    base = None
+    base, baselines = None, []
     for name in names:
         r = measure_size(name, args.keep, args.source, model, args.runs)
         base = r["rss_step"] if base is None else base
-        print(row(name, r, base, baseline), flush=True)
+        baselines += r["baselines"]
+        print(row(name, r, base), flush=True)
+    baseline = {key: statistics.median(b[key] for b in baselines) for key in baselines[0]}
+    print(f"baseline (transformers + peft alone, the same first step over blocks in memory; run before each of "
+          f"ours, median of {len(baselines)}): {baseline['total']:.2f} s to the first step: imports "
+          f"{baseline['imports']:.2f} s, tokenizer {baseline['tokenizer']:.2f} s, model + LoRA {baseline['model']:.2f} s, "
+          f"Trainer {baseline['trainer']:.2f} s, -> step {baseline['to_step']:.2f} s")
     print(data_scale.load())
 
 
