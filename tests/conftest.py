@@ -12,6 +12,18 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (the suite runs one worker per core, ``--dist loadgroup``) a group runs on
+    one worker: the tests of one session-scoped demo run share a group, so that each demo trains
+    once, not once per worker; every other test is grouped with its module, whose module-scoped
+    fixtures then run once too."""
+    for item in items:
+        group = next((f for f in ("demo_run", "demo_qlora_run") if f in getattr(item, "fixturenames", ())),
+                     item.nodeid.split("::")[0])
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_caches(tmp_path_factory):
     """Nothing reads or writes the user's caches; the tiny model is built once, here."""
