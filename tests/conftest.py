@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -12,24 +13,17 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (the suite runs one worker per core, ``--dist loadgroup``) a group runs on
-    one worker: the tests of one session-scoped demo run share a group, so that each demo trains
-    once, not once per worker; every other test is grouped with its module, whose module-scoped
-    fixtures then run once too."""
-    for item in items:
-        group = next((f for f in ("demo_run", "demo_qlora_run") if f in getattr(item, "fixturenames", ())),
-                     item.nodeid.split("::")[0])
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def private_caches(tmp_path_factory):
-    """Nothing reads or writes the user's caches; the tiny model is built once, here."""
+    """Nothing reads or writes the user's caches; the tiny model is built once, here. Under
+    pytest-xdist the session's workers share one ``$RECIPES_CACHE`` (as the processes of a run share
+    one: the tiny model, token stores and layouts are built under locks or renamed into place), so
+    that the shared demo run's model and stores are every worker's; tests that need an empty cache
+    set their own."""
     root = tmp_path_factory.mktemp("caches")
     os.environ["HF_HOME"] = str(root / "hf")
-    os.environ["RECIPES_CACHE"] = str(root / "recipes")
+    shared = tmp_path_factory.getbasetemp().parent / "caches" if os.environ.get("PYTEST_XDIST_WORKER") else root
+    os.environ["RECIPES_CACHE"] = str(shared / "recipes")
     yield root
 
 
@@ -48,15 +42,28 @@ def tokenizer(tiny_model):
 
 
 def run_bundled(tmp_path_factory, name: str):
-    """Run a bundled recipe once through the real CLI entry point; (run folder, output)."""
+    """Run a bundled recipe once through the real CLI entry point; (run folder, output).
+
+    Under pytest-xdist (the suite runs one worker per core) the workers share one run: the first
+    to need it trains it under a lock in the session's common temporary folder, the others wait
+    for it and read the same folder (the tests copy it before changing anything)."""
     from click.testing import CliRunner
 
     from recipes.cli import main
 
-    run_dir = tmp_path_factory.mktemp(name) / "run"
-    result = CliRunner().invoke(main, ["run", name, "--output-dir", str(run_dir)])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return run_dir, result.output
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.mktemp(name)
+    else:
+        root = tmp_path_factory.getbasetemp().parent / f"shared-{name}"  # common to the session's workers
+        root.mkdir(exist_ok=True)
+    run_dir, said = root / "run", root / "output.txt"
+    with open(root / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if not said.is_file():
+            result = CliRunner().invoke(main, ["run", name, "--output-dir", str(run_dir)])
+            assert result.exit_code == 0, result.output + repr(result.exception)
+            said.write_text(result.output, encoding="utf-8")
+    return run_dir, said.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="session")

@@ -124,8 +124,10 @@ def test_evaluation_memory_at_2048_x_4_stays_near_training(tiny_model, tmp_path)
     growth = json.loads(done.stdout.strip().splitlines()[-1])
     # evaluating 4 x 2048 after training adds at most a small margin to training's peak
     assert growth["eval"] <= growth["train"] * 1.1 + (64 << 20), growth
-    # and the measurement sees full logits: one row of 2048 x 151,936 through the Trainer's loop adds > 1 GiB
-    assert growth["trainer_eval"] > growth["eval"] + (1 << 30), growth
+    # and the measurement sees full logits: one row of 2048 x 151,936 (1.16 GiB in fp32) through the
+    # Trainer's own loop raises the peak by more than half a GiB (by how much more depends on how much
+    # of training's freed memory the allocator still holds: 0.77 to over 1 GiB were seen)
+    assert growth["trainer_eval"] > growth["eval"] + (512 << 20), growth
 
 
 def test_the_per_source_training_loss_is_each_sources_token_mean(tiny_model, tokenizer, tmp_path):

@@ -84,3 +84,15 @@ def test_tensorboard_is_a_default_callback_when_installed(demo_run):
     for stage in ("domain", "sft"):
         events = list((run_dir / "tensorboard" / stage).glob("events.out.tfevents.*"))
         assert events and events[0].stat().st_size > 0
+
+
+def test_the_eval_curve_is_the_stages_own_set_never_another_stages():
+    from recipes.outputs.report import _headline_eval
+
+    matrix = {"eval_domain/val_loss": 3.0, "eval_domain/general_loss": 4.0}
+    row = {"stage": "sft", "step": 4}
+    assert "eval_loss" not in _headline_eval({**row, **matrix})  # only other stages' sets: no curve
+    assert _headline_eval({**row, **matrix, "eval_extra_loss": 2.0})["eval_loss"] == 2.0
+    assert _headline_eval({**row, **matrix, "eval_extra_loss": 2.0, "eval_val_loss": 1.5})["eval_loss"] == 1.5
+    assert _headline_eval({**row, "eval_sft/val_loss": 1.25, **matrix})["eval_loss"] == 1.25  # names kept whole
+    assert _headline_eval({**row, "eval_loss": 0.5, "eval_val_loss": 1.5})["eval_loss"] == 0.5

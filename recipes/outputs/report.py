@@ -69,14 +69,16 @@ def read_metrics(path: Path) -> dict[str, dict[str, list[dict]]]:
 
 
 def _headline_eval(row: dict) -> dict:
-    """With several evaluation sets the Trainer logs eval_<set>_loss (the matrix: eval_<stage>/<set>_loss):
-    the stage's held-out set ("val"), else its first set, else the first, is the curve's eval_loss."""
+    """With several evaluation sets the Trainer logs eval_<set>_loss: the stage's own sets by their
+    short names, the matrix's other stages' as eval_<stage>/<set>_loss. The curve's eval_loss is the
+    stage's held-out set ("val"), else its first own set; another stage's set never stands in."""
     if "eval_loss" not in row:
+        stage = row.get("stage")
         losses = [k for k in row if k.startswith("eval_") and k.endswith("_loss")]
-        own = [k for k in losses if k.startswith(f"eval_{row.get('stage')}/")]  # the matrix's STAGE/SET
-        if losses:
-            row = {**row, "eval_loss": row.get("eval_val_loss", row.get(f"eval_{row.get('stage')}/val_loss",
-                                                                    row[(own or losses)[0]]))}
+        own = [k for k in losses if "/" not in k or k.startswith(f"eval_{stage}/")]
+        held_out = [k for k in ("eval_val_loss", f"eval_{stage}/val_loss") if k in row]
+        if held_out or own:
+            row = {**row, "eval_loss": row[(held_out or own)[0]]}
     return row
 
 

@@ -13,8 +13,6 @@ from click.testing import CliRunner
 from recipes.cli import main
 from recipes.plugins.registry import get_registry
 
-pytestmark = pytest.mark.xdist_group("test_mlflow_tracker")  # one worker: its module fixtures run once
-
 # no conftest.py here: run beside the host's tests, a second module named conftest would shadow theirs
 ENV = ("HF_HUB_OFFLINE", "HF_HOME", "RECIPES_CACHE", "MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE")
 

@@ -13,8 +13,6 @@ from recipes.cli import main
 from recipes.data.tokenization import IGNORE_INDEX, DataStats, sft_examples
 from recipes.plugins.registry import get_registry
 
-pytestmark = pytest.mark.xdist_group("test_qa_markdown")  # one worker: its module fixtures run once
-
 # no conftest.py here: run beside the host's tests, a second module named conftest would shadow theirs
 os.environ["HF_HUB_OFFLINE"] = "1"
 

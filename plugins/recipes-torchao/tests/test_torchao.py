@@ -15,8 +15,6 @@ from click.testing import CliRunner
 from recipes.cli import main
 from recipes.plugins.registry import get_registry
 
-pytestmark = pytest.mark.xdist_group("test_torchao")  # one worker: its module fixtures run once
-
 # no conftest.py here: run beside the host's tests, a second module named conftest would shadow theirs
 QUANTIZATION = re.compile(r"\[quantization\].*?\n\n", re.S)
 TORCHAO = '[quantization]\nbackend = "torchao"\nscheme = "int8_weight_only"\n\n'
