@@ -9,14 +9,13 @@ continues each prompt as plain text. Ctrl-C stops the answer being written, not 
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from recipes.errors import Interrupted, RecipeError
 from recipes.config.schema import did_you_mean
-from recipes.run.manifest import MANIFEST_NAME, Manifest
+from recipes.run.manifest import MANIFEST_NAME, Manifest, read_json_object
 
 COMMANDS = "/reset, /system TEXT, /exit"
 
@@ -33,14 +32,6 @@ class ChatTarget:
     trust_remote_code: bool
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def chat_target(run_dir: Path, stage: str | None = None) -> ChatTarget:
     """The stage to chat with (default: the last one), checked: the run folder, its manifest, that
     the stage is done and its merged model is there. No torch."""
@@ -50,7 +41,7 @@ def chat_target(run_dir: Path, stage: str | None = None) -> ChatTarget:
     if not (run_dir / MANIFEST_NAME).is_file():
         raise RecipeError(f"{run_dir}: not a run folder (no {MANIFEST_NAME}); give the folder `recipes run` printed")
     manifest = Manifest.load(run_dir)
-    recipe = _read_json(run_dir / "recipe.json")
+    recipe = read_json_object(run_dir / "recipe.json")
     kinds = {s.get("name"): s.get("kind") for s in recipe.get("stages", []) if isinstance(s, dict)}
     for name, entry in manifest.data.get("stages", {}).items():
         kinds.setdefault(name, ((entry.get("parts") or {}).get("kind")))
@@ -68,7 +59,7 @@ def chat_target(run_dir: Path, stage: str | None = None) -> ChatTarget:
     if not (folder / "config.json").is_file():
         raise RecipeError(f"{folder}: the stage's merged model is missing; run the stage again "
                           f"(recipes run RECIPE --restart {name})")
-    result = entry.get("result") or _read_json(run_dir / "stages" / name / "stage.json")
+    result = entry.get("result") or read_json_object(run_dir / "stages" / name / "stage.json")
     trust = bool(((recipe.get("recipe") or {}).get("model") or {}).get("trust_remote_code", False))
     return ChatTarget(run_dir, name, kinds[name] or "sft", folder, result.get("precision"), trust)
 

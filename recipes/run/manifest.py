@@ -22,6 +22,16 @@ MANIFEST_NAME = "manifest.json"
 VERSION = 1
 
 
+def read_json_object(path: Path) -> dict:
+    """A run folder's JSON file (recipe.json, stage.json, samples) as a dict: {} when it is missing,
+    unreadable or not an object (a reader of a run folder says what is missing itself)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     with open(temporary, "w", encoding="utf-8") as handle:

@@ -19,6 +19,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from recipes.run.manifest import read_json_object
+
 MODEL_SAMPLES = "model_samples.json"
 WHO_MODEL = "model"
 
@@ -47,14 +49,6 @@ def _wanted(records: list[dict] | None, requests: list[tuple[str, str]], max_new
     return have != Counter((prompt, kind, max_new_tokens) for prompt, kind in requests)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def say_answers(who: str, records: list[dict], say) -> None:
     for index, r in enumerate(records, 1):
         how = "continued" if r["mode"] == "text" else "answered"
@@ -69,12 +63,12 @@ def samples_pending(plan, model_path: str) -> bool:
 
     budget = plan.samples_max_new_tokens
     requests = list(dict.fromkeys((prompt, s.kind) for s in plan.stages for prompt in s.samples))
-    stored = _read_json(plan.run_dir / MODEL_SAMPLES)
+    stored = read_json_object(plan.run_dir / MODEL_SAMPLES)
     if requests and (stored.get("model_fingerprint") != model_fingerprint(model_path, plan.revision)
                      or _wanted(stored.get("samples"), requests, budget)):
         return True
     for stage in plan.stages:
-        result = _read_json(stage.folder / "stage.json")
+        result = read_json_object(stage.folder / "stage.json")
         if result and _wanted(result.get("samples"), [(p, stage.kind) for p in stage.samples], budget):
             return True
     return False
@@ -89,9 +83,9 @@ def run_samples(plan, model_path: str, manifest, say) -> None:
     budget = plan.samples_max_new_tokens
     requests = list(dict.fromkeys((prompt, s.kind) for s in plan.stages for prompt in s.samples))
     model_file = plan.run_dir / MODEL_SAMPLES
-    stored = _read_json(model_file)
+    stored = read_json_object(model_file)
     fingerprint = model_fingerprint(model_path, plan.revision) if requests else None
-    trained = [_read_json(s.folder / "stage.json").get("precision") for s in plan.stages]
+    trained = [read_json_object(s.folder / "stage.json").get("precision") for s in plan.stages]
     if requests and (stored.get("model_fingerprint") != fingerprint or _wanted(stored.get("samples"), requests, budget)):
         from recipes.training.inference import load_generator
 
@@ -107,7 +101,7 @@ def run_samples(plan, model_path: str, manifest, say) -> None:
         say_answers(WHO_MODEL, records, say)
     for stage, precision in zip(plan.stages, trained):
         path = stage.folder / "stage.json"
-        result = _read_json(path)
+        result = read_json_object(path)
         if not result or not _wanted(result.get("samples"), [(p, stage.kind) for p in stage.samples], budget):
             continue
         records = [{**r, "kind": stage.kind} for r in answer_samples(stage.merged_dir, list(stage.samples),
@@ -132,7 +126,7 @@ def report_samples(run_dir: Path, stage_results: dict[str, dict]) -> list[dict]:
         return {"by": by, "mode": r.get("mode"), "answer": r.get("answer", ""), "new_tokens": r.get("new_tokens"),
                 "stopped": r.get("stopped")}
 
-    model = {(r["prompt"], r.get("kind")): r for r in records(_read_json(Path(run_dir) / MODEL_SAMPLES).get("samples"))}
+    model = {(r["prompt"], r.get("kind")): r for r in records(read_json_object(Path(run_dir) / MODEL_SAMPLES).get("samples"))}
     groups: dict[str, dict] = {}
     for name, result in stage_results.items():
         for r in records(result.get("samples")):
