@@ -22,7 +22,7 @@ from recipes.run.publish import checksums, matches, publishing
 from recipes.training import distributed
 
 log = logging.getLogger("recipes")
-LOGGERS = ("recipes", "transformers", "peft", "bitsandbytes", "py.warnings")
+LOGGERS = ("recipes", "transformers", "peft", "bitsandbytes", "torchao", "py.warnings")  # to run.log
 
 
 def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) -> list:
