@@ -13,6 +13,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def workers_folder(tmp_path_factory) -> Path | None:
+    """The folder that the session's pytest-xdist workers have in common (None without xdist)."""
+    return tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_caches(tmp_path_factory):
     """Nothing reads or writes the user's caches; the tiny model is built once, here. Under
@@ -22,8 +27,8 @@ def private_caches(tmp_path_factory):
     set their own."""
     root = tmp_path_factory.mktemp("caches")
     os.environ["HF_HOME"] = str(root / "hf")
-    shared = tmp_path_factory.getbasetemp().parent / "caches" if os.environ.get("PYTEST_XDIST_WORKER") else root
-    os.environ["RECIPES_CACHE"] = str(shared / "recipes")
+    shared = workers_folder(tmp_path_factory)
+    os.environ["RECIPES_CACHE"] = str((shared / "caches" if shared else root) / "recipes")
     yield root
 
 
@@ -51,11 +56,9 @@ def run_bundled(tmp_path_factory, name: str):
 
     from recipes.cli import main
 
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        root = tmp_path_factory.mktemp(name)
-    else:
-        root = tmp_path_factory.getbasetemp().parent / f"shared-{name}"  # common to the session's workers
-        root.mkdir(exist_ok=True)
+    shared = workers_folder(tmp_path_factory)
+    root = shared / f"shared-{name}" if shared else tmp_path_factory.mktemp(name)
+    root.mkdir(exist_ok=True)
     run_dir, said = root / "run", root / "output.txt"
     with open(root / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies

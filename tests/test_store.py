@@ -308,7 +308,7 @@ def test_two_gloo_processes_prepare_once_and_read_disjoint_shares(tokenizer, tin
 
 def test_the_tokenizer_identity_is_kept_per_backend_and_follows_the_chat_template(tiny_model):
     """The serialization's digest is computed once per tokenizer; the key still changes with the chat
-    template and with the tokens themselves (another tokenizer object, one token added)."""
+    template and with the tokens themselves (another tokenizer with a token added, or this one)."""
     from transformers import AutoTokenizer
 
     from recipes.data.prepare import tokenizer_identity
@@ -324,3 +324,5 @@ def test_the_tokenizer_identity_is_kept_per_backend_and_follows_the_chat_templat
     other = AutoTokenizer.from_pretrained(tiny_model)
     other.add_tokens(["<|a_token_of_ours|>"])  # another vocabulary: another identity
     assert tokenizer_identity(other) != identity
+    second.add_tokens(["<|a_token_of_ours|>"])  # added after its identity was kept: serialized again
+    assert tokenizer_identity(second) == tokenizer_identity(other) != identity

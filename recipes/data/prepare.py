@@ -92,24 +92,19 @@ def ensure_chat_template(tokenizer) -> list[str]:
     return [f"the tokenizer had no chat template: using the {family().name} family's"]
 
 
-_IDENTITIES: dict[int, tuple[object, str]] = {}  # id(backend) -> (backend, its serialization's digest)
-
-
 def tokenizer_identity(tokenizer) -> str:
     """A digest of what decides the tokens: the tokenizer's serialization (vocabulary, merges, added
     tokens, normalizer and pre-tokenizer) and its chat template. Serializing Qwen's 151k-token
     tokenizer takes a quarter of a second, and every stage of an evaluation matrix asks again, so the
-    serialization's digest is kept per backend object for the process (a backend is not changed in
-    place by anything in recipes; the chat template, which is, is hashed each time)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        text_digest = hashlib.sha256(repr(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
-    else:
-        known = _IDENTITIES.get(id(backend))
-        if known is None or known[0] is not backend:
-            known = _IDENTITIES[id(backend)] = (backend, hashlib.sha256(backend.to_str().encode()).hexdigest())
-        text_digest = known[1]
-    return hashlib.sha256((text_digest + (tokenizer.chat_template or "")).encode()).hexdigest()
+    serialization's digest is kept on the tokenizer object itself (gone with it), with its length: a
+    token added since is serialized again. The chat template, which recipes does set, is hashed each
+    time."""
+    known = getattr(tokenizer, "_recipes_serialization", None)
+    if known is None or known[0] != len(tokenizer):
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+        known = tokenizer._recipes_serialization = (len(tokenizer), hashlib.sha256(text.encode()).hexdigest())
+    return hashlib.sha256((known[1] + (tokenizer.chat_template or "")).encode()).hexdigest()
 
 
 def format_version(fmt) -> str:
