@@ -44,6 +44,10 @@ CONTRACT = {
         "plugins/recipes-liger/tests/test_liger.py::test_a_real_run_on_cpu_is_refused_with_one_line"]),
     "register_model_families": ("families", "chatml-demo", [
         "tests/test_hook_docs.py::test_the_family_comes_from_its_plugin_and_a_second_one_is_refused"]),
+    "register_stage_kinds": ("kinds", "textbook", [
+        "tests/test_stage_kinds.py::test_the_documented_third_party_kind_registers_and_runs_a_stage",
+        "tests/test_stage_kinds.py::test_the_builtin_kinds_are_plugins_and_plugins_lists_them",
+        "plugins/recipes-trl/tests/test_preference_run.py::test_pretrain_sft_dpo_runs_on_llamafactory_ranking_data"]),
 }
 
 

@@ -25,6 +25,7 @@ from recipes.errors import RecipeError
 from recipes.run.manifest import MANIFEST_NAME, Manifest, inside
 from recipes.outputs.run_folder import recorded_recipe, stage_order
 from recipes.run.publish import MARKER, matches, publishing
+from recipes.plugins.registry import chat_kind
 from recipes.config.schema import MODEL_REF, TORCH_DTYPE_NAMES, did_you_mean
 
 DTYPES = tuple(TORCH_DTYPE_NAMES)
@@ -137,7 +138,7 @@ def _write_merged(request: ExportRequest, folder: Path) -> list[str]:
     dtype = torch_dtype(request.dtype) if request.dtype else "auto"
     model = AutoModelForCausalLM.from_pretrained(request.source, dtype=dtype)
     tokenizer = _tokenizer(request)
-    if request.kind == "sft":
+    if chat_kind(request.kind):
         end_turns(model, tokenizer)
     model.config.use_cache = True
     model.save_pretrained(folder, max_shard_size=request.max_shard_bytes)
@@ -151,7 +152,7 @@ def _write_adapter(request: ExportRequest, folder: Path) -> list[str]:
     from recipes.training.model import end_turns
 
     tokenizer = _tokenizer(request)
-    if request.kind == "sft":
+    if chat_kind(request.kind):
         end_turns(None, tokenizer)
     for path in request.source.iterdir():
         if path.is_file() and path.name in ("adapter_model.safetensors", "adapter_model.bin", "README.md"):

@@ -85,7 +85,12 @@ def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tok
     base = shape.total_parameters
     lora = shape.lora_parameters(s.lora_target, s.lora_rank)
     wrapped = shape.targeted(s.lora_target)
-    memory = estimate_memory(shape, s, quantization, device, stage.logit_positions, bytes_per_weight)
+    through = stage.kind_provider.sequences_per_example if stage.kind_provider is not None else 1
+    # a preference pair puts its chosen and its rejected answer through the model together
+    counted = s if through == 1 else s.model_copy(update={
+        "per_device_train_batch_size": s.per_device_train_batch_size * through,
+        "per_device_eval_batch_size": (s.per_device_eval_batch_size or s.per_device_train_batch_size) * through})
+    memory = estimate_memory(shape, counted, quantization, device, stage.logit_positions, bytes_per_weight)
     if distributed is not None:
         memory = shard(memory, distributed.strategy, processes, distributed.fsdp_sharding, distributed.zero_stage,
                        distributed.cpu_offload)
@@ -108,7 +113,13 @@ def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tok
 def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
     """Records, tokens per epoch, sequences, optimizer steps and warmup steps of one stage."""
     s = stage.settings
-    if tokenizer is not None:  # exactly what the stage will train on: tokenized, split, packed
+    if tokenizer is not None and not stage.language_modelling:  # the kind's own preparation, as a run does it
+        from recipes.data.prepare import kind_data
+
+        data = stage.kind_provider.prepare(kind_data(stage, tokenizer, lambda message: None))
+        sequences, tokens, record_count = len(data.train), data.stats.get("tokens", 0), data.stats.get("records", 0)
+        sources = [{"name": source.name, "weight": source.weight} for source in stage.sources]
+    elif tokenizer is not None:  # exactly what the stage will train on: tokenized, split, packed
         from recipes.data.prepare import prepare
 
         data = prepare(stage, tokenizer, lambda message: None)
@@ -124,15 +135,15 @@ def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
             count = size = 0
             for records, scale in sample_records([source]):
                 count += round(len(records) * scale)
-                size += round(_tokens_from_size(records, stage.kind, s.cutoff_len)[0] * scale)
-            size = _capped(size, count, source, stage.kind, s.cutoff_len)
+                size += round(_tokens_from_size(records, stage.records, s.cutoff_len)[0] * scale)
+            size = _capped(size, count, source, stage.records, s.cutoff_len)
             sources.append({"name": source.name, "weight": source.weight, "tokens": size})
             record_count, tokens = record_count + count, tokens + size
         weights = sum(x["weight"] or 0 for x in sources)
         for x in sources:  # the mix keeps the stage's token budget and gives each source its weight's share
             x["share"] = x["weight"] / weights if weights else x["tokens"] / max(tokens, 1)
             x["sampled_tokens"] = round(tokens * x["share"])
-        sequences = math.ceil(tokens / s.cutoff_len) if stage.kind == "pretrain" else record_count
+        sequences = math.ceil(tokens / s.cutoff_len) if stage.records == "documents" else record_count
         if s.val_size:
             held = int(s.val_size) if s.val_size >= 1 else round(sequences * s.val_size)
             sequences -= held
@@ -149,9 +160,9 @@ def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
 
 
 def _capped(tokens: int, records: int, source, kind: str, cutoff_len: int) -> int:
-    """A source's tokens under its ``max_tokens`` and ``max_samples`` (pre-training: blocks)."""
+    """A source's tokens under its ``max_tokens`` and ``max_samples`` (documents: blocks)."""
     if source.max_samples is not None:
-        per = cutoff_len if kind == "pretrain" else tokens / max(records, 1)
+        per = cutoff_len if kind == "documents" else tokens / max(records, 1)
         tokens = min(tokens, round(source.max_samples * per))
     return min(tokens, source.max_tokens) if source.max_tokens is not None else tokens
 
@@ -161,8 +172,22 @@ def _capped(tokens: int, records: int, source, kind: str, cutoff_len: int) -> in
 PACKING_FILL = 0.92
 
 
+def _text_bytes(value) -> int:
+    """The UTF-8 size of every string in a record (a stage kind's own records: whatever their shape)."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8"))
+    if isinstance(value, dict):
+        return sum(_text_bytes(v) for k, v in value.items() if not str(k).startswith("_"))
+    if isinstance(value, (list, tuple)):
+        return sum(_text_bytes(v) for v in value)
+    return 0
+
+
 def _tokens_from_size(records: list[dict], kind: str, cutoff_len: int) -> tuple[int, int]:
-    if kind == "pretrain":
+    """(tokens, sequences) of records that yield ``kind`` (documents, conversations or a stage kind's own)."""
+    if kind not in ("documents", "conversations"):
+        return sum(round(_text_bytes(r) / BYTES_PER_TOKEN) for r in records), len(records)
+    if kind == "documents":
         size = sum(len(r["text"].encode("utf-8")) for r in records)
         tokens = round(size / BYTES_PER_TOKEN) + len(records)  # + one <|endoftext|> per document
         return tokens, math.ceil(tokens / cutoff_len)

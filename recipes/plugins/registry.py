@@ -16,7 +16,7 @@ import pluggy
 
 from recipes.plugins import hookspecs
 from recipes.errors import RecipeError
-from recipes.plugins.hookspecs import CallbackPlugin, DataFormat, LossFunction, QuantizationBackend
+from recipes.plugins.hookspecs import CallbackPlugin, DataFormat, LossFunction, QuantizationBackend, StageKind
 
 ENTRY_POINT_GROUP = "recipes.plugins"
 BUILTIN_PLUGINS = (
@@ -24,6 +24,7 @@ BUILTIN_PLUGINS = (
     "recipes.builtin.quantization",
     "recipes.builtin.callbacks",
     "recipes.builtin.losses",
+    "recipes.builtin.kinds",
 )
 
 
@@ -44,6 +45,7 @@ class Registry:
     callbacks: dict[str, CallbackPlugin] = field(default_factory=dict)
     losses: dict[str, LossFunction] = field(default_factory=dict)
     families: dict[str, object] = field(default_factory=dict)  # name -> recipes.family.ModelFamily
+    kinds: dict[str, StageKind] = field(default_factory=dict)
     info: dict[str, PluginInfo] = field(default_factory=dict)
 
     @property
@@ -72,6 +74,7 @@ TABLES = (
     ("callback", "register_callbacks", "callbacks"),
     ("loss", "register_loss_functions", "losses"),
     ("family", "register_model_families", "families"),
+    ("kind", "register_stage_kinds", "kinds"),
 )
 
 
@@ -124,7 +127,7 @@ def load_entry_points(manager: pluggy.PluginManager, info: dict[str, PluginInfo]
 
 
 WHAT = {"format": "data format", "backend": "quantization backend", "callback": "callback",
-        "loss": "loss function", "family": "model family"}
+        "loss": "loss function", "family": "model family", "kind": "stage kind"}
 
 
 def build_registry(manager: pluggy.PluginManager, info: dict[str, PluginInfo]) -> Registry:
@@ -160,6 +163,14 @@ def _failing(manager: pluggy.PluginManager, hook_name: str) -> str:
 
 
 _cached: Registry | None = None
+
+
+def chat_kind(kind: str) -> bool:
+    """Whether a stage of ``kind`` trains on chat-templated data (``StageKind.chat``): its samples are
+    answered as chat and its merged model ends turns with the family's turn end. A kind no loaded
+    plugin provides (a run folder read without its plugin) counts as chat unless it is ``pretrain``."""
+    provider = get_registry().kinds.get(kind)
+    return provider.chat if provider is not None else kind != "pretrain"
 
 
 def get_registry(extra_plugins: tuple = ()) -> Registry:

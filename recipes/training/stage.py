@@ -92,12 +92,17 @@ class StageRun:
     def prepare_data(self) -> None:
         """Tokenizer and data first: a data mistake surfaces before the model is loaded. The first
         process of each node prepares the token store; the others poll for its ready marker (no
-        collective call that a timeout could end)."""
+        collective call that a timeout could end). A kind with its own training prepares its data
+        through its plugin (``StageKind.prepare``)."""
         from transformers import AutoTokenizer
 
         from recipes.data.prepare import prepare
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_path, **self.load_kwargs)
+        if not self.stage.language_modelling:
+            self.data = self._prepare_own_kind()
+            self.matrix_sets = self._matrix_sets()
+            return
         self.data = prepare(self.stage, self.tokenizer, self.say)  # one process per node prepares the store
         stats, s = self.data.stats, self.settings
         for note in stats.notes:
@@ -115,6 +120,14 @@ class StageRun:
             self.say(f"data: {line}")
         self.matrix_sets = self._matrix_sets()
 
+    def _prepare_own_kind(self):
+        from recipes.data.prepare import kind_data
+
+        data = self.stage.kind_provider.prepare(kind_data(self.stage, self.tokenizer, self.say))
+        for line in getattr(data, "lines", ()):
+            self.say(f"data: {line}")
+        return data
+
     def _matrix_sets(self) -> dict:
         """The evaluation sets this stage evaluates after training, named STAGE/SET: every stage's
         (the plan's evaluation matrix; each prepared with its own stage's settings, from the store),
@@ -124,6 +137,8 @@ class StageRun:
 
         sets = {}
         for other in self.plan.stages:
+            if not other.language_modelling:
+                continue  # its sets are its kind's own (StageKind.build's evaluate), evaluated by its stage
             if other is self.stage:
                 evals = self.data.evals
             elif not self.plan.eval_matrix:
@@ -174,7 +189,8 @@ class StageRun:
                  f"({100 * self.trainable / self.total:.3f}%)")
 
     def build_trainer(self) -> None:
-        """The Trainer with the stage's loss, guards, collator and the plugins' callbacks."""
+        """The Trainer with the stage's loss, guards, collator and the plugins' callbacks (for a kind
+        with its own training, the Trainer its plugin builds with them)."""
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         from recipes.data.layout import PackedDataset
@@ -191,6 +207,10 @@ class StageRun:
                                stage_count=len(plan.stages), console=self.console,
                                metrics_path=plan.run_dir / "metrics.jsonl")
         callbacks = [cb for cb in (plugin.build(context) for plugin in plan.callbacks) if cb is not None]
+        self.kind_evaluate = None
+        if not stage.language_modelling:
+            self._build_own_kind(args, [*callbacks, StageGuard(self.progress.checkpoint_saved)])
+            return
         if self.data.packing is not None:
             from recipes.data.collate import FlatteningCollator
             from recipes.data.packing import check_packable
@@ -216,20 +236,64 @@ class StageRun:
                  + "), " + (f"{s.max_steps} steps" if s.max_steps else f"{s.num_train_epochs:g} epoch(s)")
                  + f", lr {s.learning_rate:g} {s.lr_scheduler_type}; a checkpoint every {s.save_steps} steps")
 
+    def _build_own_kind(self, args, callbacks: list) -> None:
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        from recipes.plugins.hookspecs import KindTraining
+
+        stage, s = self.stage, self.settings
+        continued = self.plan.stage(stage.base).adapter_dir if s.chaining == "continue" and stage.base != "model" else None
+        chunk = getattr(stage.loss_options, "chunk_size", None) if s.loss == "chunked" else None
+        built = stage.kind_provider.build(KindTraining(
+            stage.name, s, stage.kind_options, self.tokenizer, self.model, s.chaining, continued, args, callbacks,
+            chunk, self.say), self.data)
+        self.trainer, self.kind_evaluate = built.trainer, built.evaluate
+        for quiet in (PrinterCallback, ProgressCallback):
+            self.trainer.remove_callback(quiet)
+        self.say(f"training: {stage.kind}, effective batch {stage.effective_batch * distributed.world_size()}, "
+                 + (f"{s.max_steps} steps" if s.max_steps else f"{s.num_train_epochs:g} epoch(s)")
+                 + f", lr {s.learning_rate:g} {s.lr_scheduler_type}; a checkpoint every {s.save_steps} steps")
+
+    def _lm_trainer(self):
+        """An evaluation-only StageTrainer on the model, for the language-modelling sets of the matrix
+        that a stage of another kind evaluates (what the earlier stages taught: does it hold?)."""
+        if getattr(self, "_lm_eval", None) is None:
+            from recipes.data.tokenization import PadCollator
+            from recipes.training.model import pad_id
+            from recipes.training.trainer import StageTrainer, training_arguments
+
+            args = training_arguments(self.stage, self.precision, self.device, self.plan.distributed,
+                                      getattr(self.model, "_no_split_modules", None))
+            self._lm_eval = StageTrainer(model=self.model, args=args, data_collator=PadCollator(pad_id(self.tokenizer)),
+                                         processing_class=self.tokenizer,
+                                         lm_loss=self.stage.loss.build(self.model, self.stage.loss_options))
+        return self._lm_eval
+
+    def _with_own_kind(self, results: dict | None) -> dict | None:
+        """``results`` with the stage kind's own evaluation (``STAGE/SET``) added, when it has one."""
+        if self.kind_evaluate is None:
+            return results
+        own = {f"{self.stage.name}/{name}": value for name, value in (self.kind_evaluate() or {}).items()}
+        return {**(results or {}), **own} or None
+
     def evaluate_before(self) -> dict | None:
         """The evaluation sets on the starting point, once (a resumed stage keeps the first figures):
         the first stage evaluates the whole matrix there (the starting model's row)."""
         start = self.stage.index == 0 and self.plan.eval_matrix
-        sets = self.matrix_sets if start else {f"{self.stage.name}/{n}": d for n, d in self.data.evals.items()}
+        own = self.data.evals if self.stage.language_modelling else {}
+        sets = self.matrix_sets if start else {f"{self.stage.name}/{n}": d for n, d in own.items()}
         self.start_row = None
-        if not sets:
+        if not sets and self.kind_evaluate is None:
             return None
         results = self.progress.eval_before()
         if results is None:
-            results = self._evaluate(sets)
+            results = self._with_own_kind(self._evaluate(sets) if sets else None)
+            if results is None:
+                return None
             self.progress.evaluated_before(results)
             self.say(("eval on the starting model: " if start else "eval before: ") + describe_eval(results))
         self.start_row = results if start else None
+        self.before_row = results
         return own_sets(results, self.stage.name)
 
     def train(self) -> None:
@@ -249,7 +313,7 @@ class StageRun:
                               "to resume from it")
 
     def _say_source_losses(self) -> None:
-        channels = self.trainer.channels
+        channels = getattr(self.trainer, "channels", None)
         if channels is not None and channels.missing:
             self.say(f"note: the {self.settings.loss!r} loss gives no per-token losses, so no per-source training loss")
         from recipes.training.channels import PREFIX
@@ -300,12 +364,13 @@ class StageRun:
         logged = {name[len(prefix):] if name.startswith(prefix) else name: name for name in sets}
         if len(logged) < len(sets):  # a short name equal to another stage's STAGE/SET: keep them whole
             logged = {name: name for name in sets}
-        results = evaluate(self.trainer, {short: sets[name] for short, name in logged.items()})
+        trainer = self.trainer if self.stage.language_modelling else self._lm_trainer()
+        results = evaluate(trainer, {short: sets[name] for short, name in logged.items()})
         return {logged[short]: value for short, value in results.items()}
 
     def evaluate_after(self) -> dict | None:
         """Every set of the matrix (or the stage's own) on the trained model."""
-        self.after_row = self._evaluate(self.matrix_sets) if self.matrix_sets else None
+        self.after_row = self._with_own_kind(self._evaluate(self.matrix_sets) if self.matrix_sets else None)
         if self.after_row:
             self.say("eval after:  " + describe_eval(self.after_row))
         return own_sets(self.after_row, self.stage.name)
@@ -320,12 +385,21 @@ class StageRun:
             tokens_seen=int(getattr(self.trainer.state, "num_input_tokens_seen", 0) or 0),
             trainable_params=self.trainable, total_params=self.total, adapter_dir=str(stage.adapter_dir),
             merged_dir=str(stage.merged_dir),
-            data={**asdict(data.stats), "cached": data.cached,
-                  "packed_rows": data.packing.rows if data.packing else None,
-                  "packing_efficiency": data.packing.efficiency if data.packing else None},
+            data=dict(data.stats) if not stage.language_modelling else {
+                **asdict(data.stats), "cached": data.cached, "packed_rows": data.packing.rows if data.packing else None,
+                "packing_efficiency": data.packing.efficiency if data.packing else None},
             eval_before=self.before, eval_after=self.after, peak_memory_bytes=self.peak.stop(),
-            eval_matrix={"start": self.start_row, "after": self.after_row} if self.after_row else None,
-            mix=data.mix, source_losses=getattr(self, "source_losses", None), **headline_eval(self.before, self.after))
+            eval_matrix=self._matrix_row() if self.after_row else None,
+            mix=getattr(data, "mix", None), source_losses=getattr(self, "source_losses", None), **headline_eval(self.before, self.after))
+
+    def _matrix_row(self) -> dict:
+        """The stage's rows of the evaluation matrix; a kind's own sets evaluated before training go in
+        the row of the model it started from ("before")."""
+        row = {"start": self.start_row, "after": self.after_row}
+        if self.kind_evaluate is not None and not self.start_row:
+            prefix = f"{self.stage.name}/"
+            row["before"] = {k: v for k, v in (getattr(self, "before_row", None) or {}).items() if k.startswith(prefix)}
+        return row
 
     def publish(self, adapter_dir: Path, merged_dir: Path) -> None:
         """Write the adapter (PEFT format) and the merged model (HF format, safetensors) into the two
@@ -337,7 +411,7 @@ class StageRun:
             point_adapter_at(adapter_dir, self.plan.stage(self.stage.base).merged_dir)
         merged = merged_model(self.model, self.plan.backend, self.base_path, self.dtype, self.load_kwargs,
                               [*self.frozen, adapter_dir], self.device)
-        if self.stage.kind == "sft":
+        if self.stage.kind_provider.chat:
             end_turns(merged, self.tokenizer)
         save_merged(merged, self.tokenizer, merged_dir)
         from recipes.training.token_rows import carry_source

@@ -123,8 +123,10 @@ def decide(setting, kind: str, model, tokenizer, base_path: str) -> TokenRows:
                                   "give token strings such as \"<|im_start|>\"")
             ids.append(found)
         return TokenRows(tuple(setting), tuple(ids), "as the recipe lists")
-    if kind != "sft":
-        return TokenRows((), (), "auto: a pre-training stage")
+    from recipes.plugins.registry import chat_kind
+
+    if not chat_kind(kind):
+        return TokenRows((), (), "auto: a pre-training stage" if kind == "pretrain" else f"auto: a {kind} stage")
     ids = [token_id(tokenizer, t) for t in CHAT_TOKENS]
     if None in ids:
         return TokenRows((), (), "auto: the tokenizer has no ChatML tokens")
