@@ -53,9 +53,9 @@ def matrix_cells(matrix: dict) -> list[list[str]]:
             if value is None:
                 cells.append("-")
                 continue
-            if "perplexity" not in value:  # a stage kind's own metrics (preference accuracy, margin, ...)
-                cells.append(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                       for k, v in value.items() if k != "pairs"))
+            if "perplexity" not in value:  # a stage kind's own metrics (preference accuracy and margin)
+                shown = {k: v for k, v in value.items() if k in ("accuracy", "margin")} or value
+                cells.append(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
                 continue
             ppl = value["perplexity"]
             base = first.setdefault(name, ppl)

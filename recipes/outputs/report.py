@@ -261,7 +261,8 @@ def write_report(run_dir, console=None) -> Path:
     folder = Path(run_dir) / REPORT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     images = draw_curves(report["curves"], folder)
-    if report.get("eval_matrix"):
+    if report.get("eval_matrix") and any("perplexity" in value for row in report["eval_matrix"]["rows"]
+                                         for value in row["results"].values()):
         from recipes.outputs.matrix import draw_matrix
 
         images.append(draw_matrix(report["eval_matrix"], folder / MATRIX_IMAGE))

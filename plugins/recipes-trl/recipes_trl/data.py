@@ -10,10 +10,9 @@ counted. In memory: preference sets are thousands to tens of thousands of pairs.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 
-from recipes.api import IGNORE_INDEX, RecipeError, conversation_tokens
+from recipes.api import IGNORE_INDEX, RecipeError, conversation_tokens, hold_out
 
 
 @dataclass
@@ -100,20 +99,6 @@ def tokenize_unpaired(records, tokenizer, cutoff_len: int, max_prompt_len: int) 
     return examples, stats
 
 
-def hold_out(examples: list, val_size: float, seed: int, stage: str) -> tuple[list, list]:
-    """(train, held out): ``val_size`` a share below 1 or a count, chosen with the seed."""
-    if not val_size:
-        return examples, []
-    count = int(val_size) if val_size >= 1 else round(len(examples) * val_size)
-    if not 0 < count < len(examples):
-        raise RecipeError(f"stage {stage!r}: val_size {val_size:g} holds out {count} of {len(examples)} examples; "
-                          "set it so that both the training and the evaluation set keep at least one")
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    held = set(order[:count])
-    return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
-
-
 def prepare(context, tokenize, what: str) -> PreparedData:
     """A stage's examples (``tokenize``: pairs or unpaired), split, with the lines the run log shows."""
     s = context.settings
@@ -122,7 +107,7 @@ def prepare(context, tokenize, what: str) -> PreparedData:
     if not examples:
         raise RecipeError(f"stage {context.stage_name!r}: the data gave no {what} ({stats['records']} records, "
                           f"{stats['dropped']} dropped for having no answer token left within cutoff_len)")
-    train, held = hold_out(examples, s.val_size, s.seed, context.stage_name)
+    train, held = hold_out(examples, s.val_size, s.seed, context.stage_name) if s.val_size else (examples, [])
     stats["examples"], stats["held_out"] = len(train), len(held)
     line = (f"{stats['records']} records -> {len(train)} {what} to train on, {len(held)} held out; "
             f"{stats['tokens']:,} tokens, {stats['label_tokens']:,} with a label"

@@ -30,7 +30,7 @@ from typing import Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recipes.api import DataFormat, RecipeError, convert_records
+from recipes.api import DataFormat, RecipeError, convert_records, json_field
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -159,14 +159,10 @@ def _pair(where: str, prompt: list, chosen: list, rejected: list, tools) -> dict
 
 
 def _tools(record: dict, column: str, where: str):
-    value = record.get(column)
-    if value in (None, ""):
+    """Tool definitions (a list, one object, or JSON text of either), in the shape chat templates take."""
+    value = json_field(record, column, where, object)
+    if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise RecipeError(f"{where}: column {column!r} is not valid JSON: {exc.msg}") from exc
     value = value if isinstance(value, list) else [value]
     return [tool if "function" in tool else {"type": "function", "function": tool} for tool in value] or None
 
