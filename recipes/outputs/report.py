@@ -131,7 +131,11 @@ def preference_lines(preference: list[dict]) -> list[str]:
     def shown(figures: dict | None, key: str, form: str) -> str:
         return format(figures[key], form) if figures and key in figures else "-"
 
-    return [f"{p['stage']} ({p['set']}, {shown(p['after'] or p['before'], 'pairs', ',')} pairs): preference accuracy "
+    def counted(figures: dict | None) -> str:
+        unit = "pairs" if figures and "pairs" in figures else "examples"
+        return f"{shown(figures, unit, ',')} {unit}"
+
+    return [f"{p['stage']} ({p['set']}, {counted(p['after'] or p['before'])}): preference accuracy "
             f"{shown(p['before'], 'accuracy', '.3f')} -> {shown(p['after'], 'accuracy', '.3f')}, reward margin "
             f"{shown(p['before'], 'margin', '+.4f')} -> {shown(p['after'], 'margin', '+.4f')}" for p in preference]
 

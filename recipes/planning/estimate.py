@@ -103,8 +103,9 @@ def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tok
             "lora_modules": [layer.path for layer in wrapped],
             "lora_layers": len(wrapped) * shape.layers,
         },
-        "memory": {**memory.as_dict(), "batch": s.per_device_train_batch_size, "cutoff_len": s.cutoff_len,
-                   "eval_batch": s.per_device_eval_batch_size or s.per_device_train_batch_size,
+        "memory": {**memory.as_dict(), "batch": counted.per_device_train_batch_size, "sequences_per_example": through,
+                   "cutoff_len": s.cutoff_len,
+                   "eval_batch": counted.per_device_eval_batch_size or counted.per_device_train_batch_size,
                    "gradient_checkpointing": s.gradient_checkpointing, "optim": s.optim},
         "data": data_estimate(stage, tokenizer),
     }
@@ -237,7 +238,9 @@ def estimate_lines(estimate: dict) -> list[str]:
         from recipes.planning.trainable import extra_lines
 
         lines.extend(extra_lines(stage))
-        lines.append(f"   memory {where} ({m['precision']}, batch {m['batch']} x {m['cutoff_len']} tokens, "
+        pairs = f" ({m['batch'] // m['sequences_per_example']} examples x {m['sequences_per_example']} sequences)" \
+            if m.get("sequences_per_example", 1) > 1 else ""
+        lines.append(f"   memory {where} ({m['precision']}, batch {m['batch']}{pairs} x {m['cutoff_len']} tokens, "
                      f"optim {m['optim']}, gradient checkpointing {'on' if m['gradient_checkpointing'] else 'off'}):")
         rows = [("weights", m["weights"]), ("LoRA weights (fp32)", m["lora_weights"]),
                 ("gradients", m["gradients"]), ("optimizer state", m["optimizer"]),

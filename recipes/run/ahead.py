@@ -26,6 +26,9 @@ def prepare_recipe(recipe: str, stage_name: str | None, workers: int | None, say
     for stage in stages:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=plan.trust_remote_code)
         say(f"stage {stage.name} ({stage.kind})")
+        if not stage.language_modelling:  # its kind prepares its data at the start of the stage (in memory)
+            say(f"  nothing to store: a {stage.kind} stage prepares its data when it runs")
+            continue
         data = prepare(stage, tokenizer, say, workers)
         stats = data.stats
         say(f"  {stats.records:,} records -> {len(data.train):,} training "

@@ -177,7 +177,8 @@ class StageRun:
         from recipes.training.model import attach_adapters, lora_config
 
         s = self.settings
-        rows = token_rows.decide(s.train_tokens, self.stage.kind, self.model, self.tokenizer, self.base_path)
+        rows = token_rows.decide(s.train_tokens, self.stage.kind, self.model, self.tokenizer, self.base_path,
+                                 chat=self.stage.kind_provider.chat)
         self.say(rows.describe())
         lora = lora_config(s, token_rows.lora_arguments(self.model, rows))
         self.model, self.frozen = attach_adapters(self.model, lora, self.adapters, s.chaining, self.stage, self.say)

@@ -55,6 +55,7 @@ name = "sft"
 kind = "sft"
 cutoff_len = 96
 learning_rate = 1e-4
+val_size = 1
 [[stages.data]]
 dataset_info = "data/dataset_info.json"
 dataset = "alpaca_en_demo"
@@ -101,8 +102,9 @@ def test_pretrain_sft_dpo_runs_on_llamafactory_ranking_data(three_stage_run):
     assert f"reward margin +0.0000 -> {after['margin']:+.4f}" in line
     data = json.loads((run / "report" / "report.json").read_text())
     matrix = data["eval_matrix"]
-    assert "align/val" in matrix["sets"] and "sft/val" not in matrix["sets"]
+    assert {"align/val", "sft/val"} <= set(matrix["sets"])
     rows = {row["after"]: row["results"] for row in matrix["rows"]}
+    assert rows["align"]["sft/val"]["perplexity"] > 1  # what SFT taught, measured after DPO: does it hold?
     assert rows["sft"]["align/val"]["accuracy"] == 0.5  # before the DPO stage: on the row of the model it starts from
     assert rows["align"]["align/val"]["margin"] == after["margin"]
     samples = json.loads((run / "stages" / "align" / "stage.json").read_text()).get("samples") or data["samples"]
@@ -128,6 +130,45 @@ def test_a_rerun_skips_and_the_fingerprint_covers_the_kind_options(three_stage_r
         parts.append(stage_parts(plan, plan.stages[2], "same base", registry, None))
     assert parts[0]["kind_options"]["beta"] == 0.1 and parts[1]["kind_options"]["beta"] == 0.3
     assert parts[0] != parts[1] and why_changed(parts[0], parts[1])
+
+
+def test_a_stopped_dpo_stage_resumes_from_its_checkpoint(three_stage_run, tmp_path):
+    """Stopped after its first step (as Ctrl-C stops a stage), the DPO stage resumes from that
+    checkpoint; the stages before it are kept."""
+    from rich.console import Console
+    from transformers import TrainerCallback
+
+    from recipes.api import CallbackPlugin
+    from recipes.config.load import load_recipe
+    from recipes.errors import Interrupted
+    from recipes.planning.plan import make_plan
+    from recipes.plugins.registry import get_registry
+    from recipes.run.runner import run_plan
+    from recipes.training.interrupts import STOP
+
+    folder, _ = three_stage_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(folder / "run", run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    del manifest["stages"]["align"]  # forget the DPO stage: it trains again
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(run_dir / "stages" / "align")
+
+    class StopAfterAStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            STOP.requested = True
+
+    registry = get_registry()
+    plan = make_plan(load_recipe(str(folder / "bees_dpo.toml"), registry), registry, str(run_dir))
+    plan.callbacks.append(CallbackPlugin("stop", lambda c: StopAfterAStep() if c.stage_name == "align" else None))
+    out = tmp_path / "out.txt"
+    with pytest.raises(Interrupted, match="stage 'align' stopped at step 1"):
+        run_plan(plan, Console(file=open(out, "w"), width=200), registry)
+    plan = make_plan(load_recipe(str(folder / "bees_dpo.toml"), registry), registry, str(run_dir))
+    [result] = run_plan(plan, Console(file=open(out, "w"), width=200), registry)
+    output = out.read_text()
+    assert "resuming from checkpoint-1" in output and output.count("skipped") == 2
+    assert result.name == "align" and result.steps == 2
 
 
 def test_data_inspect_shows_chosen_and_rejected_side_by_side(three_stage_run):
@@ -234,6 +275,8 @@ def test_a_kto_stage_runs_on_llamafactory_kto_data(tmp_path):
     assert stage["eval_before"]["val"]["accuracy"] == 0.5 and stage["eval_before"]["val"]["examples"] == 2
     assert stage["eval_after"]["val"]["accuracy"] != 0.5 or stage["eval_after"]["val"]["margin"] != 0.0
     assert "kto: beta 0.1, kto loss" in result.output
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "- kto (val, 2 examples): preference accuracy 0.500 -> " in report
 
 
 def test_a_dpo_recipe_without_the_plugin_names_it(tmp_path):
