@@ -271,7 +271,8 @@ def test_a_kto_stage_runs_on_llamafactory_kto_data(tmp_path):
     assert result.exit_code == 0, result.output + repr(result.exception)
     stage = json.loads((tmp_path / "run" / "stages" / "kto" / "stage.json").read_text())
     assert stage["kind"] == "kto" and stage["steps"] == 2
-    assert stage["data"]["desirable"] + stage["data"]["undesirable"] == 6 and stage["data"]["held_out"] == 2
+    assert stage["data"]["desirable"] + stage["data"]["undesirable"] == 8  # counted before the held-out share
+    assert stage["data"]["examples"] == 6 and stage["data"]["held_out"] == 2
     assert stage["eval_before"]["val"]["accuracy"] == 0.5 and stage["eval_before"]["val"]["examples"] == 2
     assert stage["eval_after"]["val"]["accuracy"] != 0.5 or stage["eval_after"]["val"]["margin"] != 0.0
     assert "kto: beta 0.1, kto loss" in result.output
