@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from recipes.errors import Interrupted, TrainingError
-from recipes.training import distributed
+from recipes.training import distributed, own_kind
 from recipes.training.evaluate import describe_eval, evaluate, headline_eval, own_sets
 from recipes.training.interrupts import STOP
 from recipes.training.memory_peak import StagePeak
@@ -100,7 +100,7 @@ class StageRun:
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_path, **self.load_kwargs)
         if not self.stage.language_modelling:
-            self.data = self._prepare_own_kind()
+            self.data = own_kind.prepare_data(self)
             self.matrix_sets = self._matrix_sets()
             return
         self.data = prepare(self.stage, self.tokenizer, self.say)  # one process per node prepares the store
@@ -119,14 +119,6 @@ class StageRun:
         for line in mix_lines(self.data.mix):
             self.say(f"data: {line}")
         self.matrix_sets = self._matrix_sets()
-
-    def _prepare_own_kind(self):
-        from recipes.data.prepare import kind_data
-
-        data = self.stage.kind_provider.prepare(kind_data(self.stage, self.tokenizer, self.say))
-        for line in getattr(data, "lines", ()):
-            self.say(f"data: {line}")
-        return data
 
     def _matrix_sets(self) -> dict:
         """The evaluation sets this stage evaluates after training, named STAGE/SET: every stage's
@@ -210,7 +202,8 @@ class StageRun:
         callbacks = [cb for cb in (plugin.build(context) for plugin in plan.callbacks) if cb is not None]
         self.kind_evaluate = None
         if not stage.language_modelling:
-            self._build_own_kind(args, [*callbacks, StageGuard(self.progress.checkpoint_saved)])
+            self.trainer, self.kind_evaluate = own_kind.build_trainer(self, args, [*callbacks, StageGuard(
+                self.progress.checkpoint_saved)])
             return
         if self.data.packing is not None:
             from recipes.data.collate import FlatteningCollator
@@ -236,39 +229,6 @@ class StageRun:
                  f"{s.gradient_accumulation_steps} accumulation" + (f" x {processes} processes" if processes > 1 else "")
                  + "), " + (f"{s.max_steps} steps" if s.max_steps else f"{s.num_train_epochs:g} epoch(s)")
                  + f", lr {s.learning_rate:g} {s.lr_scheduler_type}; a checkpoint every {s.save_steps} steps")
-
-    def _build_own_kind(self, args, callbacks: list) -> None:
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-        from recipes.plugins.hookspecs import KindTraining
-
-        stage, s = self.stage, self.settings
-        continued = self.plan.stage(stage.base).adapter_dir if s.chaining == "continue" and stage.base != "model" else None
-        chunk = getattr(stage.loss_options, "chunk_size", None) if s.loss == "chunked" else None
-        built = stage.kind_provider.build(KindTraining(
-            stage.name, s, stage.kind_options, self.tokenizer, self.model, s.chaining, continued, args, callbacks,
-            chunk, self.say), self.data)
-        self.trainer, self.kind_evaluate = built.trainer, built.evaluate
-        for quiet in (PrinterCallback, ProgressCallback):
-            self.trainer.remove_callback(quiet)
-        self.say(f"training: {stage.kind}, effective batch {stage.effective_batch * distributed.world_size()}, "
-                 + (f"{s.max_steps} steps" if s.max_steps else f"{s.num_train_epochs:g} epoch(s)")
-                 + f", lr {s.learning_rate:g} {s.lr_scheduler_type}; a checkpoint every {s.save_steps} steps")
-
-    def _lm_trainer(self):
-        """An evaluation-only StageTrainer on the model, for the language-modelling sets of the matrix
-        that a stage of another kind evaluates (what the earlier stages taught: does it hold?)."""
-        if getattr(self, "_lm_eval", None) is None:
-            from recipes.data.tokenization import PadCollator
-            from recipes.training.model import pad_id
-            from recipes.training.trainer import StageTrainer, training_arguments
-
-            args = training_arguments(self.stage, self.precision, self.device, self.plan.distributed,
-                                      getattr(self.model, "_no_split_modules", None))
-            self._lm_eval = StageTrainer(model=self.model, args=args, data_collator=PadCollator(pad_id(self.tokenizer)),
-                                         processing_class=self.tokenizer,
-                                         lm_loss=self.stage.loss.build(self.model, self.stage.loss_options))
-        return self._lm_eval
 
     def _with_own_kind(self, results: dict | None) -> dict | None:
         """``results`` with the stage kind's own evaluation (``STAGE/SET``) added, when it has one."""
@@ -365,7 +325,7 @@ class StageRun:
         logged = {name[len(prefix):] if name.startswith(prefix) else name: name for name in sets}
         if len(logged) < len(sets):  # a short name equal to another stage's STAGE/SET: keep them whole
             logged = {name: name for name in sets}
-        trainer = self.trainer if self.stage.language_modelling else self._lm_trainer()
+        trainer = self.trainer if self.stage.language_modelling else own_kind.lm_trainer(self)
         results = evaluate(trainer, {short: sets[name] for short, name in logged.items()})
         return {logged[short]: value for short, value in results.items()}
 
