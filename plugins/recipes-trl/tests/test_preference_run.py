@@ -33,6 +33,7 @@ def copy_data(folder: Path) -> Path:
 THREE_STAGES = """
 name = "bees_dpo"
 samples = ["What do bees make?"]
+samples_max_new_tokens = 8
 [model]
 path = "bundled:tiny-qwen2"
 [defaults]
