@@ -118,6 +118,12 @@ def _bnb_prepare(model, options: BitsAndBytesOptions, gradient_checkpointing: bo
     for name, parameter in model.named_parameters():
         if parameter.dtype != loaded.get(name, parameter.dtype) and parameter.is_floating_point():
             parameter.data = parameter.data.to(loaded[name])
+    for module in model.modules():
+        # bitsandbytes repacks 4-bit weights for CPU inference on the first forward in eval mode
+        # without gradients (an evaluation before training), and a later training forward on the
+        # repacked weights fails; the stage trains, so the weights keep their training layout
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
     return model
 
 
