@@ -60,3 +60,10 @@ def test_gpu_check_dry_run_runs_every_row_and_passes(tmp_path):
     assert "merged models of ['one', 'two']" in rows["2-stage recipes run"]["result"]
     assert report["verdict"].startswith("dry run: NOT PROVEN") and report["verdict"] in done.stdout
     assert report["header"]["transformers"] and report["dry_run"] is True
+
+
+def test_the_gpu_bundle_carries_every_dependency_the_gpu_image_lacks():
+    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_bundle.sh"), "--check", sys.executable],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "every dependency in pyproject.toml is carried or in the GPU image" in done.stdout
