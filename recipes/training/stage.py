@@ -352,7 +352,6 @@ class StageRun:
 
         carry_source(self.base_path, merged_dir, self.stage.kind)  # a Qwen v1 base stays known as one
 
-
     def evaluate_merged(self, merged, result: StageResult) -> None:
         """The held-out set (else the stage's first evaluation set) once on the merged model, which is
         what the stage publishes and the next stage starts from: the adapter trained against
