@@ -62,6 +62,7 @@ class Table:
 
     def add(self, check: str, result: str, threshold: str = "", status: str = "PASS", info: str = "") -> None:
         self.rows.append({"check": check, "result": result, "threshold": threshold, "status": status, "info": info})
+        print(f"        {status} {check}: {result}", file=sys.stderr, flush=True)  # as it comes, before the table
 
     def verdict(self, dry: bool) -> str:
         failed = [r["check"] for r in self.rows if r["status"] == "FAIL"]
@@ -477,6 +478,7 @@ def main(argv=None) -> int:
     hf_logging.disable_progress_bar()
     started = time.perf_counter()
     table = Table()
+    target = args.json or (Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None)
     with contextlib.ExitStack() as stack:
         work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gpu_check-")))
         work.mkdir(parents=True, exist_ok=True)
@@ -492,6 +494,8 @@ def main(argv=None) -> int:
                 message = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
                 for name in names:
                     table.add(name, message, "", "FAIL")
+            # the rows so far, in case the run is stopped at a time limit before the end
+            write_json(target, info, table, started, f"incomplete: stopped after {label!r}", env.dry)
 
         folders: dict = {}
         files = data_files(env)
@@ -508,18 +512,21 @@ def main(argv=None) -> int:
             step("packed = unpacked", lambda: packing_rows(env, table, folders["small"]), "packed = unpacked (sdpa)")
             step("recipes run, two stages", lambda: two_stage_run(env, table, folders["small"], files),
                  "2-stage recipes run")
-    seconds = time.perf_counter() - started
     verdict = table.verdict(env.dry)
-    print(f"# gpu_check on {info['gpu']}{' --dry-run' if env.dry else ''}: {seconds:.0f} s")
+    print(f"# gpu_check on {info['gpu']}{' --dry-run' if env.dry else ''}: {time.perf_counter() - started:.0f} s")
     for line in table.lines():
         print(line)
     print(f"verdict: {verdict}")
-    target = args.json or (Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None)
-    if target is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps({"header": info, "seconds": round(seconds, 1), "rows": table.rows,
-                                      "verdict": verdict, "dry_run": env.dry}, indent=2))
+    write_json(target, info, table, started, verdict, env.dry)
     return 1 if any(r["status"] == "FAIL" for r in table.rows) else 0
+
+
+def write_json(target: Path | None, info: dict, table: Table, started: float, verdict: str, dry: bool) -> None:
+    if target is None:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"header": info, "seconds": round(time.perf_counter() - started, 1),
+                                  "rows": table.rows, "verdict": verdict, "dry_run": dry}, indent=2))
 
 
 if __name__ == "__main__":
