@@ -99,8 +99,8 @@ def test_attention_uses_transformers_check_and_never_flash_in_fp32(tmp_path, mon
 
     from recipes.training.precision import flash_attention_available, pick_attention
 
-    # a flash_attn module that cannot be imported (an ABI mismatch): a module spec, but no usable kernel
-    write(tmp_path / "flash_attn" / "__init__.py", 'raise ImportError("undefined symbol: _ZN3c10")\n')
+    # flash-attn 4 installs a module of the same name, without the flash-attn 2 kernels transformers calls
+    write(tmp_path / "flash_attn" / "__init__.py", '__version__ = "4.0.0b4"\n')
     monkeypatch.syspath_prepend(str(tmp_path))
     assert importlib.util.find_spec("flash_attn") is not None  # what the old check looked at
     assert flash_attention_available() is bool(is_flash_attn_2_available()) is False
@@ -114,6 +114,18 @@ def test_attention_uses_transformers_check_and_never_flash_in_fp32(tmp_path, mon
     with pytest.raises(RecipeError, match='no fp32 kernel.*precision = "bf16"'):
         pick_attention("flash_attention_2", "cuda", "fp32")
     assert pick_attention("flash_attention_2", "cuda", "bf16")[0] == "flash_attention_2"
+
+
+def test_validate_refuses_flash_attention_in_fp32(tmp_path):
+    write(tmp_path / "corpus.jsonl", '{"text": "Bees."}\n')
+    for precision, code in (("fp32", 2), ("bf16", 0)):
+        extra = f'[defaults]\nprecision = "{precision}"\nattn_implementation = "flash_attention_2"'
+        result = CliRunner().invoke(main, ["validate", str(write(tmp_path / "r.toml", BASE.format(extra=extra)))])
+        assert result.exit_code == code, result.output
+    [line] = [line for line in CliRunner().invoke(main, ["validate", str(write(
+        tmp_path / "r.toml", BASE.format(extra='[defaults]\nprecision = "fp32"\nattn_implementation = "flash_attention_2"')))]
+    ).output.splitlines() if "no fp32 kernel" in line]
+    assert "attn_implementation" in line and "Traceback" not in line
 
 
 # --- packed rows per attention kernel ------------------------------------------------------------------

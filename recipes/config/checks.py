@@ -245,11 +245,17 @@ def _check_sharded_head(recipe: Recipe, problems: Collector) -> None:
 
 
 def _check_attention(recipe: Recipe, problems: Collector) -> None:
-    """flash_attention_2 asked for but flash-attn not installed here: a warning (it may run elsewhere)."""
+    """flash_attention_2 asked for but flash-attn not installed here: a warning (it may run elsewhere);
+    with precision fp32: refused (flash attention has no fp32 kernel; the first forward would fail)."""
     import importlib.util
 
     for index, stage in enumerate(recipe.stages):
-        if (stage.settings(recipe.defaults).attn_implementation == "flash_attention_2"
+        settings = stage.settings(recipe.defaults)
+        if settings.attn_implementation == "flash_attention_2" and settings.precision == "fp32":
+            problems.add(setting_path(recipe, index, "attn_implementation"), "flash_attention_2 has no fp32 kernel and "
+                         "this stage's precision is \"fp32\": set precision = \"bf16\" (or \"auto\"), or "
+                         "attn_implementation = \"sdpa\"")
+        elif (settings.attn_implementation == "flash_attention_2"
                 and importlib.util.find_spec("flash_attn") is None):
             problems.warn(setting_path(recipe, index, "attn_implementation"), "flash_attention_2 needs the flash-attn "
                           "package (not installed here) and a GPU: pip install flash-attn on the machine that runs it, "

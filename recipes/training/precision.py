@@ -49,8 +49,8 @@ def pick_precision(requested: str) -> tuple[str, str]:
 
 
 def flash_attention_available() -> bool:
-    """transformers' own check (the flash-attn distribution, a version it supports, a CUDA build), not
-    merely a module named flash_attn: a broken install or another major version shares that name."""
+    """transformers' own check (the flash-attn distribution, a version it supports, CUDA), not merely a
+    module named flash_attn: flash-attn 4 installs one of that name too, without the kernels used here."""
     from transformers.utils import is_flash_attn_2_available
 
     return bool(is_flash_attn_2_available())
