@@ -103,3 +103,14 @@ def test_ctrl_c_under_two_processes_stops_both_at_one_step_with_a_checkpoint(two
     assert [p.name for p in checkpoint.parent.glob("checkpoint-*")] == [checkpoint.name]
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     assert state["global_step"] == step
+
+
+def test_under_torchrun_by_hand_ctrl_c_says_it_stops_at_once():
+    """torchrun started by hand forwards the terminal's Ctrl-C to every process again at once: no common
+    step can be agreed, so the handler says so (only `recipes run --nproc N` sets the stop file)."""
+    from recipes.training.interrupts import STOP_FILE_ENV, cannot_stop_gracefully
+
+    assert cannot_stop_gracefully({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"})
+    assert cannot_stop_gracefully({"LOCAL_RANK": "0"})  # accelerate launch, one process
+    assert not cannot_stop_gracefully({"WORLD_SIZE": "2", "LOCAL_RANK": "1", STOP_FILE_ENV: "/tmp/stop"})
+    assert not cannot_stop_gracefully({})  # one process: the two-stage Ctrl-C
