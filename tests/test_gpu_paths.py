@@ -279,6 +279,27 @@ def test_the_tokenizing_pool_forks_only_without_a_cuda_context():
     assert cuda_initialized() is torch.cuda.is_initialized()  # what _pool passes: this process's state
 
 
+def test_the_spawned_tokenizing_pool_prepares_what_the_forked_one_does(tokenizer, tmp_path, monkeypatch):
+    """The pool a GPU process starts (spawn: the tokenizer pickled to fresh interpreters) gives the same
+    store as the forked one; here this process has no CUDA, so it is told it has."""
+    from recipes.data import build
+    from recipes.data.prepare import prepare
+    from test_store import BUNDLED, _plan, _recipe
+
+    monkeypatch.setattr(build, "CHUNK_CHARACTERS", 3000)
+    monkeypatch.setattr(build, "CHUNK_RECORDS", 7)
+    path = _recipe(tmp_path, "pretrain", str(BUNDLED / "domain_corpus.jsonl"), "text", "val_size = 0.1\n")
+    stores = []
+    for name, live in (("fork", False), ("spawn", True)):
+        monkeypatch.setenv("RECIPES_CACHE", str(tmp_path / name))
+        monkeypatch.setattr(build, "cuda_initialized", lambda live=live: live)
+        said = []
+        data = prepare(_plan(path).stages[0], tokenizer, said.append, workers=2)
+        assert any("2 processes" in line for line in said), said
+        stores.append(([data.train[i] for i in range(len(data.train))], data.stats.tokens))
+    assert stores[0] == stores[1] and stores[0][1] > 0
+
+
 def test_a_model_on_a_gpu_loads_straight_to_its_device_unless_sharded():
     from recipes.training.model import loads_to_device
 
