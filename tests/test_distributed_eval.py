@@ -110,7 +110,9 @@ def test_under_torchrun_by_hand_ctrl_c_says_it_stops_at_once():
     step can be agreed, so the handler says so (only `recipes run --nproc N` sets the stop file)."""
     from recipes.training.interrupts import STOP_FILE_ENV, cannot_stop_gracefully
 
-    assert cannot_stop_gracefully({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"})
-    assert cannot_stop_gracefully({"LOCAL_RANK": "0"})  # accelerate launch, one process
-    assert not cannot_stop_gracefully({"WORLD_SIZE": "2", "LOCAL_RANK": "1", STOP_FILE_ENV: "/tmp/stop"})
+    torchrun = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "none"}
+    assert cannot_stop_gracefully(torchrun)
+    assert cannot_stop_gracefully({**torchrun, "WORLD_SIZE": "1"})  # torchrun --nproc_per_node 1 forwards too
+    assert not cannot_stop_gracefully({**torchrun, STOP_FILE_ENV: "/tmp/stop"})  # recipes run --nproc 2
+    assert not cannot_stop_gracefully({"LOCAL_RANK": "0", "WORLD_SIZE": "1"})  # accelerate launch, one process
     assert not cannot_stop_gracefully({})  # one process: the two-stage Ctrl-C

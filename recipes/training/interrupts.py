@@ -52,12 +52,11 @@ def agreed_stop() -> bool:
 
 
 def cannot_stop_gracefully(env=None) -> bool:
-    """Whether Ctrl-C reaches this process together with a launcher that forwards it again at once
-    (torchrun or accelerate started by hand, not through `recipes run --nproc`)."""
-    from recipes.training import distributed
-
+    """Whether Ctrl-C reaches this process together with torch's elastic agent, which forwards it again
+    at once (torchrun, or accelerate launch of several processes, started by hand rather than through
+    `recipes run --nproc`). The agent marks the processes it starts with TORCHELASTIC_RUN_ID."""
     env = os.environ if env is None else env
-    return distributed.launched_in(env) and not env.get(STOP_FILE_ENV)
+    return "TORCHELASTIC_RUN_ID" in env and not env.get(STOP_FILE_ENV)
 
 
 @contextmanager
