@@ -388,7 +388,7 @@ def packed_equals_padded(env: Env, table: Table, folder: Path, kernel: str, chec
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from recipes.data.collate import FlatteningCollator
+    from recipes.data.collate import packed_collator
     from recipes.data.packing import pack_examples
     from recipes.data.tokenization import PadCollator
     from recipes.training.chunked_loss import chunk_precision, chunked_lm_loss
@@ -406,7 +406,7 @@ def packed_equals_padded(env: Env, table: Table, folder: Path, kernel: str, chec
                                              task_type="CAUSAL_LM", init_lora_weights=False))  # non-zero B: real grads
     move = lambda b: {k: v.to(env.device) if torch.is_tensor(v) else v for k, v in b.items()}  # noqa: E731
     results = []
-    for batch in (PadCollator(0)(examples), FlatteningCollator.for_model(model, 0)(rows)):
+    for batch in (PadCollator(0)(examples), packed_collator(model, 0)(rows)):
         model.zero_grad(set_to_none=True)
         autocast = torch.autocast(env.device, dtype=env.dtype) if env.precision != "fp32" else contextlib.nullcontext()
         with autocast, chunk_precision(env.device, env.dtype if env.precision != "fp32" else None):
