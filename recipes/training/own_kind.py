@@ -50,3 +50,21 @@ def lm_trainer(run):
                                     processing_class=run.tokenizer,
                                     lm_loss=run.stage.loss.build(run.model, run.stage.loss_options))
     return run._lm_eval
+
+
+def with_own_sets(run, results: dict | None) -> dict | None:
+    """``results`` with the stage kind's own evaluation (``STAGE/SET``) added, when it has one."""
+    if getattr(run, "kind_evaluate", None) is None:
+        return results
+    own = {f"{run.stage.name}/{name}": value for name, value in (run.kind_evaluate() or {}).items()}
+    return {**(results or {}), **own} or None
+
+
+def matrix_rows(run) -> dict:
+    """The stage's rows of the evaluation matrix; a kind's own sets evaluated before training go in the
+    row of the model it started from ("before")."""
+    row = {"start": run.start_row, "after": run.after_row}
+    if getattr(run, "kind_evaluate", None) is not None and not run.start_row:
+        prefix = f"{run.stage.name}/"
+        row["before"] = {k: v for k, v in (getattr(run, "before_row", None) or {}).items() if k.startswith(prefix)}
+    return row
