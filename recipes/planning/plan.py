@@ -28,13 +28,14 @@ class Source:
     weight: float | None = None
     max_samples: int | None = None
     max_tokens: int | None = None
+    main: bool | None = None  # one epoch of the stage is one pass over this source
 
     def __iter__(self):
         return iter((self.format, self.options, self.files))
 
     def mix_json(self) -> dict:
         """What of the mix the recipe set (empty when nothing): for recipe.json and the fingerprint."""
-        return {k: getattr(self, k) for k in ("weight", "max_samples", "max_tokens") if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in ("weight", "max_samples", "max_tokens", "main") if getattr(self, k) is not None}
 
 
 @dataclass
@@ -160,7 +161,7 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
 def _source(resolved, registry: Registry, spec) -> Source:
     fmt = registry.formats[resolved.format]
     return Source(fmt, fmt.options_model.model_validate(resolved.options), resolved.files, spec.default_name(),
-                  spec.weight, spec.max_samples, spec.max_tokens)
+                  spec.weight, spec.max_samples, spec.max_tokens, spec.main)
 
 
 def _sources_json(sources: list) -> list:
