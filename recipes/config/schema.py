@@ -350,7 +350,8 @@ class Recipe(Strict):
                               "after every stage (a table in the report: does domain perplexity fall while general "
                               "perplexity holds?); false: each stage evaluates only its own sets, before and after.")
     output_dir: Optional[str] = Field(
-        None, description="Run folder, relative to the current directory. Default: runs/<name>.")
+        None, description="Run folder, relative to the recipe file (a bundled recipe's: to the current "
+        "directory). Default: runs/<name> beside the recipe, so that a run started from another directory finds it.")
     model: ModelSource
     quantization: Optional[Quantization] = None
     callbacks: Optional[list[str]] = Field(

@@ -134,13 +134,14 @@ def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
             x["share"] = given / max(trained, 1)
             x["sampled_tokens"] = given
         trained_records = sum(x["records"] * given / x["tokens"] if x["tokens"] else 0 for x, given in zip(sources, wanted))
-        tokens = trained
-        sequences = math.ceil(tokens / s.cutoff_len) if stage.kind == "pretrain" else round(trained_records)
+        # tokens_per_epoch stays what the sources hold (as the tokenized count gives it); sequences and
+        # steps follow what an epoch trains
+        sequences = math.ceil(trained / s.cutoff_len) if stage.kind == "pretrain" else round(trained_records)
         if s.val_size:
             held = int(s.val_size) if s.val_size >= 1 else round(sequences * s.val_size)
             sequences -= held
         if s.packing:
-            train_tokens = tokens * sequences / max(record_count, 1)
+            train_tokens = trained * sequences / max(round(trained_records), 1)
             sequences = math.ceil(train_tokens / (s.cutoff_len * PACKING_FILL))
     batches = math.ceil(sequences / s.per_device_train_batch_size)
     per_epoch = max(math.ceil(batches / s.gradient_accumulation_steps), 1)  # as the HF Trainer counts
