@@ -20,7 +20,6 @@ from recipes.config.sources import check_sources, held_count
 from recipes.plugins.hookspecs import RECORDS_FOR_KIND
 from recipes.plugins.registry import Registry
 from recipes.config.schema import MODEL_REF, Recipe, did_you_mean
-from recipes.data.mix_budget import REPEAT_LIMIT
 
 
 # Formats that a plugin package shipped with recipes (plugins/) provides, for an install hint
@@ -371,10 +370,9 @@ def _advise_repeats(loaded: LoadedRecipe, index: int, s, problems: Collector) ->
             size = min(size, source.max_tokens * BYTES_PER_TOKEN)
         sizes.append(size)
     passes = repeats(sizes, [source.weight for source in stage.data], [source.main for source in stage.data])
-    names = [source.default_name() for source in stage.data]
-    for line, j in zip(repeat_warnings(names, passes, s.num_train_epochs),
-                       [j for j, p in enumerate(passes) if p * s.num_train_epochs > REPEAT_LIMIT]):
-        problems.warn(("stages", index, "data", j, "weight"), line + " (estimated from the files' size)")
+    for j, (source, per_epoch) in enumerate(zip(stage.data, passes)):
+        for line in repeat_warnings([source.default_name()], [per_epoch], s.num_train_epochs):
+            problems.warn(("stages", index, "data", j, "weight"), line + " (estimated from the files' size)")
 
 
 # A LoRA learning rate above this with a model above LARGE_MODEL parameters is likely a small demo's
