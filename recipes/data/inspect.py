@@ -61,7 +61,7 @@ def _inspect_own_kind(stage, tokenizer, count: int, say) -> dict:
                          for parts in found.get("examples", [])]}
 
 
-def _print_own_kind(r: dict, console, width: int) -> None:
+def _print_own_kind(r: dict, console, width: int | None) -> None:
     from rich.table import Table
 
     console.rule(f"{r['stage']} ({r['kind']}), cutoff_len {r['cutoff_len']}")
@@ -75,15 +75,18 @@ def _print_own_kind(r: dict, console, width: int) -> None:
         console.print(table)
 
 
-def _marked(pieces: list[dict], width: int) -> str:
+def _marked(pieces: list[dict], width: int | None) -> str:
+    """An example's pieces as rich markup, trained ones bold green, clipped at ``width`` characters
+    (None: whole)."""
     from rich.markup import escape
 
     shown, text = 0, ""
+    whole = sum(len(piece["text"]) for piece in pieces)
     for piece in pieces:
-        part = piece["text"][: max(width - shown, 0)]
+        part = piece["text"] if width is None else piece["text"][: max(width - shown, 0)]
         shown += len(part)
         text += f"[bold green]{escape(part)}[/]" if piece["trained"] else f"[dim]{escape(part)}[/]"
-    return text + (" [dim]...[/]" if shown >= width else "")
+    return text + (f" [dim]... ({whole - shown:,} more characters; --full shows them)[/]" if shown < whole else "")
 
 
 def _example(examples, index: int) -> dict:
@@ -127,7 +130,8 @@ def segments(tokenizer, example: dict) -> list[dict]:
     return pieces
 
 
-def print_inspection(report: dict, console, width: int = 1200) -> None:
+def print_inspection(report: dict, console, width: int | None = 1200) -> None:
+    """The report as text; each example clipped at ``width`` characters (None: whole)."""
     r = report
     if r.get("own_kind"):
         return _print_own_kind(r, console, width)

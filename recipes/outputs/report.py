@@ -278,9 +278,9 @@ def write_report(run_dir, console=None) -> Path:
     if console is not None:
         console.print(report_table(report))
         if report.get("eval_matrix"):
-            from recipes.outputs.matrix import matrix_table
+            from recipes.outputs.matrix import print_matrix
 
-            console.print(matrix_table(report["eval_matrix"]))
+            print_matrix(report["eval_matrix"], console)
         for line in preference_lines(report.get("preference") or []):
             console.print(line, markup=False)
         for stage, lines in (report.get("mix") or {}).items():
