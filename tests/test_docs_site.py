@@ -70,8 +70,12 @@ def test_the_llamafactory_page_is_the_importers_table(site):
     from recipes.config.importing import llamafactory_keys as keys
 
     page = page_text(site, "llamafactory")
-    named = set(getattr(keys, "SETTINGS", {})) | set(getattr(keys, "LEFT_OUT", {}))
-    assert named, "the importer's table is empty"
+    render = getattr(keys, "render_key_table", None)
+    if callable(render):  # the importer renders its own table: every key it names is on the page
+        named = set(re.findall(r"^\|\s*`([\w.]+)`", render(), flags=re.M))
+    else:
+        named = set(getattr(keys, "SETTINGS", {})) | set(getattr(keys, "LEFT_OUT", {}))
+    assert len(named) >= 10, "the importer's table is (nearly) empty"
     assert {key for key in named if f"<code>{key}</code>" not in page} == set()
 
 
