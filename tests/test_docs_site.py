@@ -114,3 +114,13 @@ def test_a_broken_link_fails_the_strict_build(tmp_path):
         page.write("\nSee [the missing page](no-such-page.md).\n")
     done = build(tmp_path / "mkdocs.yml", tmp_path / "site")
     assert done.returncode != 0 and "no-such-page.md" in done.stderr
+
+
+def test_the_plugins_page_lists_every_hook_of_the_contract(site):
+    import inspect
+
+    from recipes.plugins import hookspecs
+
+    hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "recipes_spec")]
+    page = page_text(site, "plugins")
+    assert len(hooks) >= 5 and [h for h in hooks if f'href="../plugin_hooks/#{h}"' not in page] == []

@@ -4,7 +4,8 @@ mkdocs calls the two hooks at the bottom (mkdocs.yml names this file under `hook
 
 - a page line `<!-- generated: NAME -->` is replaced by what ``GENERATORS[NAME]`` returns: the recipe
   reference from the JSON Schema that `recipes schema` prints, the LLaMA-Factory key table from the
-  importer's own tables, every command's `--help` from click's command tree, and bench/RESULTS.md;
+  importer's own tables, every command's `--help` from click's command tree, the hooks of the plugin
+  contract from its hookspecs module, and bench/RESULTS.md;
 - a page listed under `extra: optional_pages:` in mkdocs.yml joins the nav, after the page named
   beside it, only when its file exists (pages being written elsewhere slot in when they land, and
   `mkdocs build --strict` does not fail while they are absent).
@@ -248,7 +249,23 @@ def bench_results() -> str:
     return re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", text, flags=re.M)
 
 
-GENERATORS = {"recipe-reference": recipe_reference, "llamafactory-keys": llamafactory_keys,
+# --- the plugin hooks, from the hookspecs module -----------------------------------------------
+
+def hook_table() -> str:
+    """One row per hook of the contract: its name and the first paragraph of its docstring."""
+    import inspect
+
+    from recipes.plugins import hookspecs
+
+    out = ["| hook | what it returns |", "|---|---|"]
+    for name, spec in inspect.getmembers(hookspecs, inspect.isfunction):
+        if hasattr(spec, "recipes_spec"):
+            first = (inspect.getdoc(spec) or "").split("\n\n")[0].replace("``", "`")
+            out.append(f"| [`{name}()`](plugin_hooks.md#{name}) | {_cell(first)} |")
+    return "\n".join(out)
+
+
+GENERATORS = {"hooks": hook_table, "recipe-reference": recipe_reference, "llamafactory-keys": llamafactory_keys,
               "commands": command_help, "bench-results": bench_results}
 
 
