@@ -90,10 +90,25 @@ def test_the_commands_page_has_every_commands_help(site):
         assert f"recipes {name}" in page and main.get_command(ctx, name).get_short_help_str(200)[:30] in page
 
 
-def test_pages_being_written_elsewhere_join_the_nav_only_when_present(tmp_path):
+def load_generators():
     spec = importlib.util.spec_from_file_location("docs_generated", ROOT / "docs" / "_hooks" / "generated.py")
     generated = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generated)
+    return generated
+
+
+def test_the_importers_own_rendering_of_its_table_wins(monkeypatch):
+    from recipes.config.importing import llamafactory_keys
+
+    generated = load_generators()
+    monkeypatch.setattr(llamafactory_keys, "render_key_table", lambda: "| `some_key` | what it becomes |", raising=False)
+    assert generated.llamafactory_keys() == "| `some_key` | what it becomes |"
+    monkeypatch.delattr(llamafactory_keys, "render_key_table")
+    assert "| `lora_rank` | `lora_rank` |" in generated.llamafactory_keys()
+
+
+def test_pages_being_written_elsewhere_join_the_nav_only_when_present(tmp_path):
+    generated = load_generators()
     (tmp_path / "gpus.md").write_text("# GPUs\n")
     nav = [{"Home": "index.md"}, {"Guides": [{"Real models": "models-and-gpus.md"}, {"Data": "data.md"}]}]
     optional = [{"page": "gpus.md", "title": "GPUs", "after": "models-and-gpus.md"},
