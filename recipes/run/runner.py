@@ -184,6 +184,7 @@ class PlanRun:
                              error=str(exc) or type(exc).__name__)
 
     def train_stage(self, stage, checkpoint: Path | None):
+        from recipes.training.memory_peak import release_memory
         from recipes.training.stage import StageRun
 
         base_path, adapters = stage_base(self.plan, stage, self.model_path)
@@ -194,8 +195,14 @@ class PlanRun:
         started = time.monotonic()
         progress = ManifestProgress(self.manifest, stage.name, self.plan.run_dir)
         stage_run = StageRun(self.plan, stage, base_path, self.say, self.console, progress, checkpoint, adapters)
-        result = stage_run.run()
-        self.publish(stage, stage_run, result, progress, started)
+        try:
+            result = stage_run.run()
+            self.publish(stage, stage_run, result, progress, started)
+        finally:  # the next stage (or the samples) starts without this one's model, optimizer and trainer
+            stage_run.close()
+            device = stage_run.device
+            del stage_run
+            release_memory(device)
         loss = (f"loss {result.first_loss:.4f} -> {result.final_loss:.4f}"
                 if result.first_loss is not None else "no loss logged")
         self.say(f"done in {result.wall_seconds:.1f} s (training {result.train_seconds:.1f} s): {result.steps} steps, "
@@ -216,7 +223,7 @@ class PlanRun:
             return
         keep = f"; the final checkpoint {final} is intact" if final else ""
         with publishing(stage.adapter_dir, stage.merged_dir, keep_note=keep) as (adapter_side, merged_side):
-            stage_run.publish(adapter_side, merged_side)
+            stage_run.publish(adapter_side, merged_side, result)
         result.wall_seconds = round(time.monotonic() - started, 2)  # the "done in" figure, as stage.json keeps it
         (stage.folder / "stage.json").write_text(json.dumps(asdict(result), indent=2, ensure_ascii=False))
         outputs = {name: {"path": str(folder.relative_to(self.plan.run_dir)), "files": checksums(folder)}
