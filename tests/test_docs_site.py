@@ -139,3 +139,13 @@ def test_the_plugins_page_lists_every_hook_of_the_contract(site):
     hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "recipes_spec")]
     page = page_text(site, "plugins")
     assert len(hooks) >= 5 and [h for h in hooks if f'href="../plugin_hooks/#{h}"' not in page] == []
+
+
+def test_the_memory_tables_are_what_recipes_plan_prints(site):
+    from recipes.cli import main
+
+    page = page_text(site, "models-and-gpus")
+    for name in ("domain_qwen", "domain_qwen_qlora"):
+        printed = CliRunner().invoke(main, ["plan", name], env={"COLUMNS": "300"}).output.splitlines()
+        first_stage = printed[:next(i for i, line in enumerate(printed) if line.startswith("2. "))]
+        assert len(first_stage) > 10 and [line for line in first_stage if line.strip() not in page] == []

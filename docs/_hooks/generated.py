@@ -4,7 +4,8 @@ mkdocs calls the two hooks at the bottom (mkdocs.yml names this file under `hook
 
 - a page line `<!-- generated: NAME -->` is replaced by what ``GENERATORS[NAME]`` returns: the recipe
   reference from the JSON Schema that `recipes schema` prints, the LLaMA-Factory key table from the
-  importer's own tables, every command's `--help` from click's command tree, the hooks of the plugin
+  importer's own tables, every command's `--help` from click's command tree, the memory tables that
+  `recipes plan` prints for the bundled 7B recipes, the hooks of the plugin
   contract from its hookspecs module, and bench/RESULTS.md;
 - a page listed under `extra: optional_pages:` in mkdocs.yml joins the nav, after the page named
   beside it, only when its file exists (pages being written elsewhere slot in when they land, and
@@ -249,6 +250,27 @@ def bench_results() -> str:
     return re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", text, flags=re.M)
 
 
+# --- memory tables, from `recipes plan` of the bundled 7B recipes -------------------------------
+
+def memory_tables() -> str:
+    """What `recipes plan NAME` prints for the first stage of each bundled 7B recipe, computed the way
+    the command computes it (from the shipped config.json; no weights, no torch)."""
+    from recipes.config.load import load_recipe
+    from recipes.planning.estimate import estimate_lines, recipe_estimate
+    from recipes.planning.plan import make_plan
+    from recipes.plugins.registry import get_registry
+
+    registry = get_registry()
+    out = []
+    for name, what in (("domain_qwen", "LoRA r=16 on every linear layer of Qwen2.5-7B"),
+                       ("domain_qwen_qlora", "the same in 4-bit nf4: QLoRA")):
+        loaded = load_recipe(name, registry)
+        lines = estimate_lines(recipe_estimate(loaded, make_plan(loaded, registry), "cuda", False, 1))
+        second = next((i for i, line in enumerate(lines) if line.startswith("2. ")), len(lines))
+        out.extend([f"`recipes plan {name}` ({what}; its first stage):", "", "```text", *lines[:second], "```", ""])
+    return "\n".join(out)
+
+
 # --- the plugin hooks, from the hookspecs module -----------------------------------------------
 
 def hook_table() -> str:
@@ -265,7 +287,7 @@ def hook_table() -> str:
     return "\n".join(out)
 
 
-GENERATORS = {"hooks": hook_table, "recipe-reference": recipe_reference, "llamafactory-keys": llamafactory_keys,
+GENERATORS = {"hooks": hook_table, "memory-tables": memory_tables, "recipe-reference": recipe_reference, "llamafactory-keys": llamafactory_keys,
               "commands": command_help, "bench-results": bench_results}
 
 
