@@ -246,9 +246,9 @@ def write_report(run_dir, console=None) -> Path:
     if console is not None:
         console.print(report_table(report))
         if report.get("eval_matrix"):
-            from recipes.outputs.matrix import matrix_table
+            from recipes.outputs.matrix import print_matrix
 
-            console.print(matrix_table(report["eval_matrix"]))
+            print_matrix(report["eval_matrix"], console)
         for stage, lines in (report.get("mix") or {}).items():
             console.print(f"data mix of {stage}:", markup=False)
             for line in lines:

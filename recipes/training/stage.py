@@ -67,6 +67,7 @@ class StageProgress(Protocol):
     def eval_before(self) -> dict | None: ...
     def evaluated_before(self, results: dict) -> None: ...
     def failed(self, error: str) -> None: ...
+    def training_started(self) -> None: ...
 
 
 class StageRun:
@@ -246,6 +247,7 @@ class StageRun:
         if self.resume_from is not None:
             self.say(f"resuming from {self.resume_from.name} (optimizer, scheduler, RNG state and data position)")
         started = time.monotonic()
+        self.progress.training_started()  # the stage's time across processes counts from here
         if self.resume_from is None or not _restore_finished(self.trainer, self.resume_from):
             self._train_guarded()
         self.seconds = time.monotonic() - started
