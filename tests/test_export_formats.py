@@ -130,3 +130,16 @@ def test_free_disk_is_checked_before_writing(demo_run, tmp_path, monkeypatch):
     assert not (tmp_path / "x").exists()
     monkeypatch.setattr(export_module, "free_bytes", lambda folder: needed * 2)  # the control
     assert export(run_dir, "--to", tmp_path / "x", "--ollama").exit_code == 0
+
+
+def test_the_run_report_says_how_to_run_the_last_stage_elsewhere(demo_run):
+    from recipes.outputs.report import read_run, report_markdown
+
+    run_dir, _ = demo_run
+    text = report_markdown(read_run(run_dir), [])  # read only: the shared run is not written to
+    section = text[text.index("## Run the model elsewhere"):]
+    assert f"`recipes export {run_dir} --to {run_dir}-sft-ollama --ollama`" in section
+    assert f"`vllm serve {run_dir}-sft`" in section and "--gguf q8_0" in section and "lms import" in section
+    from recipes.outputs.handoff import handoff_markdown
+
+    assert handoff_markdown({"run_dir": "r", "stages": [{"stage": "a", "status": "failed"}]}) == []
