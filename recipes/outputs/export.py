@@ -126,9 +126,10 @@ def export_request(run_dir: Path, to: Path | None, stage: str | None = None, wha
     if status != "done":
         raise RecipeError(f"stage {name!r} is not done (status: {status}); run the recipe again to finish it, "
                           "then export")
-    recorded = (entry.get("outputs") or {}).get(what)
+    output = "adapter" if what == "adapter" else "merged"  # --ollama and --format start from the merged model
+    recorded = (entry.get("outputs") or {}).get(output)
     if not recorded:
-        raise RecipeError(f"stage {name!r}: the manifest records no {what} output; run the stage again "
+        raise RecipeError(f"stage {name!r}: the manifest records no {output} output; run the stage again "
                           f"(recipes run RECIPE --restart {name})")
     source = inside(run_dir, recorded["path"])
     if not matches(source, recorded["files"]):
