@@ -6,8 +6,10 @@ from __future__ import annotations
 import tarfile
 
 import pytest
+from click.testing import CliRunner
 
 from recipes.api import RecipeError
+from recipes.cli import main as main_cli
 from recipes.plugins.registry import get_registry
 from recipes_gguf import llama_cpp_source
 from recipes_gguf.llama_cpp_source import UNPACKED, VERSION, llama_cpp_dir, main, unpack
@@ -19,6 +21,10 @@ def test_the_exporter_is_loaded_from_its_entry_point():
     registry = get_registry()
     assert registry.info["gguf"].source == "recipes-gguf"
     assert registry.exporters["gguf"].variants == ("q8_0", "f16", "bf16", "q4_k_m", "q5_k_m")
+    result = CliRunner().invoke(main_cli, ["plugins"])
+    assert result.exit_code == 0, result.output
+    assert "gguf 0.1.0 (recipes-gguf)" in result.output and "  hooks: register_exporters" in result.output
+    assert "exporter:gguf: one GGUF file for llama.cpp, Ollama and LM Studio" in result.output
 
 
 def test_the_unpacked_converter_is_the_pinned_sdists(monkeypatch):
