@@ -12,7 +12,8 @@ Internal modules (``recipes.data.*``, ``recipes.training.*``, ...) may change in
   ``docs/plugin_hooks.md``).
 - Provider types the hooks return: ``DataFormat``, ``QuantizationBackend``, ``CallbackPlugin`` (with
   the ``StageContext`` its factory receives and the ``RunContext`` its ``finish`` receives),
-  ``LossFunction``, ``ModelFamily`` (with ``BundledModel``);
+  ``LossFunction``, ``Exporter`` (with the ``ExportContext`` its ``write`` receives), ``ModelFamily``
+  (with ``BundledModel``);
   ``NoOptions`` for providers that take none.
 - Record helpers for data formats: ``read_table`` (json/jsonl/csv/parquet rows with their
   ``file:line`` places, streamed, compressed files too), ``convert_records`` (rows -> records with
@@ -25,6 +26,7 @@ Internal modules (``recipes.data.*``, ``recipes.training.*``, ...) may change in
 - Stage kinds: ``StageKind`` with the ``KindData`` its ``prepare`` receives, the ``KindTraining`` its
   ``build`` receives and the ``KindTrainer`` it returns; ``sequence_log_probs`` (each sequence's
   answer log-probability from the chunked loss path, never the full logits).
+- ``file_sha256(path)``: a file's sha256 (hex), for a plugin checking what it downloaded.
 - Errors: ``RecipeError`` (one line per problem, exit code 2) and ``Problem``.
 """
 
@@ -36,19 +38,21 @@ from recipes.data.tokenization import IGNORE_INDEX, conversation_tokens
 from recipes.data.records import RECORD_SUFFIXES, convert_records, field, json_field, read_table, read_text_file
 from recipes.errors import Problem, RecipeError
 from recipes.family import BundledModel, ModelFamily
-from recipes.plugins.hookspecs import (API_VERSION, CallbackPlugin, DataFormat, KindData, KindTrainer, KindTraining,
-                                       LossFunction, NoOptions, QuantizationBackend, RunContext, StageContext, StageKind,
-                                       hookimpl)
+from recipes.hashing import file_sha256
+from recipes.plugins.hookspecs import (API_VERSION, CallbackPlugin, DataFormat, Exporter, ExportContext, KindData,
+                                       KindTrainer, KindTraining, LossFunction, NoOptions, QuantizationBackend,
+                                       RunContext, StageContext, StageKind, hookimpl)
 
 __all__ = [
     "API_VERSION", "hookimpl",
-    "DataFormat", "QuantizationBackend", "CallbackPlugin", "StageContext", "RunContext", "LossFunction", "ModelFamily",
+    "DataFormat", "QuantizationBackend", "CallbackPlugin", "StageContext", "RunContext", "LossFunction", "Exporter", "ExportContext",
+    "ModelFamily",
     "BundledModel", "NoOptions",
     "read_table", "read_text_file", "convert_records", "field", "json_field", "RECORD_SUFFIXES",
     "ConversationOptions", "conversation", "tool_call",
     "conversation_tokens", "IGNORE_INDEX", "hold_out",
     "StageKind", "KindData", "KindTraining", "KindTrainer", "sequence_log_probs",
-    "RecipeError", "Problem",
+    "RecipeError", "Problem", "file_sha256",
 ]
 
 

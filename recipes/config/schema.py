@@ -331,6 +331,13 @@ class StageSettings(BaseModel):
         return self.model_dump(mode="json")
 
 
+# transformers 5 trains FSDP as FSDP2 (torch's fully_shard): each fsdp_sharding we accept is one of its
+# reshard_after_forward settings. FSDP1's hybrid_shard has no counterpart there (transformers raises;
+# `recipes validate` refuses it first), and FSDP1's use_orig_params does not exist in FSDP2 (which
+# always trains the original parameters), so neither is passed.
+FSDP2_RESHARD_AFTER_FORWARD = {"full_shard": True, "shard_grad_op": False}
+
+
 class Distributed(Strict):
     """How several processes (`recipes run --nproc N`, torchrun, accelerate launch) share the work.
     The Trainer's own FSDP and DeepSpeed integrations do it; recipes writes none of its own."""

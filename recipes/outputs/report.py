@@ -219,6 +219,7 @@ def report_table(report: dict):
 
 
 def report_markdown(report: dict, images: list[str]) -> str:
+    from recipes.outputs.handoff import handoff_markdown
     from recipes.outputs.matrix import matrix_markdown
 
     lines = [f"# Run report: {report['run_dir']}", "", "| " + " | ".join(h for _, h in COLUMNS) + " |",
@@ -233,6 +234,7 @@ def report_markdown(report: dict, images: list[str]) -> str:
         lines += [f"- {line}" for line in preference_lines(report["preference"])]
     lines += matrix_markdown(report.get("eval_matrix"), report.get("mix") or {}, matrix_image)
     lines += samples_markdown(report.get("samples") or [])
+    lines += handoff_markdown(report)
     return "\n".join(lines) + "\n"
 
 

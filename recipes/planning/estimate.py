@@ -19,7 +19,7 @@ import math
 from recipes.errors import RecipeError
 from recipes.config.counting import BYTES_PER_TOKEN
 from recipes.config.loaded import LoadedRecipe
-from recipes.data.mix_budget import repeat_warnings, targets
+from recipes.config.mix_budget import repeat_warnings, targets
 from recipes.planning.memory import estimate_memory, shard
 from recipes.planning.plan import Plan, StagePlan
 
@@ -140,7 +140,7 @@ def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
             size = _capped(size, count, source, stage.records, s.cutoff_len)
             sources.append({"name": source.name, "weight": source.weight, "tokens": size, "records": count})
             record_count, tokens = record_count + count, tokens + size
-        # an epoch: one pass over the main source, the others at their weight's share (recipes.data.mix_budget)
+        # an epoch: one pass over the main source, the others at their weight's share (recipes.config.mix_budget)
         wanted = targets([x["tokens"] for x in sources], [x["weight"] for x in sources],
                          [source.main for source in stage.sources])
         trained = sum(wanted)

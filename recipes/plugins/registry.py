@@ -16,7 +16,7 @@ import pluggy
 
 from recipes.plugins import hookspecs
 from recipes.errors import RecipeError
-from recipes.plugins.hookspecs import CallbackPlugin, DataFormat, LossFunction, QuantizationBackend, StageKind
+from recipes.plugins.hookspecs import CallbackPlugin, DataFormat, Exporter, LossFunction, QuantizationBackend, StageKind
 
 ENTRY_POINT_GROUP = "recipes.plugins"
 BUILTIN_PLUGINS = (
@@ -44,6 +44,7 @@ class Registry:
     backends: dict[str, QuantizationBackend] = field(default_factory=dict)
     callbacks: dict[str, CallbackPlugin] = field(default_factory=dict)
     losses: dict[str, LossFunction] = field(default_factory=dict)
+    exporters: dict[str, Exporter] = field(default_factory=dict)
     families: dict[str, object] = field(default_factory=dict)  # name -> recipes.family.ModelFamily
     kinds: dict[str, StageKind] = field(default_factory=dict)
     info: dict[str, PluginInfo] = field(default_factory=dict)
@@ -73,6 +74,7 @@ TABLES = (
     ("backend", "register_quantization_backends", "backends"),
     ("callback", "register_callbacks", "callbacks"),
     ("loss", "register_loss_functions", "losses"),
+    ("exporter", "register_exporters", "exporters"),
     ("family", "register_model_families", "families"),
     ("kind", "register_stage_kinds", "kinds"),
 )
@@ -127,7 +129,7 @@ def load_entry_points(manager: pluggy.PluginManager, info: dict[str, PluginInfo]
 
 
 WHAT = {"format": "data format", "backend": "quantization backend", "callback": "callback",
-        "loss": "loss function", "family": "model family", "kind": "stage kind"}
+        "loss": "loss function", "exporter": "export format", "family": "model family", "kind": "stage kind"}
 
 
 def build_registry(manager: pluggy.PluginManager, info: dict[str, PluginInfo]) -> Registry:

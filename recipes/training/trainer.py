@@ -36,8 +36,9 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from recipes.errors import RecipeError, TrainingError
 from recipes.training import distributed
-from recipes.training.distributed import FSDP2_RESHARD_AFTER_FORWARD
-from recipes.training.interrupts import STOP, agreed_stop
+from recipes.config.schema import FSDP2_RESHARD_AFTER_FORWARD
+from recipes.training.distributed import agreed_stop
+from recipes.training.interrupts import STOP
 
 log = logging.getLogger("recipes")
 
