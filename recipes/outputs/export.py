@@ -54,7 +54,7 @@ class ExportRequest:
 
     run_dir: Path
     stage: str
-    kind: str  # "pretrain" or "sft"
+    kind: str  # "pretrain", "sft" or a plugin's kind (recipes.plugins.registry.chat_kind)
     base: str  # "model" or an earlier stage
     what: str  # "merged" or "adapter"
     source: Path
@@ -141,7 +141,7 @@ def export_request(run_dir: Path, to: Path | None, stage: str | None = None, wha
     recipe = recorded_recipe(run_dir)
     if what == "ollama" or exporter is not None:
         _refuse_quantized(source, name)
-        if kind == "sft":
+        if chat_kind(kind):
             _need_ollama_template()
     if exporter is not None:
         exporter.check(variant, source)
@@ -248,7 +248,7 @@ def _modelfile(request: ExportRequest, merged: Path):
     from recipes.family import family
     from recipes.outputs.modelfile import default_system, modelfile, trained_context
 
-    chat = request.kind == "sft"
+    chat = chat_kind(request.kind)  # an SFT or preference stage answers as chat
     system = request.system
     if chat and system is None:
         system = default_system(AutoTokenizer.from_pretrained(merged))
