@@ -97,7 +97,7 @@ def kind_data(stage, tokenizer, say):
 
 
 def _records_under_policy(sources, s, say):
-    from recipes.data.bad_records import BadRecords, policy
+    from recipes.bad_records import BadRecords, policy
 
     bad, count = BadRecords(s.on_bad_record == "skip", s.max_bad_records), 0
     with policy(bad):
