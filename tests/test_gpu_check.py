@@ -9,7 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_check_dry_run_prints_one_table_and_passes():
+def test_gpu_check_dry_run_prints_one_table_and_runs_every_check():
+    """A smoke test: the equality rows (chunked = standard, packed = padded, fp16 overflow) pass on their
+    criterion; the tokens/s rows say only that their path ran (their criterion is a speed above 0)."""
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run"], capture_output=True,
                           text=True, timeout=300, cwd=ROOT)
     table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
