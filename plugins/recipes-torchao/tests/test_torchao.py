@@ -106,7 +106,7 @@ def inspector(seen: dict):
             q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
             weight = q_proj.base_layer.weight
             seen[self.stage] = {"weight": type(weight).__module__.split(".")[0],
-                                "int8": str(getattr(weight, "qdata", None).dtype),
+                                "int8": str(getattr(getattr(weight, "qdata", None), "dtype", None)),
                                 "frozen": not weight.requires_grad}
 
     class InspectPlugin:
