@@ -50,7 +50,7 @@ def test_one_process_never_gets_data_parallel_and_waits_long_at_barriers(tiny_mo
 
 @pytest.mark.parametrize("strategy, loss, refused", [
     ('strategy = "deepspeed"\nzero_stage = 3', "chunked", "ZeRO-3 partitions lm_head.weight"),
-    ('strategy = "fsdp"', "chunked", "FSDP's backward hooks"),
+    ('strategy = "fsdp"', "chunked", "FSDP2 gathers lm_head.weight"),
     ('strategy = "deepspeed"\nzero_stage = 3', "standard", None),
     ('strategy = "deepspeed"\nzero_stage = 2', "chunked", None),
 ])
@@ -125,7 +125,7 @@ def test_the_chunk_loop_runs_under_autocast_and_fp16_gradients_are_prescaled():
         return out
 
     torch.manual_seed(0)
-    head = torch.nn.Linear(16, 50, bias=False)  # fp32, as prepare_model_for_kbit_training leaves it
+    head = torch.nn.Linear(16, 50, bias=False)  # a trainable fp32 head: the chunk loop runs under autocast
 
     class Tiny(torch.nn.Module):
         def __init__(self):
