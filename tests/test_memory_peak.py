@@ -30,9 +30,7 @@ def test_a_stage_sees_its_own_peak_not_the_one_before_it():
     first_peak = first.stop()
     assert first_peak >= start + 250 * MIB, (first_peak, start)
     assert resident_bytes() < first_peak - 200 * MIB  # the memory went back to the system
-    second = StagePeak("cpu")
-    second_start = resident_bytes()
-    _hold(20, lambda: second.peak >= second_start + 10 * MIB)
+    second = StagePeak("cpu")  # a stage that allocates little: its peak is what it saw, not stage 1's
     second_peak = second.stop()
     assert second_peak < first_peak - 200 * MIB, (second_peak, first_peak)  # not stage 1's
     assert second_peak >= resident_bytes()
