@@ -54,12 +54,17 @@ def test_fsdp_with_4bit_weights_needs_bf16_storage(recipe_dir, storage, refused)
 
 
 def test_the_multi_node_flags_reach_torchrun(recipe_dir, monkeypatch):
-    """The command `recipes run` starts: torchrun with the node flags (the launch itself is torch's; the
-    command line is captured where it would be started)."""
+    """The command `recipes run` starts: torchrun with the node flags (the launch itself is torch's: the
+    command line is recorded where it is started, and a process that exits at once runs in its place)."""
     from recipes.training import distributed
 
-    started = []
-    monkeypatch.setattr(distributed.subprocess, "call", lambda command: started.append(command) or 0)
+    started, popen = [], distributed.subprocess.Popen
+
+    def record(command, **kwargs):
+        started.append(command)
+        return popen([sys.executable, "-c", "pass"], **kwargs)
+
+    monkeypatch.setattr(distributed.subprocess, "Popen", record)
     for variable in ("WORLD_SIZE", "LOCAL_RANK", "RANK"):
         monkeypatch.delenv(variable, raising=False)
     path = write(recipe_dir / "r.toml", GOOD_RECIPE)

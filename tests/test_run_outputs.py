@@ -175,9 +175,10 @@ def test_the_evaluation_batch_defaults_to_the_training_batch_and_plan_counts_it(
     from recipes.training.trainer import training_arguments
 
     for name in ("bees", "wasps"):
-        write(tmp_path / f"{name}.jsonl", json.dumps({"text": "Bees fly."}) + "\n")
-    write(tmp_path / "chat.jsonl", json.dumps({"messages": [{"role": "user", "content": "Who?"},
-                                                            {"role": "assistant", "content": "Bees."}]}) + "\n")
+        write(tmp_path / f"{name}.jsonl", "".join(json.dumps({"text": f"Bees fly {i}."}) + "\n" for i in range(4)))
+    write(tmp_path / "chat.jsonl", "".join(json.dumps({"messages": [{"role": "user", "content": "Who?"},
+                                                                    {"role": "assistant", "content": "Bees."}]}) + "\n"
+                                           for _ in range(4)))
     registry = get_registry()
     seen = {}
     for batch in (None, 8):
