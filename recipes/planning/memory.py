@@ -166,6 +166,15 @@ def logits_bytes(shape: Shape, tokens: int, positions: int | None = None) -> int
     return tokens * shape.vocab * LOSS_BYTES_PER_LOGIT
 
 
+def dora_bytes(wrapped, width: int) -> tuple[int, int]:
+    """DoRA's extra (bytes kept per token per layer, bytes alive at once): peft's DoRA forward keeps
+    each wrapped layer's base output and LoRA output (its magnitude scaling multiplies both), and builds
+    the whole adapted weight W + BA to take its row norms, one layer at a time, in fp32 at most."""
+    kept = sum(2 * width * layer.fan_out for layer in wrapped)
+    transient = max((layer.fan_in * layer.fan_out for layer in wrapped), default=0) * 4
+    return kept, transient
+
+
 def estimate_memory(shape: Shape, settings: StageSettings, quantization: dict | None = None,
                     device: str = "cuda", logit_positions=None, bytes_per_weight=None) -> MemoryEstimate:
     """The estimate for one stage: ``settings`` are its resolved settings (``StagePlan.settings``);
@@ -174,9 +183,14 @@ def estimate_memory(shape: Shape, settings: StageSettings, quantization: dict | 
     precision = resolve_precision(settings.precision, device)
     width = BYTES[precision]
     lora = shape.lora_parameters(settings.lora_target, settings.lora_rank)
+    dora_layer, dora_transient = 0, 0
+    if settings.use_dora:
+        wrapped = shape.targeted(settings.lora_target)
+        lora += shape.layers * sum(layer.fan_out for layer in wrapped)  # a trained magnitude per output row
+        dora_layer, dora_transient = dora_bytes(wrapped, width)
     tokens = settings.per_device_train_batch_size * settings.cutoff_len
     eval_tokens = (settings.per_device_eval_batch_size or settings.per_device_train_batch_size) * settings.cutoff_len
-    layer = layer_activation_bytes(shape, settings.lora_target, settings.lora_dropout, width)
+    layer = layer_activation_bytes(shape, settings.lora_target, settings.lora_dropout, width) + dora_layer
     final_norm = NORM_BYTES_PER_WIDTH * shape.hidden
     without = tokens * (shape.layers * layer + final_norm)
     with_checkpointing = tokens * (shape.layers * width * shape.hidden + layer + final_norm)
@@ -185,9 +199,9 @@ def estimate_memory(shape: Shape, settings: StageSettings, quantization: dict | 
         lora_weights=lora * 4,
         gradients=lora * 4,
         optimizer=lora * optimizer_bytes_per_parameter(settings.optim),
-        activations=with_checkpointing if settings.gradient_checkpointing else without,
-        activations_without_checkpointing=without,
-        activations_with_checkpointing=with_checkpointing,
+        activations=(with_checkpointing if settings.gradient_checkpointing else without) + dora_transient,
+        activations_without_checkpointing=without + dora_transient,
+        activations_with_checkpointing=with_checkpointing + dora_transient,
         logits_and_loss=logits_bytes(shape, tokens, logit_positions(tokens) if logit_positions else None),
         overhead=CUDA_OVERHEAD_BYTES if device == "cuda" else CPU_OVERHEAD_BYTES,
         tokens=tokens, precision=precision, device=device,
