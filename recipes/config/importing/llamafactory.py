@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from recipes.config.importing.llamafactory_keys import (CHECK_BY_HAND, HANDLED, LEFT_OUT, NO_DEFAULT,
-                                                        NOT_IN_PRETRAINING, SETTINGS)
+                                                        NOT_IN_PRETRAINING, PISSA_ITERATIONS, SETTINGS, TRACKERS)
 from recipes.config.importing.toml_out import assignments, comment_lines, toml_value
 from recipes.errors import Problem, RecipeError
 
@@ -103,7 +103,8 @@ def import_llamafactory(paths: list[Path], out: Path, dataset_dir: Path | None =
     stages = _ordered(stages)
     model = _model(stages)
     head = [f"name = {toml_value(out.stem)}",
-            f"description = {toml_value('Imported from LLaMA-Factory: ' + ', '.join(str(p) for p in paths))}", "",
+            f"description = {toml_value('Imported from LLaMA-Factory: ' + ', '.join(str(p) for p in paths))}",
+            *_callbacks(stages, checks), "",
             "[model]", f"path = {toml_value(model)}"]
     if any(s.config.keys.get("trust_remote_code") for s in stages):
         head.append("trust_remote_code = true")
@@ -153,7 +154,37 @@ def _settings(config: Config, kind: str) -> dict:
     out["precision"] = "bf16" if keys.get("bf16") or keys.get("pure_bf16") else "fp16" if keys.get("fp16") else "auto"
     if keys.get("disable_gradient_checkpointing"):
         out["gradient_checkpointing"] = False
+    if keys.get("pissa_init"):
+        iterations = int(keys.get("pissa_iter", PISSA_ITERATIONS))
+        out["init_lora_weights"] = "pissa" if iterations < 0 else f"pissa_niter_{iterations}"
+    if kind == "pretrain":
+        out.pop("neftune_noise_alpha", None)
     return out
+
+
+def _callbacks(stages: list[StageDraft], checks: list[str]) -> list[str]:
+    """``report_to`` (any stage's) as the recipe's ``callbacks``: "none" keeps the progress and
+    metrics.jsonl only; each tracker with a callback plugin is named; others are a check line."""
+    names: list[str] = []
+    for stage in stages:
+        value = stage.config.keys.get("report_to")
+        for name in ([value] if isinstance(value, str) else value or []):
+            name = str(name).strip().lower()
+            if name and name not in names:
+                names.append(name)
+    if not names or names == ["all"]:
+        return []
+    callbacks = ["progress", "metrics_jsonl"]
+    for name in names:
+        if name in TRACKERS:
+            callbacks.append(TRACKERS[name])
+            if name in ("mlflow", "wandb"):
+                checks.append(f"report_to {name}: the \"{name}\" callback comes from the recipes-{name} plugin "
+                              f"package (pip install -e plugins/recipes-{name})")
+        elif name != "none":
+            checks.append(f"report_to {name}: no recipes callback plugin for it; left out (metrics.jsonl and the "
+                          "report hold the same numbers)")
+    return [f"callbacks = {toml_value(callbacks)}"]
 
 
 def _coerce(config: Config, key: str, value):

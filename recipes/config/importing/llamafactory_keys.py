@@ -39,7 +39,19 @@ SETTINGS: dict[str, tuple[str, object]] = {
     "save_steps": ("save_steps", NO_DEFAULT),
     "save_total_limit": ("save_total_limit", NO_DEFAULT),
     "seed": ("seed", 42),
+    "use_rslora": ("use_rslora", NO_DEFAULT),
+    "use_dora": ("use_dora", NO_DEFAULT),
+    "loraplus_lr_ratio": ("loraplus_lr_ratio", NO_DEFAULT),
+    "loraplus_lr_embedding": ("embedding_learning_rate", NO_DEFAULT),
+    "neftune_noise_alpha": ("neftune_noise_alpha", NO_DEFAULT),
 }
+
+# PiSSA: pissa_init turns it on, pissa_iter (LLaMA-Factory's default 16; -1: an exact SVD) picks the
+# fast SVD's iterations; recipes always publishes the adapter converted (pissa_convert)
+PISSA_ITERATIONS = 16
+
+# report_to names -> our callback plugin (a tracker without one is left out with a reason)
+TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 
 # keys the importer reads itself (the model, the method, data, precision, the chain, exports)
 HANDLED = (
@@ -47,7 +59,7 @@ HANDLED = (
     "eval_dataset", "output_dir", "adapter_name_or_path", "create_new_adapter", "train_on_prompt", "mask_history",
     "packing", "neat_packing", "bf16", "fp16", "pure_bf16", "disable_gradient_checkpointing", "quantization_bit",
     "quantization_method", "quantization_type", "double_quantization", "deepspeed", "template", "export_dir",
-    "export_size", "export_device", "export_legacy_format",
+    "export_size", "export_device", "export_legacy_format", "pissa_init", "pissa_iter", "pissa_convert", "report_to",
 )
 
 # key -> why the recipe has no such setting (written beside the value as a comment)
@@ -60,7 +72,6 @@ LEFT_OUT: dict[str, str] = {
     "overwrite_cache": "the tokenization cache is keyed by the data's contents and settings",
     "overwrite_output_dir": "a run folder resumes; `recipes run --restart STAGE` trains a stage afresh",
     "plot_loss": "`recipes report RUN` draws the loss curves",
-    "report_to": "the tensorboard callback is on when tensorboard is installed; metrics.jsonl always",
     "save_only_model": "checkpoints always hold the optimizer state, so that a run resumes exactly",
     "ddp_timeout": "not configurable here",
     "resume_from_checkpoint": "a run resumes from its last checkpoint by itself",
@@ -70,10 +81,6 @@ LEFT_OUT: dict[str, str] = {
     "flash_attn": "the attention implementation is transformers' default",
     "enable_liger_kernel": "no Liger kernels; the default chunked loss never builds the full logits",
     "use_unsloth": "no Unsloth",
-    "use_rslora": "plain LoRA scaling (alpha / r) only",
-    "use_dora": "no DoRA",
-    "pissa_init": "no PiSSA initialisation",
-    "loraplus_lr_ratio": "one learning rate for every LoRA matrix",
     "mix_strategy": "the data sets of a stage are concatenated",
     "interleave_probs": "the data sets of a stage are concatenated",
     "streaming": "data is tokenized once into a cache, not streamed",
@@ -91,8 +98,8 @@ LEFT_OUT: dict[str, str] = {
 }
 
 # left-out keys that change what is trained: also listed among the things to check by hand
-CHECK_BY_HAND = ("max_samples", "additional_target", "use_rslora", "use_dora", "pissa_init", "loraplus_lr_ratio",
-                 "mix_strategy", "interleave_probs", "enable_thinking", "default_system", "tool_format")
+CHECK_BY_HAND = ("max_samples", "additional_target", "mix_strategy", "interleave_probs", "enable_thinking",
+                 "default_system", "tool_format")
 
 # handled keys that mean nothing in a pre-training stage -> why (a comment in that stage)
 NOT_IN_PRETRAINING: dict[str, str] = {
@@ -101,4 +108,5 @@ NOT_IN_PRETRAINING: dict[str, str] = {
     "train_on_prompt": "pre-training trains on every token",
     "mask_history": "pre-training trains on every token",
     "template": "pre-training reads plain text, no chat template",
+    "neftune_noise_alpha": "NEFTune is for SFT stages here",
 }
