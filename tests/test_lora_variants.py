@@ -176,13 +176,9 @@ def test_a_llamafactory_config_with_the_variants_imports_them(tmp_path):
               "pissa_init": True, "pissa_iter": 4, "neftune_noise_alpha": 5, "report_to": ["wandb", "swanlab"]}
     code, output = run_import([write(tmp_path / "sft.yaml", yaml.safe_dump(config)), "--dataset-dir", DATA,
                                "-o", tmp_path / "r.toml"])
-    text = (tmp_path / "r.toml").read_text()
-    assert 'callbacks = ["progress", "metrics_jsonl", "wandb"]' in text
+    assert code == 0, output  # the recipes-wandb plugin is installed beside the host (.ci/run)
+    assert 'callbacks = ["progress", "metrics_jsonl", "wandb"]' in (tmp_path / "r.toml").read_text()
     assert "report_to swanlab: no recipes callback plugin" in output
-    if code != 0:  # without the recipes-wandb plugin installed the recipe names a callback it cannot load
-        assert '"wandb"' in output, output
-        text = text.replace(', "wandb"]', "]")
-        (tmp_path / "r.toml").write_text(text)
     recipe = load_recipe(str(tmp_path / "r.toml"), get_registry()).recipe
     settings = recipe.stages[0].settings(recipe.defaults)
     assert (settings.use_rslora, settings.loraplus_lr_ratio, settings.init_lora_weights, settings.neftune_noise_alpha,
