@@ -156,10 +156,15 @@ def test_the_plan_counts_doras_memory(tmp_path, tiny_model):
     def planned(defaults):
         result = _invoke("plan", _recipe(tmp_path, defaults=defaults), "--json")
         assert result.exit_code == 0, result.output
-        return json.loads(result.output)["stages"][0]["memory"]
+        return json.loads(result.output)["stages"][0]
 
     plain, dora = planned(""), planned("use_dora = true")
-    assert dora["lora_weights"] > plain["lora_weights"]  # the magnitude vectors
+    model = json.loads((tiny_model / "config.json").read_text())
+    rows = model["num_hidden_layers"] * (2 * model["hidden_size"] + 2 * model["num_key_value_heads"] * model["hidden_size"]
+                                         // model["num_attention_heads"] + 2 * model["intermediate_size"] + model["hidden_size"])
+    assert dora["parameters"]["trainable"] - plain["parameters"]["trainable"] == rows  # a magnitude per output row
+    plain, dora = plain["memory"], dora["memory"]
+    assert dora["lora_weights"] - plain["lora_weights"] == rows * 4
     assert dora["activations"] > plain["activations"]
     assert dora["total"] > plain["total"]
 

@@ -166,6 +166,15 @@ def logits_bytes(shape: Shape, tokens: int, positions: int | None = None) -> int
     return tokens * shape.vocab * LOSS_BYTES_PER_LOGIT
 
 
+def adapter_parameters(shape: Shape, settings: StageSettings) -> int:
+    """The adapter's trained parameters: LoRA's A and B, and with DoRA a magnitude per output row of
+    each wrapped layer."""
+    lora = shape.lora_parameters(settings.lora_target, settings.lora_rank)
+    if settings.use_dora:
+        lora += shape.layers * sum(layer.fan_out for layer in shape.targeted(settings.lora_target))
+    return lora
+
+
 def dora_bytes(wrapped, width: int) -> tuple[int, int]:
     """DoRA's extra (bytes kept per token per layer, bytes alive at once): peft's DoRA forward keeps
     each wrapped layer's base output and LoRA output (its magnitude scaling multiplies both), and builds
@@ -182,12 +191,8 @@ def estimate_memory(shape: Shape, settings: StageSettings, quantization: dict | 
     ``bytes_per_weight(precision)`` is a plugin backend's own count (see ``weight_bytes``)."""
     precision = resolve_precision(settings.precision, device)
     width = BYTES[precision]
-    lora = shape.lora_parameters(settings.lora_target, settings.lora_rank)
-    dora_layer, dora_transient = 0, 0
-    if settings.use_dora:
-        wrapped = shape.targeted(settings.lora_target)
-        lora += shape.layers * sum(layer.fan_out for layer in wrapped)  # a trained magnitude per output row
-        dora_layer, dora_transient = dora_bytes(wrapped, width)
+    lora = adapter_parameters(shape, settings)
+    dora_layer, dora_transient = dora_bytes(shape.targeted(settings.lora_target), width) if settings.use_dora else (0, 0)
     tokens = settings.per_device_train_batch_size * settings.cutoff_len
     eval_tokens = (settings.per_device_eval_batch_size or settings.per_device_train_batch_size) * settings.cutoff_len
     layer = layer_activation_bytes(shape, settings.lora_target, settings.lora_dropout, width) + dora_layer
