@@ -183,7 +183,7 @@ def test_a_llamafactory_config_with_the_variants_imports_them(tmp_path):
                                "-o", tmp_path / "r.toml"])
     assert code == 0, output  # the recipes-wandb plugin is installed beside the host (.ci/run)
     assert 'callbacks = ["progress", "metrics_jsonl", "wandb"]' in (tmp_path / "r.toml").read_text()
-    assert "report_to swanlab: no recipes callback plugin" in output
+    assert "report_to swanlab: no equivalent" in output
     recipe = load_recipe(str(tmp_path / "r.toml"), get_registry()).recipe
     settings = recipe.stages[0].settings(recipe.defaults)
     assert (settings.use_rslora, settings.loraplus_lr_ratio, settings.init_lora_weights, settings.neftune_noise_alpha,
