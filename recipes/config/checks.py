@@ -24,6 +24,8 @@ from recipes.config.schema import FSDP2_RESHARD_AFTER_FORWARD, MODEL_REF, Recipe
 
 # Formats that a plugin package shipped with recipes (plugins/) provides, for an install hint
 PLUGIN_PACKAGES = {"dolly": "recipes-dolly-format", "qa_markdown": "recipes-qa-markdown"}
+# Callbacks (trackers) that a plugin package shipped with recipes provides
+CALLBACK_PACKAGES = {"mlflow": "recipes-mlflow", "wandb": "recipes-wandb"}
 
 
 def check(loaded: LoadedRecipe, registry: Registry, problems: Collector) -> None:
@@ -81,8 +83,10 @@ def _check_plugins(recipe: Recipe, registry: Registry, problems: Collector) -> N
                           flat=True)
     for index, name in enumerate(recipe.callbacks or []):
         if name not in registry.callbacks:
-            problems.add(("callbacks", index), f"unknown callback {name!r}; "
-                         f"{did_you_mean(name, sorted(registry.callbacks))}")
+            package = CALLBACK_PACKAGES.get(name)
+            hint = (f"the plugin package {package} provides it: pip install -e plugins/{package}" if package
+                    else did_you_mean(name, sorted(registry.callbacks)))
+            problems.add(("callbacks", index), f"unknown callback {name!r}; {hint}")
 
 
 def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, problems: Collector) -> None:
