@@ -193,6 +193,7 @@ def report_table(report: dict):
 
 
 def report_markdown(report: dict, images: list[str]) -> str:
+    from recipes.outputs.handoff import handoff_markdown
     from recipes.outputs.matrix import matrix_markdown
 
     lines = [f"# Run report: {report['run_dir']}", "", "| " + " | ".join(h for _, h in COLUMNS) + " |",
@@ -202,6 +203,7 @@ def report_markdown(report: dict, images: list[str]) -> str:
     lines += [""] + [f"![{Path(image).stem}]({image})" for image in images if image != MATRIX_IMAGE]
     lines += matrix_markdown(report.get("eval_matrix"), report.get("mix") or {}, matrix_image)
     lines += samples_markdown(report.get("samples") or [])
+    lines += handoff_markdown(report)
     return "\n".join(lines) + "\n"
 
 
