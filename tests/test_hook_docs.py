@@ -139,6 +139,27 @@ def test_a_third_party_backend_and_loss_train_a_stage(tmp_path, tiny_model):
     plugins = (_example(sections["register_quantization_backends"]), _example(sections["register_loss_functions"]))
     for index, plugin in enumerate(plugins):
         plugin.__name__ = f"doc_example_{index}"
+    # call recorders around the examples' functions (the hooks look them up when they register): the
+    # host must really load through the backend and compute each step's loss with the plugin's function
+    calls = {"half_kwargs": 0, "build_plain": 0, "loss": 0}
+    backend, loss = plugins
+    half_kwargs, build_plain = backend.half_kwargs, loss.build_plain
+
+    def recorded_half_kwargs(options, dtype):
+        calls["half_kwargs"] += 1
+        return half_kwargs(options, dtype)
+
+    def recorded_build_plain(model, options):
+        calls["build_plain"] += 1
+        built = build_plain(model, options)
+
+        def recorded_loss(*args, **kwargs):
+            calls["loss"] += 1
+            return built(*args, **kwargs)
+
+        return recorded_loss
+
+    backend.half_kwargs, loss.build_plain = recorded_half_kwargs, recorded_build_plain
     registry = get_registry(extra_plugins=plugins)
     write(tmp_path / "notes.txt", "Bees keep the hive warm in winter.\n" * 40)
     recipe = write(tmp_path / "r.toml", f"""
@@ -162,6 +183,7 @@ format = "text"
     plan = make_plan(load_recipe(str(recipe), registry), registry, str(tmp_path / "run"))
     [result] = run_plan(plan, Console(file=open(tmp_path / "out.txt", "w")), registry)
     assert result.steps == 2 and result.first_loss is not None
+    assert calls == {"half_kwargs": 1, "build_plain": 1, "loss": 2}, calls  # one stage, two steps
     recorded = json.loads((tmp_path / "run" / "recipe.json").read_text())
     assert recorded["quantization"]["backend"] == "lowmem" and recorded["stages"][0]["settings"]["loss"] == "plain"
 
