@@ -35,6 +35,9 @@ def check(loaded: LoadedRecipe, registry: Registry, problems: Collector) -> None
     check_sources(recipe, problems)
     _check_distributed(recipe, problems)
     _check_attention(recipe, problems)
+    from recipes.benchmarks.checks import check_benchmarks
+
+    check_benchmarks(loaded, problems)
     if loaded.model is not None:
         _check_against_model(loaded, problems)
     _advise(loaded, problems)

@@ -1,0 +1,91 @@
+"""The benchmarks of a plan scored on the model a stage has loaded: the starting model (before the
+first stage trains) and each stage's trained model. Each entry of the result is one benchmark (and
+``NAME/chat`` for its chat-template variant) with its figures (recipes.benchmarks.statistics), its
+items' digest, and per item whether it was right and which letter was predicted (the paired test
+between rows reads them).
+"""
+
+from __future__ import annotations
+
+import time
+
+from recipes.benchmarks.layouts import LETTERS
+from recipes.benchmarks.prompts import chat_prompt, completion_prompt
+from recipes.benchmarks.selection import choose, store_subset
+from recipes.benchmarks.statistics import describe_change, describe_row, paired_change, row_figures
+
+
+def score_benchmarks(benchmarks, model, tokenizer, say, who: str, run_dir=None, autocast_dtype=None,
+                     previous: dict | None = None, previous_label: str | None = None) -> dict:
+    """Score every benchmark in ``benchmarks`` (BenchmarkPlan) on ``model``; say each row (and its
+    change from ``previous``, the row before it in the plan); ``run_dir``: store the chosen subsets."""
+    from recipes.benchmarks.scoring import letter_logits, letter_token_ids, predictions
+
+    results = {}
+    max_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    for plan in benchmarks:
+        chosen = choose(plan)
+        if run_dir is not None:
+            store_subset(run_dir, chosen)
+        variants = [("completion", plan.name)] + ([("chat", f"{plan.name}/chat")] if plan.chat else [])
+        for prompt_kind, name in variants:
+            if prompt_kind == "chat" and not tokenizer.chat_template:
+                say(f"benchmark {name}: the tokenizer has no chat template; only the completion prompt is scored")
+                continue
+            started = time.monotonic()
+            prompts = [chat_prompt(tokenizer, i, chosen.shots[i.subject], chosen.language) if prompt_kind == "chat"
+                       else completion_prompt(i, chosen.shots[i.subject], chosen.language) for i in chosen.items]
+            width = max(len(i.choices) for i in chosen.items)
+            ids = letter_token_ids(tokenizer, prompts[0], chosen.language, width)
+            logits, cut = letter_logits(model, tokenizer, prompts, ids, plan.batch_size, max_length, autocast_dtype)
+            picked = predictions(logits, [len(i.choices) for i in chosen.items])
+            correct = "".join("1" if p == i.answer else "0" for p, i in zip(picked, chosen.items))
+            predicted = "".join(LETTERS[p] for p in picked)
+            subjects: dict[str, list[int]] = {}
+            for position, item in enumerate(chosen.items):
+                subjects.setdefault(item.subject, []).append(position)
+            figures = row_figures(correct, predicted, LETTERS[:width], subjects, chosen.chance)
+            results[name] = {**figures, "prompt": prompt_kind, "layout": chosen.layout, "split": chosen.split,
+                             "shots": plan.shots, "items_digest": chosen.digest, "truncated": cut,
+                             "seconds": round(time.monotonic() - started, 2), "per_item": {"correct": correct,
+                                                                                          "predicted": predicted}}
+            line = f"benchmark {name} {who}: {describe_row(figures)}"
+            if cut:
+                line += f"; {cut} prompt(s) cut on the left to the model's {max_length} positions"
+            before = (previous or {}).get(name)
+            if before and before.get("items_digest") == chosen.digest:
+                line += f"; change from {previous_label}: " + describe_change(
+                    paired_change(before["per_item"]["correct"], correct))
+            say(line)
+    return results
+
+
+def stage_benchmarks(stage_run, start: bool) -> dict | None:
+    """A stage's benchmark rows: ``start``, the starting model's (the first stage, before it trains);
+    else this stage's trained model's, unless the stage sets ``benchmarks = false``."""
+    plan, stage = stage_run.plan, stage_run.stage
+    if not plan.benchmarks or (start and stage.index != 0) or (not start and not stage.benchmarks):
+        return None
+    from recipes.training import distributed
+
+    half = stage_run.device == "cuda" and stage_run.precision in ("bf16", "fp16")
+    previous, label = (None, None) if start else previous_row(stage_run, plan, stage.index)
+    return score_benchmarks(plan.benchmarks, stage_run.model, stage_run.tokenizer, stage_run.say,
+                            "on the starting model" if start else f"after {stage.name}",
+                            plan.run_dir if distributed.is_main() else None,
+                            stage_run.dtype if half else None, previous, label)
+
+
+def previous_row(stage_run, plan, index: int) -> tuple[dict | None, str | None]:
+    """The row before stage ``index``'s in the report: the nearest earlier stage that scored the
+    benchmarks, else the starting model's."""
+    from recipes.run.manifest import read_json_object
+
+    for earlier in reversed(plan.stages[:index]):
+        rows = read_json_object(earlier.folder / "stage.json").get("benchmarks") or {}
+        if rows.get("after"):
+            return rows["after"], f"after {earlier.name}"
+    if index == 0:
+        return getattr(stage_run, "benchmarks_start", None), "the starting model"
+    first = read_json_object(plan.stages[0].folder / "stage.json").get("benchmarks") or {}
+    return first.get("start"), "the starting model"
