@@ -50,7 +50,7 @@ def _label(after: str) -> str:
 
 
 def _letters(row: dict) -> str:
-    return " ".join(f"{letter} {share:.0%}" for letter, share in row.get("letters", {}).items())
+    return " ".join(f"{letter} {share:.0%}" for letter, share in row.get("letters", {}).items() if share)
 
 
 def _change(row: dict) -> str:
