@@ -134,3 +134,26 @@ def test_statistics():
     assert (change["points"], change["gained"], change["lost"], change["significant"]) == (50.0, 5, 0, False)
     change = paired_change("0" * 20, "1" * 20)
     assert change["p"] < 1e-5 and change["significant"]
+
+
+def test_plan_estimates_the_scoring_and_counts_the_rows(tmp_path):
+    from click.testing import CliRunner
+
+    from recipes.cli import main
+
+    ceval(tmp_path / "exam")
+    text = recipe(tmp_path, '[[benchmarks]]\nname = "exam"\npath = "exam"\nchat = true\n').read_text()
+    path = write(tmp_path / "two.toml", text + '[[stages]]\nname = "again"\nkind = "pretrain"\nbenchmarks = false\n'
+                 '[[stages.data]]\npath = "corpus.jsonl"\nformat = "text"\n')
+    estimates = {}
+    for how in ([], ["--tokenize"]):
+        result = CliRunner().invoke(main, ["plan", "--json", str(path), *how])
+        assert result.exit_code == 0, result.output
+        (estimates[bool(how)],) = json.loads(result.stdout)["benchmarks"]
+    exact, guessed = estimates[True], estimates[False]
+    assert exact["rows"] == 2  # the starting model and after "pt"; "again" skips the benchmarks
+    assert exact["items"] == 6 and exact["chat"] and exact["memory_added"] > 0 and exact["seconds"] > 0
+    assert abs(guessed["prompt_tokens_per_row"] / exact["prompt_tokens_per_row"] - 1) < 0.5
+    off = write(tmp_path / "off.toml", "eval_matrix = false\n" + text)
+    result = CliRunner().invoke(main, ["plan", "--json", str(off)])
+    assert result.exit_code == 0 and json.loads(result.stdout)["benchmarks"] == []

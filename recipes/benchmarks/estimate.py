@@ -11,6 +11,10 @@ from recipes.planning.memory import BYTES, resolve_precision
 # forward FLOP/s assumed for the time estimate (dense prefill of a 7B model in bf16 on one recent
 # data-centre GPU reaches several times this; a consumer GPU or CPU far less): an order of magnitude
 ASSUMED_FLOPS = {"cuda": 100e12, "cpu": 0.5e12}
+# UTF-8 bytes per Qwen token of a Chinese prompt (measured with the Qwen tokenizer on the bundled
+# exam's 5-shot prompts: 2.5; `recipes plan --tokenize` counts exactly); English prompts take the
+# planner's figure
+ZH_BYTES_PER_TOKEN = 2.5
 
 
 def benchmarks_estimate(plan, shape, device: str, stages: list[dict], tokenizer=None) -> list[dict]:
@@ -32,7 +36,8 @@ def benchmarks_estimate(plan, shape, device: str, stages: list[dict], tokenizer=
                 lengths += [len(tokenizer(chat_prompt(tokenizer, i, chosen.shots[i.subject], chosen.language),
                                           add_special_tokens=False).input_ids) for i in chosen.items]
         else:
-            lengths = [round(len(p.encode("utf-8")) / BYTES_PER_TOKEN) for p in prompts] * (2 if benchmark.chat else 1)
+            per_token = ZH_BYTES_PER_TOKEN if chosen.language == "zh" else BYTES_PER_TOKEN
+            lengths = [round(len(p.encode("utf-8")) / per_token) for p in prompts] * (2 if benchmark.chat else 1)
         tokens, longest = sum(lengths), max(lengths)
         batch = min(benchmark.batch_size, len(prompts))
         batch_tokens = batch * longest  # left-padded to the batch's longest prompt
@@ -45,7 +50,8 @@ def benchmarks_estimate(plan, shape, device: str, stages: list[dict], tokenizer=
         out.append({"name": benchmark.name, "items": len(chosen.items), "available": chosen.available,
                     "subjects": len(chosen.shots), "shots": benchmark.shots, "chat": benchmark.chat, "rows": rows,
                     "prompt_tokens_per_row": tokens, "longest_prompt": longest, "batch": batch,
-                    "tokens_from": "tokenizer" if tokenizer is not None else f"prompt size ({BYTES_PER_TOKEN} bytes per token)",
+                    "tokens_from": "tokenizer" if tokenizer is not None else "prompt size ("
+                    + f"{ZH_BYTES_PER_TOKEN if chosen.language == 'zh' else BYTES_PER_TOKEN} bytes per token)",
                     "memory_added": added, "peak": max(peaks) if peaks else added,
                     "forward_flops_per_row": flops, "assumed_flops_per_second": ASSUMED_FLOPS[device],
                     "seconds_per_row": flops / ASSUMED_FLOPS[device],
