@@ -15,6 +15,12 @@ from /proc/*/smaps_rollup every 0.1 s; PSS divides the pages forked workers shar
 peak sum of RSS, bytes on disk of the prepared data, ours / baseline ratios, ours again with the store
 ready (a cache hit: the same command again), and the load average before and after each size.
 ``--no-baseline`` runs ours only (the 2 GB size: its preparation time and memory).
+
+For pre-training sizes it also measures the limit: the Rust tokenizer alone (``tokenizers``'
+``encode_batch``, and ``encode_batch_fast``, which skips the offsets) over the same documents,
+already in memory, in batches of the size ours tokenizes, with the tokenizer's own thread pool on
+every core; only the encoding is timed. It prints ours / limit in tokens per second (the whole
+``recipes prepare`` command on a fresh store, start-up included) and in tokens per CPU-second.
 The tokenizer is the real Qwen tokenizer (the tiny model's); cutoff 1024 (pre-training blocks and SFT).
 """
 
@@ -33,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-SIZES = {"pt25": 25, "pt100": 100, "pt400": 400, "pt2000": 2000, "sft20k": 20_000, "sft100k": 100_000,
+SIZES = {"pt25": 25, "pt50": 50, "pt100": 100, "pt400": 400, "pt2000": 2000, "sft20k": 20_000, "sft100k": 100_000,
          "sft300k": 300_000}
 CUTOFF = 1024
 
@@ -71,6 +77,29 @@ else:
         return out
     ds = ds.map(tokenize, batched=True, num_proc=workers, remove_columns=ds.column_names)
 print("rows", len(ds))
+'''
+
+LIMIT = r'''
+import json, os, resource, sys, time
+from tokenizers import Tokenizer
+data, model, method = sys.argv[1:4]
+tok = Tokenizer.from_file(os.path.join(model, "tokenizer.json"))
+batches, batch, size = [], [], 0
+with open(data, encoding="utf-8") as handle:
+    for line in handle:
+        batch.append(json.loads(line)["text"])
+        size += len(batch[-1])
+        if size >= 4 << 20:
+            batches.append(batch)
+            batch, size = [], 0
+batches.append(batch)
+encode = getattr(tok, method)
+usage, started, tokens = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), 0
+for batch in batches:
+    tokens += sum(len(e.ids) for e in encode(batch, add_special_tokens=False))
+seconds, after = time.monotonic() - started, resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"tokens": tokens, "seconds": seconds,
+                  "cpu": after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime}))
 '''
 
 
@@ -220,10 +249,17 @@ def run_size(name: str, work: Path, model: Path, source: Path, workers: int, bas
     if baseline_too:
         baseline = measure([sys.executable, "-c", BASELINE, kind, str(data), str(model), str(base_cache),
                             str(workers), str(CUTOFF)], env)
+    limits = {}
+    if kind == "pt":  # the tokenizer alone, in the same run: with its thread pool, as the library is used
+        limit_env = {**env, "TOKENIZERS_PARALLELISM": "true"}
+        for method in ("encode_batch", "encode_batch_fast"):
+            out = subprocess.run([sys.executable, "-c", LIMIT, str(data), str(model), method], env=limit_env,
+                                 check=True, capture_output=True, text=True).stdout
+            limits[method] = json.loads(out.splitlines()[-1])
     summary = [line.strip() for line in ours["output"].splitlines() if "records ->" in line][0]
     result = {"name": name, "data_mb": data.stat().st_size / 1e6, "ours": ours, "hit": hit, "baseline": baseline,
               "ours_disk": ours_disk, "baseline_disk": folder_bytes(base_cache) if baseline else 0,
-              "summary": summary}
+              "summary": summary, "limits": limits}
     shutil.rmtree(base_cache, ignore_errors=True)
     return result
 
@@ -240,6 +276,18 @@ def row(name: str, r: dict, load_before: float, load_after: float) -> str:
     return (f"| {label} | {gb(o)} | {base} | {wall} | {pss} | {r['ours_disk'] / 1e6:.0f} MB / "
             f"{r['baseline_disk'] / 1e6:.0f} MB | {h['seconds']:.1f} s, {h['pss'] / 1e9:.2f} GB | "
             f"{load_before:.2f} -> {load_after:.2f} |")
+
+
+def limit_lines(r: dict) -> list[str]:
+    """The tokenizer-alone rows, and ours over them (higher is better; 1.0 is the tokenizer's own speed)."""
+    lines, ours = [], r["ours"]
+    for method, limit in r["limits"].items():
+        lines.append(f"  limit ({method}): {limit['tokens']:,} tokens in {limit['seconds']:.1f} s "
+                     f"({limit['tokens'] / limit['seconds'] / 1e6:.2f} M tokens/s), {limit['cpu']:.1f} CPU-s "
+                     f"({limit['tokens'] / limit['cpu'] / 1e6:.2f} M tokens per CPU-s); ours / limit: "
+                     f"{limit['seconds'] / ours['seconds']:.2f} in tokens/s, {limit['cpu'] / ours['cpu']:.2f} "
+                     f"in tokens per CPU-s (ours: {ours['seconds']:.1f} s, {ours['cpu']:.1f} CPU-s, the whole command)")
+    return lines
 
 
 def main() -> None:
@@ -270,6 +318,8 @@ def main() -> None:
             r = run_size(name, work, model, args.source, args.workers, not args.no_baseline)
             print(row(name, r, before, os.getloadavg()[0]), flush=True)
             print(f"  ours: {r['summary']}", flush=True)
+            for line in limit_lines(r):
+                print(line, flush=True)
         print(load())
     finally:
         if args.keep is None:

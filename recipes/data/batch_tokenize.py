@@ -3,12 +3,19 @@
 The same tokens and labels as ``recipes.data.tokenization.pretrain_examples`` / ``sft_examples``
 (the test compares them), computed without Python lists of Python ints:
 
-- documents: one batched tokenizer call per chunk; each document's ids and the separator go into one
-  ``uint32`` array (the corpus stream; blocks are cut from it across the whole corpus later);
+- documents: one batched call of the Rust tokenizer per chunk; each document's ids and the separator
+  go into one ``uint32`` array (the corpus stream; blocks are cut from it across the whole corpus later);
 - conversations: each rendered with the chat template (prefix renders place the labels, as
   ``render_conversation`` does), all texts of the chunk tokenized in one batched call with offsets,
   labels placed by comparing the offset arrays with the spans in numpy. A conversation the template
   or the role order rejects is a bad record (``where: message``), decided on by the caller.
+
+A fast tokenizer is called through its Rust tokenizer (``backend``), not through transformers'
+``__call__``: the wrapper turns every encoding into Python lists of ids, attention masks and offsets and
+a ``BatchEncoding``, a third of the preparation's CPU time on top of the tokenizer's own work. The ids
+are the same (the wrapper calls the same ``encode_batch`` with the same settings; a test compares
+them), and a tokenizer whose backend is set up differently (truncation, padding, split special tokens)
+or a slow one goes through the wrapper as before.
 """
 
 from __future__ import annotations
@@ -35,8 +42,31 @@ class Chunk:
     bad: list = field(default_factory=list)  # error messages of rejected records, in order
 
 
+def backend(tokenizer):
+    """The Rust tokenizer behind ``tokenizer`` when calling it directly gives the ids transformers'
+    ``tokenizer(texts, add_special_tokens=False)`` gives, else None."""
+    rust = getattr(tokenizer, "_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if rust is None or not hasattr(rust, "encode_batch_fast"):
+        return None
+    if rust.truncation is not None or rust.padding is not None:
+        return None
+    if rust.encode_special_tokens != bool(getattr(tokenizer, "split_special_tokens", False)):
+        return None
+    return rust
+
+
+def document_ids(texts: list[str], tokenizer) -> list[list[int]]:
+    """Each text's token ids, no special tokens added."""
+    if not texts:
+        return []
+    rust = backend(tokenizer)
+    if rust is None:
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [encoding.ids for encoding in rust.encode_batch_fast(texts, add_special_tokens=False)]
+
+
 def documents(texts: list[str], tokenizer, separator: int) -> Chunk:
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    encoded = document_ids(texts, tokenizer)
     lengths = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int32, count=len(encoded))
     ids = np.empty(int(lengths.sum()), dtype=np.uint32)
     position = 0
@@ -66,8 +96,12 @@ def conversations(records: list[dict], tokenizer, cutoff_len: int, overlong: str
     pieces_ids, pieces_mask = [], []
     chunk = Chunk(np.empty(0, np.uint32), np.empty(0, np.int32), None, len(records), bad=bad)
     if getattr(tokenizer, "is_fast", False) and texts:
-        encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-        pairs = zip(encoded["input_ids"], encoded["offset_mapping"])
+        rust = backend(tokenizer)
+        if rust is not None:
+            pairs = ((e.ids, e.offsets) for e in rust.encode_batch(texts, add_special_tokens=False))
+        else:
+            encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+            pairs = zip(encoded["input_ids"], encoded["offset_mapping"])
         labelled = ((np.asarray(ids, np.uint32), _mask(np.asarray(offsets, np.int64).reshape(-1, 2), places))
                     for (ids, offsets), places in zip(pairs, spans))
     else:  # a slow tokenizer (no offsets): per piece, as label_tokens does

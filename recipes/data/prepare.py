@@ -39,6 +39,7 @@ class StageData:
     layout: Path | None = None  # the stage's sets, mix and packing
     stores: list = field(default_factory=list)  # a TokenStore per training source
     mix: list = field(default_factory=list)  # per source: name, weight, examples, tokens, share (layout.json)
+    markers: list = field(default_factory=list)  # the files that say each store and layout it reads is complete
 
 
 def prepare(stage, tokenizer, say, workers: int | None = None) -> StageData:
@@ -54,9 +55,7 @@ def prepare(stage, tokenizer, say, workers: int | None = None) -> StageData:
     stores, infos, keys, hits = [], [], [], []
     for source in stage.sources:
         store, info, key, cached = prepared_store([source], kind, tokenizer, identity, s, say, workers)
-        named = f" {source.name!r}" if len(stage.sources) > 1 else ""
-        say(f"data{named}: {'from the prepared store' if cached else 'prepared into the store'} {store.folder} "
-            f"({key[:12]})")
+        say(store_line(source.name if len(stage.sources) > 1 else None, store.folder, key, cached))
         stores.append(store), infos.append(info), keys.append(key), hits.append(cached)
     stats = stats_of(infos, notes, sum(len(store) for store in stores))
     if not sum(len(store) for store in stores):
@@ -67,6 +66,7 @@ def prepare(stage, tokenizer, say, workers: int | None = None) -> StageData:
     key = keys[0] if len(keys) == 1 else digest(keys)
     data = StageData(open_set(stores, layout, "train", s.packing), {}, stats, None, all(hits), key, stores[0],
                      layout, stores, info["mix"])
+    data.markers = [store.folder / "store.json" for store in stores] + [layout / "layout.json"]
     for name in info["sets"]:
         if name != "train":
             data.evals[name] = open_set(stores, layout, name, s.packing)
@@ -75,10 +75,17 @@ def prepare(stage, tokenizer, say, workers: int | None = None) -> StageData:
         mixed = [{"name": source.name, **source.mix_json()}]
         folder, _ = stage_layout([extra], [extra_key], mixed, s.model_copy(update={"val_size": 0.0}), stage.name, say)
         data.evals[source.name] = open_set([extra], folder, "train", s.packing)
+        data.markers += [extra.folder / "store.json", folder / "layout.json"]
     if s.packing:
         train = info["sets"]["train"]
         data.packing = PackingStats(train["examples"], train["rows"], train["tokens"], s.cutoff_len)
     return data
+
+
+def store_line(source: str | None, folder: Path, key: str, cached: bool) -> str:
+    """What a stage's preparation says of one training source's store."""
+    named = f" {source!r}" if source else ""
+    return f"data{named}: {'from the prepared store' if cached else 'prepared into the store'} {folder} ({key[:12]})"
 
 
 def ensure_chat_template(tokenizer) -> list[str]:

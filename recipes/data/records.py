@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+import orjson
+
 from recipes.data.bad_records import bad_record
 from recipes.data.streams import BUFFER, COMPRESSIONS, data_suffix, decode_error, open_text, text_lines
 from recipes.errors import Problem, RecipeError
@@ -46,12 +48,22 @@ def read_text_file(path: Path) -> str:
         raise decode_error(path, exc) from exc
 
 
+def parse_json(text: str):
+    """``json.loads``, through orjson where it accepts the text (several times faster on a corpus's
+    long lines); what orjson refuses (NaN, integers beyond 64 bits, malformed JSON) goes to
+    ``json.loads``, so the values accepted and the error messages are the standard library's."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def read_json_lines(path: Path) -> Iterator[tuple[str, dict]]:
     for number, line in text_lines(path):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except json.JSONDecodeError as exc:
             bad_record(RecipeError(Problem(f"not valid JSON: {exc.msg} (column {exc.colno})",
                                            file=str(path), line=number)))

@@ -4,33 +4,53 @@ machine then reads the prepared store ("data: from the prepared store ...").
 
 Every stage is prepared with the base model's tokenizer: a later stage's run loads the tokenizer the
 earlier stage saved, which is the same one (same vocabulary, merges and chat template: the same key).
+
+When every stage's data is prepared already, the command says so without loading transformers
+(``recipes.data.ready``): a ready store takes the time of ``recipes validate``.
 """
 
 from __future__ import annotations
 
 
 def prepare_recipe(recipe: str, stage_name: str | None, workers: int | None, say) -> list[dict]:
-    from transformers import AutoTokenizer
-
     from recipes.config.load import load_recipe
-    from recipes.data.prepare import prepare
+    from recipes.data.ready import remembered
     from recipes.planning.plan import make_plan
     from recipes.plugins.registry import get_registry
-    from recipes.planning.resolve import resolve_model
 
     registry = get_registry()
     plan = make_plan(load_recipe(recipe, registry), registry)
     stages = plan.selected(stage_name)
+    records = [remembered(plan, stage, registry) for stage in stages]
+    if all(records):
+        for record in records:
+            for line in record["lines"]:
+                say(line)
+        return [record["result"] for record in records]
+    return [prepare_stage(plan, stage, registry, workers, say) for stage in stages]
+
+
+def prepare_stage(plan, stage, registry, workers: int | None, say) -> dict:
+    from transformers import AutoTokenizer
+
+    from recipes.data.prepare import prepare, store_line
+    from recipes.data.ready import remember
+    from recipes.planning.resolve import resolve_model
+
     path = resolve_model(plan.model_path, plan.revision, None, plan.recipe_path)
-    done = []
-    for stage in stages:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=plan.trust_remote_code)
-        say(f"stage {stage.name} ({stage.kind})")
-        data = prepare(stage, tokenizer, say, workers)
-        stats = data.stats
-        say(f"  {stats.records:,} records -> {len(data.train):,} training "
-            f"{'rows' if data.packing else 'sequences'}, {stats.tokens:,} tokens"
-            + (f"; {stats.bad} bad records skipped" if stats.bad else "")
-            + (f"; {data.packing.describe()}" if data.packing else ""))
-        done.append({"stage": stage.name, "store": str(data.store.folder), "key": data.cache_key})
-    return done
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=plan.trust_remote_code)
+    heading = f"stage {stage.name} ({stage.kind})"
+    say(heading)
+    data = prepare(stage, tokenizer, say, workers)
+    stats = data.stats
+    summary = (f"  {stats.records:,} records -> {len(data.train):,} training "
+               f"{'rows' if data.packing else 'sequences'}, {stats.tokens:,} tokens"
+               + (f"; {stats.bad} bad records skipped" if stats.bad else "")
+               + (f"; {data.packing.describe()}" if data.packing else ""))
+    say(summary)
+    result = {"stage": stage.name, "store": str(data.store.folder), "key": data.cache_key}
+    multiple = len(stage.sources) > 1
+    lines = [heading] + [store_line(source.name if multiple else None, store.folder, store.folder.name, True)
+                         for source, store in zip(stage.sources, data.stores)] + [summary]
+    remember(plan, stage, registry, lines, result, data.markers)
+    return result
