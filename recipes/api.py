@@ -19,16 +19,22 @@ Internal modules (``recipes.data.*``, ``recipes.training.*``, ...) may change in
   the stage's bad-record policy), ``read_text_file``, ``field`` and ``json_field`` (typed fields, named
   errors), ``RECORD_SUFFIXES``; for conversation formats ``ConversationOptions`` (the masking options
   every conversation format takes), ``conversation`` (builds a checked record) and ``tool_call``.
+- Benchmark scorers: ``BenchmarkScorer`` (with the ``BenchmarkRequest`` its ``score`` receives),
+  ``benchmark_row`` (a row as the report reads it), and the built-in prompt's parts for a scorer that
+  asks the same questions: ``question_text`` (question, lettered choices, cue), ``prompt_header``
+  (the subject's header) and ``LETTER_PREFIX`` (what precedes an answer letter after the cue).
 - Errors: ``RecipeError`` (one line per problem, exit code 2) and ``Problem``.
 """
 
 from __future__ import annotations
 
+from recipes.benchmarks.evaluate import benchmark_row
+from recipes.benchmarks.prompts import LETTER_PREFIX, prompt_header, question_text
 from recipes.data.conversations import ConversationOptions, conversation, tool_call
 from recipes.data.records import RECORD_SUFFIXES, convert_records, field, json_field, read_table, read_text_file
 from recipes.errors import Problem, RecipeError
 from recipes.family import BundledModel, ModelFamily
-from recipes.plugins.hookspecs import (API_VERSION, CallbackPlugin, DataFormat, LossFunction, NoOptions, QuantizationBackend,
+from recipes.plugins.hookspecs import (API_VERSION, BenchmarkRequest, BenchmarkScorer, CallbackPlugin, DataFormat, LossFunction, NoOptions, QuantizationBackend,
                                        RunContext, StageContext, hookimpl)
 
 __all__ = [
@@ -37,5 +43,6 @@ __all__ = [
     "BundledModel", "NoOptions",
     "read_table", "read_text_file", "convert_records", "field", "json_field", "RECORD_SUFFIXES",
     "ConversationOptions", "conversation", "tool_call",
+    "BenchmarkScorer", "BenchmarkRequest", "benchmark_row", "question_text", "prompt_header", "LETTER_PREFIX",
     "RecipeError", "Problem",
 ]

@@ -12,8 +12,14 @@ from recipes.config.loaded import LoadedRecipe
 from recipes.errors import RecipeError
 
 
-def check_benchmarks(loaded: LoadedRecipe, problems: Collector) -> None:
+# scorers that a plugin package shipped with recipes (plugins/) provides, for an install hint
+SCORER_PACKAGES = {"lm-eval": "recipes-lm-eval"}
+
+
+def check_benchmarks(loaded: LoadedRecipe, registry, problems: Collector) -> None:
     from recipes.benchmarks.selection import choose, plan_benchmark
+    from recipes.config.checks import check_options
+    from recipes.config.schema import did_you_mean
 
     recipe = loaded.recipe
     if not recipe.benchmarks:
@@ -33,6 +39,23 @@ def check_benchmarks(loaded: LoadedRecipe, problems: Collector) -> None:
         if spec.name in seen:
             problems.add(where + ("name",), f"benchmark name {spec.name!r} is used twice; give each its own name")
         seen.add(spec.name)
+        if spec.scorer != "builtin":
+            scorer = registry.scorers.get(spec.scorer)
+            if scorer is None:
+                package = SCORER_PACKAGES.get(spec.scorer)
+                problems.add(where + ("scorer",), f"unknown benchmark scorer {spec.scorer!r}; " + (
+                    f"the plugin package {package} provides it: pip install -e plugins/{package}" if package
+                    else did_you_mean(spec.scorer, ["builtin", *sorted(registry.scorers)])))
+                continue
+            check_options(scorer.options_model, spec.options, where + ("options",), problems)
+            try:
+                if not scorer.reads_files(scorer.options_model.model_validate(spec.options)):
+                    continue  # the path is the scorer's own
+            except ValueError:
+                continue  # the options' problems are said above
+        elif spec.options:
+            problems.add(where + ("options",), "options are for a scorer plugin (scorer = NAME); the built-in "
+                         "scorer takes none: remove them")
         try:
             choose(plan_benchmark(spec, base_dir, 0))
         except RecipeError as exc:

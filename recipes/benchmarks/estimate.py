@@ -20,7 +20,7 @@ ZH_BYTES_PER_TOKEN = 2.5
 def benchmarks_estimate(plan, shape, device: str, stages: list[dict], tokenizer=None) -> list[dict]:
     """Per benchmark of ``plan``: ``stages`` are recipe_estimate's stage entries (their memory)."""
     from recipes.benchmarks.prompts import chat_prompt, completion_prompt
-    from recipes.benchmarks.selection import choose
+    from recipes.benchmarks.selection import chosen_items
     from recipes.planning.estimate import BYTES_PER_TOKEN
 
     rows = 1 + sum(1 for stage in plan.stages if stage.benchmarks)
@@ -28,7 +28,10 @@ def benchmarks_estimate(plan, shape, device: str, stages: list[dict], tokenizer=
     width = BYTES[precision]
     out = []
     for benchmark in plan.benchmarks:
-        chosen = choose(benchmark)
+        chosen = chosen_items(benchmark)
+        if chosen is None:  # a scorer plugin's own task files: not known here
+            out.append({"name": benchmark.name, "scorer": benchmark.scorer, "rows": rows, "estimated": False})
+            continue
         prompts = [completion_prompt(i, chosen.shots[i.subject], chosen.language) for i in chosen.items]
         if tokenizer is not None:
             lengths = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
@@ -62,6 +65,10 @@ def benchmarks_estimate(plan, shape, device: str, stages: list[dict], tokenizer=
 def benchmark_lines(entries: list[dict], size) -> list[str]:
     lines = []
     for b in entries:
+        if b.get("estimated") is False:
+            lines.append(f"benchmark {b['name']}: scored by {b['scorer']} from its own task files ({b['rows']} rows); "
+                         "not estimated")
+            continue
         subset = f" (of {b['available']:,})" if b["available"] != b["items"] else ""
         lines.append(f"benchmark {b['name']}: {b['items']:,} questions{subset} in {b['subjects']} subject(s), "
                      f"{b['shots']}-shot{', plain and chat prompts' if b['chat'] else ''}; {b['rows']} rows "

@@ -8,56 +8,86 @@ between rows reads them).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from recipes.benchmarks.layouts import LETTERS
 from recipes.benchmarks.prompts import chat_prompt, completion_prompt
-from recipes.benchmarks.selection import choose, store_subset
+from recipes.benchmarks.selection import store_subset
 from recipes.benchmarks.statistics import describe_change, describe_row, paired_change, row_figures
 
 
 def score_benchmarks(benchmarks, model, tokenizer, say, who: str, run_dir=None, autocast_dtype=None,
                      previous: dict | None = None, previous_label: str | None = None) -> dict:
-    """Score every benchmark in ``benchmarks`` (BenchmarkPlan) on ``model``; say each row (and its
-    change from ``previous``, the row before it in the plan); ``run_dir``: store the chosen subsets."""
-    from recipes.benchmarks.scoring import letter_logits, letter_token_ids, predictions
+    """Score every benchmark in ``benchmarks`` (BenchmarkPlan) on ``model``, by the built-in scorer or
+    its scorer plugin; say each row (and its change from ``previous``, the row before it in the
+    plan); ``run_dir``: store the chosen subsets."""
+    from recipes.benchmarks.selection import chosen_items, scorer_of
 
     results = {}
-    max_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     for plan in benchmarks:
-        chosen = choose(plan)
-        if run_dir is not None:
+        chosen = chosen_items(plan)
+        if run_dir is not None and chosen is not None:
             store_subset(run_dir, chosen)
-        variants = [("completion", plan.name)] + ([("chat", f"{plan.name}/chat")] if plan.chat else [])
-        for prompt_kind, name in variants:
-            if prompt_kind == "chat" and not tokenizer.chat_template:
-                say(f"benchmark {name}: the tokenizer has no chat template; only the completion prompt is scored")
-                continue
-            started = time.monotonic()
-            prompts = [chat_prompt(tokenizer, i, chosen.shots[i.subject], chosen.language) if prompt_kind == "chat"
-                       else completion_prompt(i, chosen.shots[i.subject], chosen.language) for i in chosen.items]
-            width = max(len(i.choices) for i in chosen.items)
-            ids = letter_token_ids(tokenizer, prompts[0], chosen.language, width)
-            logits, cut = letter_logits(model, tokenizer, prompts, ids, plan.batch_size, max_length, autocast_dtype)
-            picked = predictions(logits, [len(i.choices) for i in chosen.items])
-            correct = "".join("1" if p == i.answer else "0" for p, i in zip(picked, chosen.items))
-            predicted = "".join(LETTERS[p] for p in picked)
-            subjects: dict[str, list[int]] = {}
-            for position, item in enumerate(chosen.items):
-                subjects.setdefault(item.subject, []).append(position)
-            figures = row_figures(correct, predicted, LETTERS[:width], subjects, chosen.chance)
-            results[name] = {**figures, "prompt": prompt_kind, "layout": chosen.layout, "split": chosen.split,
-                             "shots": plan.shots, "items_digest": chosen.digest, "truncated": cut,
-                             "seconds": round(time.monotonic() - started, 2), "per_item": {"correct": correct,
-                                                                                          "predicted": predicted}}
-            line = f"benchmark {name} {who}: {describe_row(figures)}"
-            if cut:
-                line += f"; {cut} prompt(s) cut on the left to the model's {max_length} positions"
+        scorer, options = scorer_of(plan)
+        if scorer is None:
+            entries = builtin_rows(plan, chosen, model, tokenizer, say, autocast_dtype)
+        else:
+            import tempfile
+
+            from recipes.plugins.hookspecs import BenchmarkRequest
+
+            with tempfile.TemporaryDirectory(prefix=f"recipes-{plan.name}-") as work:
+                entries = scorer.score(BenchmarkRequest(plan.name, plan.path, plan.shots, plan.batch_size, plan.seed,
+                                                        options, chosen, model, tokenizer, Path(work), say))
+        for name, row in entries.items():
+            line = f"benchmark {name} {who}" + (f" ({plan.scorer})" if scorer else "") + f": {describe_row(row)}"
+            if row.get("truncated"):
+                line += f"; {row['truncated']} prompt(s) cut on the left to the model's positions"
             before = (previous or {}).get(name)
-            if before and before.get("items_digest") == chosen.digest:
+            if before and before.get("items_digest") == row.get("items_digest") and "per_item" in before:
                 line += f"; change from {previous_label}: " + describe_change(
-                    paired_change(before["per_item"]["correct"], correct))
+                    paired_change(before["per_item"]["correct"], row["per_item"]["correct"]))
             say(line)
+        results.update(entries)
     return results
+
+
+def benchmark_row(correct: str, predicted: str, letters: str, subjects: dict[str, list[int]], chance: float,
+                  items_digest: str, **extra) -> dict:
+    """A row as the report reads it: ``correct`` one "1"/"0" per item, ``predicted`` one letter per
+    item, ``subjects`` each subject's item positions, ``items_digest`` names the items (rows pair only
+    with the same digest); ``extra`` keys are kept (e.g. the scorer's own figures)."""
+    return {**row_figures(correct, predicted, letters, subjects, chance), **extra, "items_digest": items_digest,
+            "per_item": {"correct": correct, "predicted": predicted}}
+
+
+def builtin_rows(plan, chosen, model, tokenizer, say, autocast_dtype=None) -> dict:
+    """The built-in scorer: the completion prompt (and the chat variant), letter logits."""
+    from recipes.benchmarks.scoring import letter_logits, letter_token_ids, predictions
+
+    max_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    entries = {}
+    variants = [("completion", plan.name)] + ([("chat", f"{plan.name}/chat")] if plan.chat else [])
+    for prompt_kind, name in variants:
+        if prompt_kind == "chat" and not tokenizer.chat_template:
+            say(f"benchmark {name}: the tokenizer has no chat template; only the completion prompt is scored")
+            continue
+        started = time.monotonic()
+        prompts = [chat_prompt(tokenizer, i, chosen.shots[i.subject], chosen.language) if prompt_kind == "chat"
+                   else completion_prompt(i, chosen.shots[i.subject], chosen.language) for i in chosen.items]
+        width = max(len(i.choices) for i in chosen.items)
+        ids = letter_token_ids(tokenizer, prompts[0], chosen.language, width)
+        logits, cut = letter_logits(model, tokenizer, prompts, ids, plan.batch_size, max_length, autocast_dtype)
+        picked = predictions(logits, [len(i.choices) for i in chosen.items])
+        subjects: dict[str, list[int]] = {}
+        for position, item in enumerate(chosen.items):
+            subjects.setdefault(item.subject, []).append(position)
+        entries[name] = benchmark_row(
+            "".join("1" if p == i.answer else "0" for p, i in zip(picked, chosen.items)),
+            "".join(LETTERS[p] for p in picked), LETTERS[:width], subjects, chosen.chance, chosen.digest,
+            prompt=prompt_kind, layout=chosen.layout, split=chosen.split, shots=plan.shots, truncated=cut,
+            seconds=round(time.monotonic() - started, 2))
+    return entries
 
 
 def stage_benchmarks(stage_run, start: bool) -> dict | None:

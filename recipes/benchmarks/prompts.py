@@ -31,12 +31,16 @@ def question_text(item: Item, language: str) -> str:
     return f"{item.question}{choices}\n{CUE[language]}"
 
 
+def prompt_header(subject: str, language: str) -> str:
+    """The line naming the subject that opens every prompt."""
+    return HEADER[language].format(subject=subject.replace("_", " "))
+
+
 def completion_prompt(item: Item, shots: list[Item], language: str) -> str:
     """The k-shot completion prompt of ``item``; it ends with the cue, the answer letter comes next."""
-    subject = item.subject.replace("_", " ")
     worked = "".join(f"{question_text(shot, language)}{LETTER_PREFIX[language]}{LETTERS[shot.answer]}\n\n"
                      for shot in shots)
-    return HEADER[language].format(subject=subject) + worked + question_text(item, language)
+    return prompt_header(item.subject, language) + worked + question_text(item, language)
 
 
 def chat_prompt(tokenizer, item: Item, shots: list[Item], language: str) -> str:

@@ -35,9 +35,12 @@ class BenchmarkPlan:
     language: str
     batch_size: int
     seed: int
+    scorer: str = "builtin"
+    options: tuple = ()  # the scorer plugin's options, as sorted (key, value) pairs
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "path": str(self.path), "subjects": list(self.subjects) if self.subjects else None}
+        return {**asdict(self), "path": str(self.path), "subjects": list(self.subjects) if self.subjects else None,
+                "options": dict(self.options)}
 
 
 @dataclass
@@ -71,7 +74,23 @@ def plan_benchmark(spec, base_dir: Path, seed: int) -> BenchmarkPlan:
 
     return BenchmarkPlan(spec.name, Path(resolve_data_path(spec.path, base_dir)), spec.layout, spec.split, spec.shots,
                          spec.max_per_subject, tuple(spec.subjects) if spec.subjects else None, spec.chat,
-                         spec.language, spec.batch_size, seed)
+                         spec.language, spec.batch_size, seed, spec.scorer, tuple(sorted(spec.options.items())))
+
+
+def scorer_of(plan: BenchmarkPlan):
+    """(the scorer plugin's provider, its validated options), or (None, None) for the built-in scorer."""
+    if plan.scorer == "builtin":
+        return None, None
+    from recipes.plugins.registry import get_registry
+
+    scorer = get_registry().scorers[plan.scorer]
+    return scorer, scorer.options_model.model_validate(dict(plan.options))
+
+
+def chosen_items(plan: BenchmarkPlan) -> "Chosen | None":
+    """``choose(plan)``, or None where a scorer plugin reads ``path`` itself (its own task files)."""
+    scorer, options = scorer_of(plan)
+    return choose(plan) if scorer is None or scorer.reads_files(options) else None
 
 
 def choose(plan: BenchmarkPlan) -> Chosen:

@@ -37,7 +37,7 @@ def check(loaded: LoadedRecipe, registry: Registry, problems: Collector) -> None
     _check_attention(recipe, problems)
     from recipes.benchmarks.checks import check_benchmarks
 
-    check_benchmarks(loaded, problems)
+    check_benchmarks(loaded, registry, problems)
     if loaded.model is not None:
         _check_against_model(loaded, problems)
     _advise(loaded, problems)

@@ -356,6 +356,9 @@ class Benchmark(Strict):
     language: Literal["auto", "en", "zh"] = Field(
         "auto", description="The prompt's language; auto: Chinese for C-Eval and CMMLU, English otherwise.")
     batch_size: int = Field(8, gt=0, description="Questions per forward pass.")
+    scorer: str = Field("builtin", description="Who scores it: builtin (letter logits after a completion prompt), "
+                        "or a scorer plugin's name, e.g. lm-eval (plugins/recipes-lm-eval).")
+    options: dict[str, Any] = Field(default_factory=dict, description="The scorer plugin's own options.")
 
     @field_validator("name")
     @classmethod

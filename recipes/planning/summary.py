@@ -45,11 +45,13 @@ def summarize(loaded: LoadedRecipe) -> dict:
 
 def _benchmarks(loaded: LoadedRecipe) -> list[dict]:
     """Each benchmark as it will be scored (validate has read its files already)."""
-    from recipes.benchmarks.selection import choose, plan_benchmark
+    from recipes.benchmarks.selection import chosen_items, plan_benchmark
 
     out = []
     for spec in loaded.recipe.benchmarks:
-        chosen = choose(plan_benchmark(spec, loaded.path.resolve().parent, 0))
+        chosen = chosen_items(plan_benchmark(spec, loaded.path.resolve().parent, 0))
+        if chosen is None:  # a scorer plugin's own task files
+            continue
         out.append({"name": spec.name, "layout": chosen.layout, "split": chosen.split, "subjects": len(chosen.shots),
                     "questions": chosen.available, "shots": spec.shots, "max_per_subject": spec.max_per_subject,
                     "chat": spec.chat})
