@@ -157,3 +157,30 @@ def test_plan_estimates_the_scoring_and_counts_the_rows(tmp_path):
     off = write(tmp_path / "off.toml", "eval_matrix = false\n" + text)
     result = CliRunner().invoke(main, ["plan", "--json", str(off)])
     assert result.exit_code == 0 and json.loads(result.stdout)["benchmarks"] == []
+
+
+def test_a_scorer_plugin_scores_into_the_same_rows(tmp_path):
+    """The documented scorer example, registered as a plugin, scores a recipe's benchmark through the
+    host (no model: it always picks the first choice) into a row the report reads."""
+    from test_hook_docs import _example, _sections
+
+    from recipes.benchmarks.evaluate import score_benchmarks
+    from recipes.benchmarks.report import read_benchmarks
+    from recipes.config.load import load_recipe
+    from recipes.planning.plan import make_plan
+    from recipes.plugins.registry import get_registry
+
+    registry = get_registry(extra_plugins=(_example(_sections()["register_benchmark_scorers"]),))
+    ceval(tmp_path / "exam", val=6)  # answers A B C D A B: a third are "A"
+    path = recipe(tmp_path, '[[benchmarks]]\nname = "exam"\npath = "exam"\nscorer = "first_choice"\n')
+    plan = make_plan(load_recipe(str(path), registry), registry, str(tmp_path / "run"))
+    said = []
+    rows = score_benchmarks(plan.benchmarks, None, None, said.append, "on the starting model", tmp_path / "run")
+    assert rows["exam"]["accuracy"] == pytest.approx(2 / 6) and rows["exam"]["letters"]["A"] == 1.0
+    assert len(said) == 1 and said[0].startswith("benchmark exam on the starting model (first_choice): accuracy 33.3% (95% CI")
+    assert "answers A 100%" in said[0]
+    report = read_benchmarks({"pt": {"benchmarks": {"start": rows, "after": rows}}})
+    assert report[0]["rows"][1]["change"]["points"] == 0.0 and report[0]["rows"][0]["scorer"] == "first_choice"
+    unknown = recipe(tmp_path, '[[benchmarks]]\nname = "exam"\npath = "exam"\nscorer = "first_choise"\n')
+    with pytest.raises(RecipeError, match=r"benchmarks\[0\].scorer: unknown benchmark scorer 'first_choise'"):
+        load_recipe(str(unknown), get_registry())

@@ -57,7 +57,7 @@ def check_benchmarks(loaded: LoadedRecipe, registry, problems: Collector) -> Non
             problems.add(where + ("options",), "options are for a scorer plugin (scorer = NAME); the built-in "
                          "scorer takes none: remove them")
         try:
-            choose(plan_benchmark(spec, base_dir, 0))
+            choose(plan_benchmark(spec, base_dir, 0, registry))
         except RecipeError as exc:
             for problem in exc.problems:
                 text = str(problem)

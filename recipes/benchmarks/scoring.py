@@ -59,7 +59,7 @@ def letter_logits(model, tokenizer, prompts: list[str], letter_ids: list[int], b
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
                         else contextlib.nullcontext())
-            with torch.inference_mode(), autocast:
+            with torch.no_grad(), autocast:  # not inference_mode: its tensors, cached by a layer, would break training after
                 logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                                position_ids=positions.to(device), use_cache=False, logits_to_keep=1).logits
             out.append(logits[:, -1, :].index_select(-1, columns).float().cpu())

@@ -37,9 +37,11 @@ class BenchmarkPlan:
     seed: int
     scorer: str = "builtin"
     options: tuple = ()  # the scorer plugin's options, as sorted (key, value) pairs
+    provider: object = None  # the scorer plugin's BenchmarkScorer, from the plan's registry
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "path": str(self.path), "subjects": list(self.subjects) if self.subjects else None,
+        fields = {k: v for k, v in asdict(self).items() if k != "provider"}
+        return {**fields, "path": str(self.path), "subjects": list(self.subjects) if self.subjects else None,
                 "options": dict(self.options)}
 
 
@@ -68,23 +70,26 @@ class Chosen:
         return sum(1 / len(i.choices) for i in self.items) / len(self.items)
 
 
-def plan_benchmark(spec, base_dir: Path, seed: int) -> BenchmarkPlan:
-    """``spec``: a schema.Benchmark; its path resolved as data paths are (``bundled:`` too)."""
+def plan_benchmark(spec, base_dir: Path, seed: int, registry=None) -> BenchmarkPlan:
+    """``spec``: a schema.Benchmark; its path resolved as data paths are (``bundled:`` too); its scorer
+    plugin's provider from ``registry`` (default: the installed plugins')."""
     from recipes.config.loaded import resolve_data_path
 
+    provider = None
+    if spec.scorer != "builtin":
+        from recipes.plugins.registry import get_registry
+
+        provider = (registry or get_registry()).scorers[spec.scorer]
     return BenchmarkPlan(spec.name, Path(resolve_data_path(spec.path, base_dir)), spec.layout, spec.split, spec.shots,
                          spec.max_per_subject, tuple(spec.subjects) if spec.subjects else None, spec.chat,
-                         spec.language, spec.batch_size, seed, spec.scorer, tuple(sorted(spec.options.items())))
+                         spec.language, spec.batch_size, seed, spec.scorer, tuple(sorted(spec.options.items())), provider)
 
 
 def scorer_of(plan: BenchmarkPlan):
     """(the scorer plugin's provider, its validated options), or (None, None) for the built-in scorer."""
-    if plan.scorer == "builtin":
+    if plan.provider is None:
         return None, None
-    from recipes.plugins.registry import get_registry
-
-    scorer = get_registry().scorers[plan.scorer]
-    return scorer, scorer.options_model.model_validate(dict(plan.options))
+    return plan.provider, plan.provider.options_model.model_validate(dict(plan.options))
 
 
 def chosen_items(plan: BenchmarkPlan) -> "Chosen | None":

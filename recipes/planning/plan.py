@@ -156,10 +156,10 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
     return Plan(loaded.name, loaded.path, run_dir, model_path, recipe.model.revision,
                 recipe.model.trust_remote_code, backend, backend_options, callbacks, stages,
                 json.dumps(resolved, indent=2, ensure_ascii=False), recipe.distributed, dict(registry.losses),
-                recipe.samples_max_new_tokens, recipe.eval_matrix, _benchmarks(loaded))
+                recipe.samples_max_new_tokens, recipe.eval_matrix, _benchmarks(loaded, registry))
 
 
-def _benchmarks(loaded: LoadedRecipe) -> list:
+def _benchmarks(loaded: LoadedRecipe, registry: Registry) -> list:
     """The recipe's benchmarks, paths resolved, with the recipe's seed (what draws their subsets)."""
     from recipes.benchmarks.selection import plan_benchmark
     from recipes.config.schema import KIND_DEFAULTS
@@ -168,7 +168,7 @@ def _benchmarks(loaded: LoadedRecipe) -> list:
     if not recipe.eval_matrix:
         return []
     seed = recipe.defaults.seed if recipe.defaults.seed is not None else KIND_DEFAULTS["pretrain"]["seed"]
-    return [plan_benchmark(spec, loaded.path.resolve().parent, seed) for spec in recipe.benchmarks]
+    return [plan_benchmark(spec, loaded.path.resolve().parent, seed, registry) for spec in recipe.benchmarks]
 
 
 def _source(resolved, registry: Registry, spec) -> Source:
