@@ -43,6 +43,11 @@ def letter_logits(model, tokenizer, prompts: list[str], letter_ids: list[int], b
     columns = torch.tensor(letter_ids, device=device)
     out, cut = [], 0
     was_training = model.training
+    # bitsandbytes repacks a 4-bit layer's weight in place for CPU inference on its first forward in
+    # eval mode, and the repacked weight cannot train: the first stage trains after scoring the start
+    repacking = [m for m in model.modules() if getattr(m, "support_avx512bf16_for_cpu", False)]
+    for module in repacking:
+        module.support_avx512bf16_for_cpu = False
     model.eval()
     try:
         for start in range(0, len(prompts), batch_size):
@@ -59,12 +64,14 @@ def letter_logits(model, tokenizer, prompts: list[str], letter_ids: list[int], b
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
                         else contextlib.nullcontext())
-            with torch.no_grad(), autocast:  # not inference_mode: its tensors, cached by a layer, would break training after
+            with torch.no_grad(), autocast:
                 logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                                position_ids=positions.to(device), use_cache=False, logits_to_keep=1).logits
             out.append(logits[:, -1, :].index_select(-1, columns).float().cpu())
     finally:
         model.train(was_training)
+        for module in repacking:
+            module.support_avx512bf16_for_cpu = True
     return torch.cat(out), cut
 
 
