@@ -39,23 +39,19 @@ def check_benchmarks(loaded: LoadedRecipe, registry, problems: Collector) -> Non
         if spec.name in seen:
             problems.add(where + ("name",), f"benchmark name {spec.name!r} is used twice; give each its own name")
         seen.add(spec.name)
-        if spec.scorer != "builtin":
-            scorer = registry.scorers.get(spec.scorer)
-            if scorer is None:
-                package = SCORER_PACKAGES.get(spec.scorer)
-                problems.add(where + ("scorer",), f"unknown benchmark scorer {spec.scorer!r}; " + (
-                    f"the plugin package {package} provides it: pip install -e plugins/{package}" if package
-                    else did_you_mean(spec.scorer, ["builtin", *sorted(registry.scorers)])))
-                continue
-            check_options(scorer.options_model, spec.options, where + ("options",), problems)
-            try:
-                if not scorer.reads_files(scorer.options_model.model_validate(spec.options)):
-                    continue  # the path is the scorer's own
-            except ValueError:
-                continue  # the options' problems are said above
-        elif spec.options:
-            problems.add(where + ("options",), "options are for a scorer plugin (scorer = NAME); the built-in "
-                         "scorer takes none: remove them")
+        scorer = registry.scorers.get(spec.scorer)
+        if scorer is None:
+            package = SCORER_PACKAGES.get(spec.scorer)
+            problems.add(where + ("scorer",), f"unknown benchmark scorer {spec.scorer!r}; " + (
+                f"the plugin package {package} provides it: pip install -e plugins/{package}" if package
+                else did_you_mean(spec.scorer, sorted(registry.scorers))))
+            continue
+        check_options(scorer.options_model, spec.options, where + ("options",), problems)
+        try:
+            if not scorer.reads_files(scorer.options_model.model_validate(spec.options)):
+                continue  # the path is the scorer's own
+        except ValueError:
+            continue  # the options' problems are said above
         try:
             choose(plan_benchmark(spec, base_dir, 0, registry))
         except RecipeError as exc:

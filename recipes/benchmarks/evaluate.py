@@ -7,8 +7,11 @@ between rows reads them).
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
+
+from recipes.plugins.hookspecs import BenchmarkRequest
 
 from recipes.benchmarks.layouts import LETTERS
 from recipes.benchmarks.prompts import chat_prompt, completion_prompt
@@ -29,18 +32,13 @@ def score_benchmarks(benchmarks, model, tokenizer, say, who: str, run_dir=None, 
         if run_dir is not None and chosen is not None:
             store_subset(run_dir, chosen)
         scorer, options = scorer_of(plan)
-        if scorer is None:
-            entries = builtin_rows(plan, chosen, model, tokenizer, say, autocast_dtype)
-        else:
-            import tempfile
-
-            from recipes.plugins.hookspecs import BenchmarkRequest
-
-            with tempfile.TemporaryDirectory(prefix=f"recipes-{plan.name}-") as work:
-                entries = scorer.score(BenchmarkRequest(plan.name, plan.path, plan.shots, plan.batch_size, plan.seed,
-                                                        options, chosen, model, tokenizer, Path(work), say))
+        with tempfile.TemporaryDirectory(prefix=f"recipes-{plan.name}-") as work:
+            entries = scorer.score(BenchmarkRequest(plan.name, plan.path, plan.shots, plan.batch_size, plan.seed,
+                                                    options, chosen, model, tokenizer, Path(work), say, plan.as_dict(),
+                                                    autocast_dtype))
         for name, row in entries.items():
-            line = f"benchmark {name} {who}" + (f" ({plan.scorer})" if scorer else "") + f": {describe_row(row)}"
+            line = (f"benchmark {name} {who}" + (f" ({plan.scorer})" if plan.scorer != "builtin" else "")
+                    + f": {describe_row(row)}")
             if row.get("truncated"):
                 line += f"; {row['truncated']} prompt(s) cut on the left to the model's positions"
             before = (previous or {}).get(name)
@@ -61,31 +59,33 @@ def benchmark_row(correct: str, predicted: str, letters: str, subjects: dict[str
             "per_item": {"correct": correct, "predicted": predicted}}
 
 
-def builtin_rows(plan, chosen, model, tokenizer, say, autocast_dtype=None) -> dict:
+def builtin_rows(request) -> dict:
     """The built-in scorer: the completion prompt (and the chat variant), letter logits."""
     from recipes.benchmarks.scoring import letter_logits, letter_token_ids, predictions
 
+    chosen, model, tokenizer, say, name = request.chosen, request.model, request.tokenizer, request.say, request.name
     max_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     entries = {}
-    variants = [("completion", plan.name)] + ([("chat", f"{plan.name}/chat")] if plan.chat else [])
-    for prompt_kind, name in variants:
+    variants = [("completion", name)] + ([("chat", f"{name}/chat")] if request.table.get("chat") else [])
+    for prompt_kind, entry in variants:
         if prompt_kind == "chat" and not tokenizer.chat_template:
-            say(f"benchmark {name}: the tokenizer has no chat template; only the completion prompt is scored")
+            say(f"benchmark {entry}: the tokenizer has no chat template; only the completion prompt is scored")
             continue
         started = time.monotonic()
         prompts = [chat_prompt(tokenizer, i, chosen.shots[i.subject], chosen.language) if prompt_kind == "chat"
                    else completion_prompt(i, chosen.shots[i.subject], chosen.language) for i in chosen.items]
         width = max(len(i.choices) for i in chosen.items)
         ids = letter_token_ids(tokenizer, prompts[0], chosen.language, width)
-        logits, cut = letter_logits(model, tokenizer, prompts, ids, plan.batch_size, max_length, autocast_dtype)
+        logits, cut = letter_logits(model, tokenizer, prompts, ids, request.batch_size, max_length,
+                                    request.autocast_dtype)
         picked = predictions(logits, [len(i.choices) for i in chosen.items])
         subjects: dict[str, list[int]] = {}
         for position, item in enumerate(chosen.items):
             subjects.setdefault(item.subject, []).append(position)
-        entries[name] = benchmark_row(
+        entries[entry] = benchmark_row(
             "".join("1" if p == i.answer else "0" for p, i in zip(picked, chosen.items)),
             "".join(LETTERS[p] for p in picked), LETTERS[:width], subjects, chosen.chance, chosen.digest,
-            prompt=prompt_kind, layout=chosen.layout, split=chosen.split, shots=plan.shots, truncated=cut,
+            prompt=prompt_kind, layout=chosen.layout, split=chosen.split, shots=request.shots, truncated=cut,
             seconds=round(time.monotonic() - started, 2))
     return entries
 

@@ -36,8 +36,8 @@ class BenchmarkPlan:
     batch_size: int
     seed: int
     scorer: str = "builtin"
-    options: tuple = ()  # the scorer plugin's options, as sorted (key, value) pairs
-    provider: object = None  # the scorer plugin's BenchmarkScorer, from the plan's registry
+    options: tuple = ()  # the scorer's options, as sorted (key, value) pairs
+    provider: object = None  # the scorer's BenchmarkScorer, from the plan's registry
 
     def as_dict(self) -> dict:
         fields = {k: v for k, v in asdict(self).items() if k != "provider"}
@@ -75,27 +75,23 @@ def plan_benchmark(spec, base_dir: Path, seed: int, registry=None) -> BenchmarkP
     plugin's provider from ``registry`` (default: the installed plugins')."""
     from recipes.config.loaded import resolve_data_path
 
-    provider = None
-    if spec.scorer != "builtin":
-        from recipes.plugins.registry import get_registry
+    from recipes.plugins.registry import get_registry
 
-        provider = (registry or get_registry()).scorers[spec.scorer]
+    provider = (registry or get_registry()).scorers[spec.scorer]
     return BenchmarkPlan(spec.name, Path(resolve_data_path(spec.path, base_dir)), spec.layout, spec.split, spec.shots,
                          spec.max_per_subject, tuple(spec.subjects) if spec.subjects else None, spec.chat,
                          spec.language, spec.batch_size, seed, spec.scorer, tuple(sorted(spec.options.items())), provider)
 
 
 def scorer_of(plan: BenchmarkPlan):
-    """(the scorer plugin's provider, its validated options), or (None, None) for the built-in scorer."""
-    if plan.provider is None:
-        return None, None
+    """(the scorer's provider, its validated options)."""
     return plan.provider, plan.provider.options_model.model_validate(dict(plan.options))
 
 
 def chosen_items(plan: BenchmarkPlan) -> "Chosen | None":
     """``choose(plan)``, or None where a scorer plugin reads ``path`` itself (its own task files)."""
     scorer, options = scorer_of(plan)
-    return choose(plan) if scorer is None or scorer.reads_files(options) else None
+    return choose(plan) if scorer.reads_files(options) else None
 
 
 def choose(plan: BenchmarkPlan) -> Chosen:

@@ -181,8 +181,8 @@ class LossFunction:
 
 @dataclass(frozen=True)
 class BenchmarkScorer:
-    """Another way to score a ``[[benchmarks]]`` table (``scorer = NAME`` in it; the built-in scorer,
-    letter logits after a completion prompt, needs no plugin). ``recipes-lm-eval`` provides
+    """A way to score a ``[[benchmarks]]`` table (``scorer = NAME`` in it). The built-in ``builtin``,
+    the default, reads letter logits after a completion prompt; ``recipes-lm-eval`` provides
     ``lm-eval``: lm-evaluation-harness, in-process.
 
     ``score(request)`` is called with a ``BenchmarkRequest`` on the starting model (the first stage,
@@ -208,11 +208,14 @@ class BenchmarkScorer:
 @dataclass
 class BenchmarkRequest:
     """What a ``BenchmarkScorer`` scores: the benchmark (``name``, resolved ``path``, ``shots``,
-    ``batch_size``, the recipe's ``seed``, validated ``options``), the items the host chose from its
+    ``batch_size``, the recipe's ``seed``, validated ``options``; ``table``: every key of its
+    ``[[benchmarks]]`` table, e.g. ``chat``), the items the host chose from its
     files (``chosen``: ``items`` with ``subject``, ``key``, ``question``, ``choices``, ``answer``;
     ``shots`` per subject; ``language``; ``chance``; ``digest``; or None), the loaded ``model`` (a peft
     model, maybe on a 4-bit base) and its ``tokenizer``, a private ``work_dir`` for files, and ``say``
-    (a line to the console and run.log)."""
+    (a line to the console and run.log); ``autocast_dtype``: the dtype to compute in under
+    ``torch.autocast`` (a half-precision stage on GPU, whose 4-bit model keeps an fp32 output
+    layer), else None."""
 
     name: str
     path: Any
@@ -225,6 +228,8 @@ class BenchmarkRequest:
     tokenizer: Any
     work_dir: Any
     say: Callable[[str], None]
+    table: dict
+    autocast_dtype: Any = None
 
 
 @hookspec

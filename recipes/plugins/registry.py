@@ -24,6 +24,7 @@ BUILTIN_PLUGINS = (
     "recipes.builtin.quantization",
     "recipes.builtin.callbacks",
     "recipes.builtin.losses",
+    "recipes.builtin.scorers",
 )
 
 
