@@ -146,3 +146,20 @@ def test_the_demos_report_their_exam_under_lora_and_qlora(demo_run, demo_qlora_r
         assert [r["after"] for r in exam["rows"]] == ["model", "domain", "sft"]
         assert all(r["items"] == 20 and set(r["subjects"]) == {"beekeeping", "general"} for r in exam["rows"])
         assert all(r["change"]["items"] == 20 for r in exam["rows"][1:])
+
+
+def test_a_finished_run_says_when_its_benchmark_rows_are_not_the_recipes(demo_run, tmp_path):
+    import shutil
+
+    from qwen_recipes import bundled_recipes
+
+    copy = tmp_path / "run"
+    shutil.copytree(demo_run[0], copy)
+    text = bundled_recipes()["demo"].read_text(encoding="utf-8")
+    note = "note: the benchmark rows stored for 'domain' are not the recipe's [[benchmarks]]"
+    same = CliRunner().invoke(main, ["run", str(write(tmp_path / "same" / "demo.toml", text)), "-o", str(copy)])
+    assert same.exit_code == 0 and "skipped" in same.output and note not in same.output, same.output
+    changed = write(tmp_path / "changed" / "demo.toml", text.replace("shots = 2", "shots = 1"))
+    result = CliRunner().invoke(main, ["run", str(changed), "-o", str(copy)])
+    assert result.exit_code == 0 and "skipped" in result.output, result.output
+    assert note in result.output and "--restart domain" in result.output

@@ -119,3 +119,25 @@ def previous_row(stage_run, plan, index: int) -> tuple[dict | None, str | None]:
         return getattr(stage_run, "benchmarks_start", None), "the starting model"
     first = read_json_object(plan.stages[0].folder / "stage.json").get("benchmarks") or {}
     return first.get("start"), "the starting model"
+
+
+def stale_note(plan, stage) -> str | None:
+    """For a stage skipped as done: a note when its stored benchmark rows are not the plan's (a
+    benchmark added, removed or changed since it was scored), so the report is not read as current.
+    No torch: the benchmarks' files are read again and their items' digests compared."""
+    from recipes.benchmarks.selection import chosen_items
+    from recipes.run.manifest import read_json_object
+
+    stored = (read_json_object(stage.folder / "stage.json").get("benchmarks") or {}).get("after") or {}
+    wanted = {}
+    if stage.benchmarks:
+        for benchmark in plan.benchmarks:
+            chosen = chosen_items(benchmark)
+            wanted[benchmark.name] = chosen.digest if chosen is not None else None
+    if {name.split("/")[0] for name in stored} == set(wanted) and all(
+            digest is None or stored[name].get("items_digest") == digest for name, digest in wanted.items()
+            if name in stored):
+        return None
+    return (f"note: the benchmark rows stored for {stage.name!r} are not the recipe's [[benchmarks]] (changed since "
+            f"it was scored); they are not scored again for a stage that is done: `recipes run --restart "
+            f"{stage.name}` scores them on a newly trained stage")
