@@ -86,10 +86,10 @@ def test_each_strategy_validates_and_becomes_the_trainers_own_settings(tmp_path)
             '[[stages.data]]\npath = "corpus.jsonl"\nformat = "text"\n')
     cases = {
         "ddp": ('[distributed]\nstrategy = "ddp"', {}),
-        "fsdp": ('[distributed]\nstrategy = "fsdp"\nfsdp_sharding = "hybrid_shard"\ncpu_offload = true'
-                 '\n[defaults]\nloss = "standard"', {"fsdp": "hybrid_shard auto_wrap offload"}),
+        "fsdp": ('[distributed]\nstrategy = "fsdp"\nfsdp_sharding = "shard_grad_op"\ncpu_offload = true'
+                 '\n[defaults]\nloss = "standard"', {"fsdp": True}),
         "fsdp-qlora": ('[distributed]\nstrategy = "fsdp"\n[quantization]\nbackend = "bitsandbytes"\nquant_storage = "bf16"'
-                       '\n[defaults]\nloss = "standard"', {"fsdp": "full_shard auto_wrap"}),
+                       '\n[defaults]\nloss = "standard"', {"fsdp": True}),
         "zero2": ('[distributed]\nstrategy = "deepspeed"\ncpu_offload = true', {}),
         "zero3": ('[distributed]\nstrategy = "deepspeed"\nzero_stage = 3\n[defaults]\nloss = "standard"', {}),
     }
@@ -101,8 +101,11 @@ def test_each_strategy_validates_and_becomes_the_trainers_own_settings(tmp_path)
         arguments = sharding_arguments(settings, "cuda", ["Qwen2DecoderLayer"])
         for key, value in expected.items():
             assert arguments[key] == value
-        if settings.strategy == "fsdp":
-            assert arguments["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["Qwen2DecoderLayer"]
+        if settings.strategy == "fsdp":  # FSDP2: resharding after forward is what the sharding names
+            config = arguments["fsdp_config"]
+            assert config["transformer_layer_cls_to_wrap"] == ["Qwen2DecoderLayer"] and config["version"] == 2
+            assert config["reshard_after_forward"] is (settings.fsdp_sharding != "shard_grad_op")
+            assert config.get("cpu_offload", False) is settings.cpu_offload
         if settings.strategy == "deepspeed":
             zero = arguments["deepspeed"]["zero_optimization"]
             assert zero["stage"] == (settings.zero_stage or 2)

@@ -52,7 +52,7 @@ def test_one_process_never_gets_data_parallel_and_waits_long_at_barriers(tiny_mo
 
 @pytest.mark.parametrize("strategy, loss, refused", [
     ('strategy = "deepspeed"\nzero_stage = 3', "chunked", "ZeRO-3 partitions lm_head.weight"),
-    ('strategy = "fsdp"', "chunked", "FSDP's backward hooks"),
+    ('strategy = "fsdp"', "chunked", "FSDP2 gathers lm_head.weight"),
     ('strategy = "deepspeed"\nzero_stage = 3', "standard", None),
     ('strategy = "deepspeed"\nzero_stage = 2', "chunked", None),
 ])

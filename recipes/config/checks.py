@@ -20,6 +20,7 @@ from recipes.config.sources import check_sources
 from recipes.plugins.hookspecs import RECORDS_FOR_KIND
 from recipes.plugins.registry import Registry
 from recipes.config.schema import MODEL_REF, Recipe, did_you_mean
+from recipes.training.distributed import FSDP2_RESHARD_AFTER_FORWARD
 
 
 # Formats that a plugin package shipped with recipes (plugins/) provides, for an install hint
@@ -192,6 +193,10 @@ def _check_distributed(recipe: Recipe, problems: Collector) -> None:
     d, where = recipe.distributed, ("distributed",)
     if d.fsdp_sharding is not None and d.strategy != "fsdp":
         problems.add(where + ("fsdp_sharding",), f"fsdp_sharding applies to strategy \"fsdp\", not {d.strategy!r}")
+    if d.strategy == "fsdp" and d.fsdp_sharding is not None and d.fsdp_sharding not in FSDP2_RESHARD_AFTER_FORWARD:
+        problems.add(where + ("fsdp_sharding",), f"fsdp_sharding {d.fsdp_sharding!r} is FSDP1's, and transformers 5 "
+                     "trains FSDP2, which has no such mode: use \"full_shard\" (shard within and across nodes) "
+                     "or \"shard_grad_op\"")
     if d.zero_stage is not None and d.strategy != "deepspeed":
         problems.add(where + ("zero_stage",), f"zero_stage applies to strategy \"deepspeed\", not {d.strategy!r}")
     quantization = recipe.quantization
@@ -220,11 +225,13 @@ def _check_distributed(recipe: Recipe, problems: Collector) -> None:
 
 def _check_sharded_head(recipe: Recipe, problems: Collector) -> None:
     """The chunked loss reads lm_head.weight after the model's forward and sends its gradient through
-    hidden states captured inside it (issue 18). ZeRO-3 re-partitions the weight after the head's own
-    forward, so the loss would read an empty tensor. FSDP (use_orig_params) keeps the root unit's
-    weight gathered, but its backward hooks hang on the root's *outputs*, which the chunked loss does
-    not use (the logits are empty): the root's reduce-scatter and final callback would not run.
-    Neither can be tried without GPUs here, so both are refused with the reason; loss = "standard" works."""
+    hidden states captured inside it. ZeRO-3 re-partitions the weight after the head's own
+    forward, so the loss would read an empty tensor. FSDP2 (transformers 5's FSDP) frees the head's
+    gathered weight after its unit's forward unless told otherwise, and runs its gradient reduce-scatter
+    from backward hooks on that unit's outputs, the logits, which the chunked loss bypasses (it takes the
+    hidden states from inside the forward and computes the logits itself); whether accelerate's separate
+    unit for the head keeps both working has not been run on GPUs. Both are refused with the reason;
+    loss = "standard" works."""
     d = recipe.distributed
     zero3 = d.strategy == "deepspeed" and (d.zero_stage or 2) == 3
     if not (zero3 or d.strategy == "fsdp"):
@@ -233,18 +240,25 @@ def _check_sharded_head(recipe: Recipe, problems: Collector) -> None:
         if stage.settings(recipe.defaults).loss != "chunked":
             continue
         why = ("ZeRO-3 partitions lm_head.weight outside its forward, so the chunked loss would read an empty "
-               "weight" if zero3 else "FSDP's backward hooks sit on the model's outputs, which the chunked loss "
-               "bypasses (it takes the hidden states from inside the forward)")
+               "weight" if zero3 else "FSDP2 gathers lm_head.weight and reduces its gradient around the head's own "
+               "forward and outputs, which the chunked loss bypasses (it computes the logits itself, from "
+               "the hidden states)")
         problems.add(setting_path(recipe, index, "loss"), f"loss \"chunked\" with strategy \"{d.strategy}\": "
                      f"{why}; set loss = \"standard\" (or use " + ("zero_stage = 2)" if zero3 else "strategy \"ddp\")"))
 
 
 def _check_attention(recipe: Recipe, problems: Collector) -> None:
-    """flash_attention_2 asked for but flash-attn not installed here: a warning (it may run elsewhere)."""
+    """flash_attention_2 asked for but flash-attn not installed here: a warning (it may run elsewhere);
+    with precision fp32: refused (flash attention has no fp32 kernel; the first forward would fail)."""
     import importlib.util
 
     for index, stage in enumerate(recipe.stages):
-        if (stage.settings(recipe.defaults).attn_implementation == "flash_attention_2"
+        settings = stage.settings(recipe.defaults)
+        if settings.attn_implementation == "flash_attention_2" and settings.precision == "fp32":
+            problems.add(setting_path(recipe, index, "attn_implementation"), "flash_attention_2 has no fp32 kernel and "
+                         "this stage's precision is \"fp32\": set precision = \"bf16\" (or \"auto\"), or "
+                         "attn_implementation = \"sdpa\"")
+        elif (settings.attn_implementation == "flash_attention_2"
                 and importlib.util.find_spec("flash_attn") is None):
             problems.warn(setting_path(recipe, index, "attn_implementation"), "flash_attention_2 needs the flash-attn "
                           "package (not installed here) and a GPU: pip install flash-attn on the machine that runs it, "

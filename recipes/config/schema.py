@@ -326,7 +326,8 @@ class Distributed(Strict):
         "ddp", description="ddp: every process holds the whole model; fsdp: parameters, gradients and "
         "optimizer state sharded (FSDP); deepspeed: ZeRO stage 2 or 3.")
     fsdp_sharding: Optional[Literal["full_shard", "hybrid_shard", "shard_grad_op"]] = Field(
-        None, description="fsdp: what is sharded (default full_shard; hybrid_shard: within a node).")
+        None, description="fsdp (FSDP2): what is sharded (default full_shard: parameters, gradients and optimizer "
+        "state; shard_grad_op: gradients and optimizer state). hybrid_shard is FSDP1's and is refused.")
     zero_stage: Optional[Literal[2, 3]] = Field(None, description="deepspeed: ZeRO stage (default 2).")
     cpu_offload: bool = Field(False, description="fsdp: parameters to CPU; deepspeed: optimizer state to CPU.")
     timeout_minutes: int = Field(120, gt=0, description="How long a process waits for the others at a barrier "

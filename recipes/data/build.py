@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import time
 from collections import deque
 from itertools import chain
@@ -148,11 +149,24 @@ def build_store(folder: Path, sources, kind: str, tokenizer, settings: tuple, ba
     return info
 
 
+def cuda_initialized() -> bool:
+    """Whether this process has a CUDA context (torch not even imported: no)."""
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_initialized())
+
+
+def start_method(available: list[str], cuda_live: bool) -> str:
+    """How the tokenizing workers start: fork (fast: the tokenizer is inherited) unless this process
+    already has a CUDA context (a stage's peak-memory reset, torchrun's NCCL setup): forking a process
+    with live CUDA and NCCL threads can deadlock the child, so then spawn."""
+    return "fork" if "fork" in available and not cuda_live else "spawn"
+
+
 def _pool(workers: int, tokenizer, kind: str, settings: tuple):
     import multiprocessing
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread per worker process
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    context = multiprocessing.get_context(start_method(multiprocessing.get_all_start_methods(), cuda_initialized()))
     return context.Pool(workers, initializer=_init_worker, initargs=(tokenizer, kind, settings))
 
 

@@ -1,9 +1,16 @@
-"""Packed rows as the fast attention kernels want them: each micro-batch flattened into ONE row.
+"""Packed rows as the attention kernel wants them (``packed_collator``).
 
-``PackedCollator`` (packing.py) pads a batch of packed rows to ``[batch, longest]``; transformers then
-builds a 4-D block-diagonal mask from the restarting ``position_ids``, which flash-attention 2 cannot
-take and which makes sdpa leave its flash kernel. Here, as transformers' ``DataCollatorWithFlattening``
-does, the rows of a micro-batch are laid end to end in one ``[1, total]`` row with no padding at all:
+Flash attention (``flash_attention_2``, or a ``kernels-community/flash-attn*`` hub kernel that
+transformers puts in its place) takes varlen boundaries and no mask: each micro-batch is flattened
+into ONE row (``FlatteningCollator``), its attention linear in the number of sequences.
+
+sdpa and eager get a dense block-diagonal mask built from the restarting ``position_ids``, of
+``[rows, 1, T, T]`` for rows of ``T`` tokens. Flattened, ``T`` would be the whole micro-batch (``batch x
+cutoff_len``) and the mask and attention quadratic in it; so for them the packed rows stay one per
+sequence of the batch (``PackedCollator``, packing.py): ``batch`` blocks of ``cutoff_len²``.
+
+``FlatteningCollator``, as transformers' ``DataCollatorWithFlattening`` does, lays the rows of a
+micro-batch end to end in one ``[1, total]`` row with no padding at all:
 
 - ``position_ids`` restart at 0 for every example, and there is no ``attention_mask``, so sdpa and
   eager get the same exact block mask as before (``masking_utils.find_packed_sequence_indices``);
@@ -23,6 +30,28 @@ from dataclasses import dataclass
 from recipes.data.tokenization import IGNORE_INDEX
 
 FLASH_ATTENTION = "flash_attention_2"
+# the hub kernels transformers loads for flash attention (through the `kernels` package) when flash-attn
+# itself is not installed: the same varlen entry point (_flash_attention_forward), the same kwargs
+FLASH_KERNEL_PREFIX = "kernels-community/flash-attn"
+
+
+def takes_varlen(attention: str | None) -> bool:
+    """Whether an attention implementation is flash attention, which takes flattened varlen rows."""
+    return attention == FLASH_ATTENTION or str(attention or "").startswith(FLASH_KERNEL_PREFIX)
+
+
+def model_attention(model) -> str | None:
+    return getattr(getattr(model, "config", None), "_attn_implementation", None)
+
+
+def packed_collator(model, pad_id: int):
+    """The collator for packed rows on ``model``: flattened for flash attention, else one row per
+    packed row of the batch (sdpa's and eager's masks are quadratic in a row's length)."""
+    if takes_varlen(model_attention(model)):
+        return FlatteningCollator(pad_id, flash_kwargs=True)
+    from recipes.data.packing import PackedCollator
+
+    return PackedCollator(pad_id)
 
 
 @dataclass
@@ -34,8 +63,7 @@ class FlatteningCollator:
 
     @classmethod
     def for_model(cls, model, pad_id: int) -> "FlatteningCollator":
-        attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
-        return cls(pad_id, flash_kwargs=attention == FLASH_ATTENTION)
+        return cls(pad_id, flash_kwargs=takes_varlen(model_attention(model)))
 
     def __call__(self, rows: list[dict]) -> dict:
         import torch

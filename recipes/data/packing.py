@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from recipes.data.tokenization import IGNORE_INDEX
 
 # attention implementations on which position-id packing gives block-diagonal attention: sdpa and eager
-# tested here (tests/test_packing.py); flash_attention_2 through recipes.data.collate's flattened rows
-# (varlen), not run here (no GPU)
+# tested here (tests/test_packing.py); flash_attention_2 (and the kernels-community/flash-attn* hub
+# kernels transformers may load in its place) through recipes.data.collate's flattened rows (varlen),
+# not run here (no GPU)
 PACKED_ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 
@@ -41,8 +42,10 @@ def check_packable(model) -> None:
     if getattr(config, "use_cache", False):
         raise RecipeError("packing needs model.config.use_cache = False (with a cache, transformers does not "
                           "separate packed examples)")
+    from recipes.data.collate import takes_varlen
+
     attention = getattr(config, "_attn_implementation", None)
-    if attention not in PACKED_ATTENTION:
+    if attention not in PACKED_ATTENTION and not takes_varlen(attention):
         raise RecipeError(f"packing is verified with attention {', '.join(PACKED_ATTENTION)}; this model uses "
                           f"attention {attention!r}: load it with attn_implementation=\"sdpa\" or turn packing off")
 
@@ -117,10 +120,16 @@ class PackedCollator:
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
         positions = torch.arange(width, dtype=torch.long).repeat(len(rows), 1)
+        sources = torch.zeros((len(rows), width), dtype=torch.long) if rows[0].get("sources") else None
         for index, row in enumerate(rows):
             n = len(row["input_ids"])
             ids[index, :n] = torch.tensor(row["input_ids"])
             labels[index, :n] = torch.tensor(row["labels"])
             positions[index, :n] = torch.tensor(row["position_ids"])
             positions[index, n:] = torch.arange(width - n)
-        return {"input_ids": ids, "labels": labels, "position_ids": positions}
+            if sources is not None:  # each token's source (a stage with several); padding has no label
+                sources[index, :n] = torch.tensor(row["sources"])
+        batch = {"input_ids": ids, "labels": labels, "position_ids": positions}
+        if sources is not None:
+            batch["sources"] = sources
+        return batch

@@ -20,6 +20,12 @@ from typing import Mapping
 # merges a 7B model alone while the others wait at a barrier; NCCL's own 10 minutes is too short
 DEFAULT_TIMEOUT_MINUTES = 120
 
+# transformers 5 trains FSDP as FSDP2 (torch's fully_shard): each fsdp_sharding we accept is one of its
+# reshard_after_forward settings. FSDP1's hybrid_shard has no counterpart there (transformers raises;
+# `recipes validate` refuses it first), and FSDP1's use_orig_params does not exist in FSDP2 (which
+# always trains the original parameters), so neither is passed.
+FSDP2_RESHARD_AFTER_FORWARD = {"full_shard": True, "shard_grad_op": False}
+
 
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
@@ -130,7 +136,8 @@ def barrier() -> None:
 def launch(argv: list[str], nproc: int, nnodes: int, node_rank: int, master_addr: str | None,
            master_port: int | None) -> int:
     """Run `recipes <argv>` in ``nproc`` processes per node through torch.distributed.run; its exit code.
-    torchrun ends every process when one fails, and says which rank failed."""
+    torchrun ends every process when one fails, and says which rank failed. Ctrl-C: see
+    ``recipes.training.interrupts`` (raises Interrupted once the processes have stopped)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--nnodes", str(nnodes)]
     if nnodes == 1 and master_addr is None:
         command.append("--standalone")
@@ -142,4 +149,20 @@ def launch(argv: list[str], nproc: int, nnodes: int, node_rank: int, master_addr
     import recipes
 
     command += [str(Path(recipes.__file__).resolve().parent / "__main__.py"), *argv]
-    return subprocess.call(command)
+    import tempfile
+
+    from recipes.errors import Interrupted
+    from recipes.training.interrupts import STOP_FILE_ENV, forwarded_interrupts
+
+    # torchrun in a session of its own: a terminal's Ctrl-C reaches this process only, which asks the
+    # workers to stop together (recipes.training.interrupts) instead of torchrun killing them at once
+    with tempfile.TemporaryDirectory(prefix="recipes-stop-") as folder:
+        stop_file = Path(folder) / "stop"
+        process = subprocess.Popen(command, env={**os.environ, STOP_FILE_ENV: str(stop_file)}, start_new_session=True)
+        with forwarded_interrupts(process, stop_file) as stop:
+            code = process.wait()
+    if code and stop.presses:
+        raise Interrupted(f"the {nproc * nnodes}-process run stopped" + (
+            " after a common step, with a checkpoint" if stop.presses == 1 else " at once")
+            + ". Run the same command again to resume")
+    return code

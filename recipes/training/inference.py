@@ -37,8 +37,12 @@ def device_and_precision(trained: str | None) -> tuple[str, str, str | None]:
 
     if torch.cuda.is_available():
         precision = trained if trained in PRECISIONS else "bf16"
-        if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            return "cuda", "fp16", f"the stage trained in bf16; {torch.cuda.get_device_name(0)} has none: fp16"
+        if precision == "bf16":
+            from recipes.training.precision import auto_precision, gpu_capability
+
+            capability, name = gpu_capability()
+            if auto_precision(capability, name)[0] != "bf16":  # emulated bf16 is slow: fp16 instead
+                return "cuda", "fp16", f"the stage trained in bf16; {name} has none: fp16"
         return "cuda", precision, None
     note = f"the stage trained in {trained} on a GPU; on this CPU: fp32" if trained in ("bf16", "fp16") else None
     return "cpu", "fp32", note

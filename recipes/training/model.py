@@ -20,14 +20,23 @@ def process_device_map(device: str) -> dict:
     return {"": torch.cuda.current_device()}
 
 
+def loads_to_device(quantizes: bool, device: str, sharded: bool = False) -> bool:
+    """Whether the base model loads straight onto this process's device (a device map): always for
+    quantized weights (bitsandbytes quantizes as it loads), and for any model on a GPU, so that each
+    rank of N does not first hold a whole 7B model (15 GB) in host memory. Not when FSDP or ZeRO-3 shard
+    the weights: they take the model from the host and place only each rank's shard on its GPU."""
+    return quantizes or (device == "cuda" and not sharded)
+
+
 def load_model(base_path: str, backend, backend_options, dtype, load_kwargs: dict, device: str,
-               gradient_checkpointing: bool, attn_implementation: str | None = None):
+               gradient_checkpointing: bool, attn_implementation: str | None = None, sharded: bool = False):
     """The base model through the quantization backend (``QuantizationBackend.model_kwargs`` and
-    ``prepare``), ready for LoRA. A quantizing backend loads onto this process's own device."""
+    ``prepare``), ready for LoRA, on this process's own device where ``loads_to_device`` says so
+    (``sharded``: FSDP or ZeRO-3 shard the weights)."""
     from transformers import AutoModelForCausalLM
 
     backend_kwargs = backend.model_kwargs(backend_options, dtype)
-    if backend.quantizes:
+    if loads_to_device(backend.quantizes, device, sharded):
         backend_kwargs.setdefault("device_map", process_device_map(device))
     if attn_implementation is not None:
         backend_kwargs.setdefault("attn_implementation", attn_implementation)

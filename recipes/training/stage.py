@@ -151,13 +151,16 @@ class StageRun:
         from recipes.training.precision import pick_attention
 
         set_seed(self.settings.seed)
-        attention, why = pick_attention(self.settings.attn_implementation, self.device)  # issue 18
+        attention, why = pick_attention(self.settings.attn_implementation, self.device, self.precision)
         self.say(f"attention: {why}")
         note = device_note(self.settings.optim, self.device)
         if note:
             self.say(f"warning: {note}")
+        d = self.plan.distributed
+        sharded = d is not None and (d.strategy == "fsdp" or (d.strategy == "deepspeed" and (d.zero_stage or 2) == 3))
         self.model = load_model(self.base_path, self.plan.backend, self.plan.backend_options, self.dtype,
-                                self.load_kwargs, self.device, self.settings.gradient_checkpointing, attention)
+                                self.load_kwargs, self.device, self.settings.gradient_checkpointing, attention,
+                                sharded=sharded)
 
     def attach_adapters(self) -> None:
         """LoRA on the model (and the earlier stages' adapters, as ``chaining`` says), with the chat
@@ -196,11 +199,11 @@ class StageRun:
                                metrics_path=plan.run_dir / "metrics.jsonl")
         callbacks = [cb for cb in (plugin.build(context) for plugin in plan.callbacks) if cb is not None]
         if self.data.packing is not None:
-            from recipes.data.collate import FlatteningCollator
+            from recipes.data.collate import packed_collator
             from recipes.data.packing import check_packable
 
-            check_packable(self.model)  # issue 18: one flattened row per micro-batch (FA2 varlen, exact masks)
-            collator = FlatteningCollator.for_model(self.model, pad_id(self.tokenizer))
+            check_packable(self.model)
+            collator = packed_collator(self.model, pad_id(self.tokenizer))  # flattened for flash attention only
         else:
             collator = PadCollator(pad_id(self.tokenizer))
         padded = PadCollator(pad_id(self.tokenizer))

@@ -15,7 +15,10 @@ The guards, so that stopping never loses work:
   is saved after the bad step, so the last checkpoint is a good one.
 - fp16: the GradScaler's overflow steps are expected (it skips the step and lowers the scale), so a
   non-finite gradient is fatal only without an active scaler, or once the scale has fallen below 1.
-- Several processes: the verdict is all-reduced, so a NaN on one rank stops every rank at that step.
+- Under DeepSpeed the engine steps (and zeroes the gradients) inside ``backward``, before any callback:
+  the gradient check reads the engine's global gradient norm instead, and says once if it has none.
+- Several processes: the verdict is all-reduced, so a NaN on one rank stops every rank at that step;
+  a Ctrl-C too (``recipes.training.interrupts``).
 - The last step always leaves a checkpoint: publishing can be redone without training again.
 - Each complete checkpoint is reported (to the manifest) only once the Trainer has written all of
   it, so a checkpoint cut short by a crash is never resumed from.
@@ -32,7 +35,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from recipes.errors import RecipeError, TrainingError
 from recipes.training import distributed
-from recipes.training.interrupts import STOP
+from recipes.training.distributed import FSDP2_RESHARD_AFTER_FORWARD
+from recipes.training.interrupts import STOP, agreed_stop
 
 log = logging.getLogger("recipes")
 
@@ -57,6 +61,8 @@ class StageTrainer(Trainer):
         for callback in self.callback_handler.callbacks:
             if isinstance(callback, StageGuard):
                 callback.scaler = lambda: active_scaler(self.accelerator)
+                accelerator = self.accelerator  # not self: the guard must not keep the trainer alive
+                callback.engine = lambda: engine_grad_norm(accelerator)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         sources = inputs.pop("sources", None)  # each token's source: not a model input
@@ -116,7 +122,7 @@ class StageTrainer(Trainer):
         target = eval_dataset if eval_dataset is not None else self.eval_dataset
         if isinstance(target, dict) or self.lm_loss is None or self.is_fsdp_enabled or self.is_deepspeed_enabled:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        loss, tokens = self.token_loss(self.get_eval_dataloader(eval_dataset))
+        loss, tokens = self.token_loss(self.sharded_eval_dataloader(eval_dataset))
         metrics = {f"{metric_key_prefix}_loss": loss, f"{metric_key_prefix}_tokens": tokens}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -135,9 +141,25 @@ class StageTrainer(Trainer):
         finally:
             self.data_collator = saved
 
+    def sharded_eval_dataloader(self, eval_dataset=None):
+        """The evaluation dataloader, each example on exactly one process. accelerate's default
+        (``even_batches``) pads the last batches with examples from the start, so that every process
+        takes as many batches as the others; the Trainer's own loop drops those again
+        (``gather_for_metrics``), but ``token_loss`` sums raw counts, so they would count twice. Here no
+        process waits on another inside the loop (no collective call until the final sums), so uneven
+        shards are fine."""
+        even = self.accelerator.even_batches
+        self.accelerator.even_batches = False
+        try:
+            return self.get_eval_dataloader(eval_dataset)
+        finally:
+            self.accelerator.even_batches = even
+
     def token_loss(self, dataloader) -> tuple[float, int]:
         """(mean cross-entropy over every labelled token of ``dataloader``, their count), summed over
-        the processes; no gradient."""
+        the processes; no gradient. Under the autocast accelerate gives the training forward (it wraps
+        ``forward`` only when ``train()`` prepares the model), so that an evaluation before training
+        computes in the same precision as one after."""
         from recipes.data.tokenization import IGNORE_INDEX
 
         model, device = self.model, self.args.device
@@ -153,7 +175,7 @@ class StageTrainer(Trainer):
                     labels = (inputs["labels"][..., 1:] != IGNORE_INDEX).sum()  # shifted, as the loss counts
                     if not int(labels):
                         continue
-                    with self.compute_loss_context_manager(), self._loss_precision():
+                    with self.accelerator.autocast(), self.compute_loss_context_manager(), self._loss_precision():
                         loss = self.lm_loss(model, inputs, labels)
                     total += loss.detach().double() * labels
                     count += labels
@@ -182,10 +204,35 @@ def gradient_is_fatal(finite: bool, scaler) -> bool:
     return scaler is None or scaler.get_scale() < 1.0
 
 
+def engine_grad_norm(accelerator) -> tuple[bool, float | None]:
+    """(whether an engine steps inside backward, the global gradient norm it computed). DeepSpeed runs
+    its whole optimizer step, zeroing the gradients, inside ``accelerator.backward``: by the time the
+    Trainer's pre-optimizer-step callback runs, no ``.grad`` is left to check, and the engine's own norm
+    is the only view of the step's gradient. (False, None) without DeepSpeed."""
+    wrapped = getattr(accelerator, "deepspeed_engine_wrapped", None)
+    if wrapped is None:
+        return False, None
+    return True, wrapped.get_global_grad_norm()
+
+
+def gradient_finite(model, engine: tuple[bool, float | None] = (False, None)) -> bool | None:
+    """Whether this step's gradient is finite: from the trainable weights' ``.grad``, or under an engine
+    that has already stepped (``engine_grad_norm``) from its global norm; None when neither shows it."""
+    stepped, norm = engine
+    if stepped:
+        if norm is None:
+            return None
+        return bool(torch.isfinite(torch.as_tensor(norm, dtype=torch.float64)).all())
+    grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.stack(grads)).all())
+
+
 class StageGuard(TrainerCallback):
-    def __init__(self, on_checkpoint, scaler=lambda: None):
+    def __init__(self, on_checkpoint, scaler=lambda: None, engine=lambda: (False, None)):
         self.on_checkpoint = on_checkpoint  # (folder, step) -> None, once a checkpoint is complete
         self.scaler = scaler  # () -> the active GradScaler or None (StageTrainer sets it)
+        self.engine = engine  # () -> engine_grad_norm(the accelerator) (StageTrainer sets it)
+        self.unseen_said = False
 
     def on_train_begin(self, args, state, control, **kwargs):
         STOP.training = True
@@ -194,8 +241,14 @@ class StageGuard(TrainerCallback):
         STOP.training = False
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
-        finite = not grads or bool(torch.isfinite(torch.stack(grads)).all())
+        finite = gradient_finite(model, self.engine())
+        if finite is None:  # the engine stepped and kept no norm: say so once, do not pretend to check
+            if not self.unseen_said:
+                log.warning("step %d: DeepSpeed reports no gradient norm, so the non-finite-gradient check "
+                            "cannot see this stage's gradients (the non-finite-loss check still runs)",
+                            state.global_step + 1)
+                self.unseen_said = True
+            finite = True
         scaler = self.scaler()
         if distributed.any_rank(gradient_is_fatal(finite, scaler)):
             raise NonFiniteError(state.global_step + 1, "the gradient is non-finite"
@@ -208,7 +261,7 @@ class StageGuard(TrainerCallback):
         if state.global_step >= state.max_steps:
             control.should_save = True  # the final state too, so that publishing can be redone
             control.should_log = True  # the last step always (max_steps below logging_steps: 2 points)
-        if STOP.requested:
+        if agreed_stop():  # every process together, at this same step
             control.should_save = True
             control.should_training_stop = True
 
@@ -217,15 +270,20 @@ class StageGuard(TrainerCallback):
 
 
 def sharding_arguments(distributed, device: str, layer_classes) -> dict:
-    """The Trainer's own FSDP or DeepSpeed settings for the recipe's [distributed] strategy."""
+    """The Trainer's own FSDP (version 2) or DeepSpeed settings for the recipe's [distributed] strategy."""
     if distributed is None or distributed.strategy == "ddp":
         return {}
     if device != "cuda":
         raise RecipeError(f"distributed.strategy: {distributed.strategy} needs GPUs; on CPU use \"ddp\"")
     if distributed.strategy == "fsdp":
-        option = f"{distributed.fsdp_sharding or 'full_shard'} auto_wrap" + (" offload" if distributed.cpu_offload else "")
-        return {"fsdp": option, "fsdp_config": {"transformer_layer_cls_to_wrap": list(layer_classes or []),
-                                                "use_orig_params": True}}
+        sharding = distributed.fsdp_sharding or "full_shard"
+        if sharding not in FSDP2_RESHARD_AFTER_FORWARD:  # recipes validate refuses it first
+            raise RecipeError(f"distributed.fsdp_sharding: {sharding!r} is FSDP1's; use \"full_shard\" or \"shard_grad_op\"")
+        config = {"version": 2, "reshard_after_forward": FSDP2_RESHARD_AFTER_FORWARD[sharding],
+                  "transformer_layer_cls_to_wrap": list(layer_classes or [])}
+        if distributed.cpu_offload:
+            config["cpu_offload"] = True
+        return {"fsdp": True, "fsdp_config": config}
     zero = {"stage": distributed.zero_stage or 2}
     if distributed.cpu_offload:
         zero["offload_optimizer"] = {"device": "cpu"}

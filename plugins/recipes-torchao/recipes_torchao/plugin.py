@@ -17,7 +17,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recipes.api import QuantizationBackend, hookimpl
+from recipes.api import QuantizationBackend, RecipeError, hookimpl
 
 REQUIRES_RECIPES_API = 1
 OUTPUT_HEAD = "lm_head"
@@ -43,13 +43,25 @@ def model_kwargs(options: TorchAoOptions, dtype) -> dict:
     return {"quantization_config": TorchAoConfig(quant_type=Int8WeightOnlyConfig(), modules_to_not_convert=skip)}
 
 
+NO_CHECKPOINTING = ("torchao int8 weight-only without gradient checkpointing keeps a full-precision copy of every "
+                    "quantized weight alive for the backward pass (its matmul dequantizes the whole weight and "
+                    "autograd saves that copy), more memory than not quantizing: set gradient_checkpointing = "
+                    "true, or remove [quantization]")
+
+
 def prepare(model, options: TorchAoOptions, gradient_checkpointing: bool):
-    """Freeze the base (peft adds the trainable LoRA weights next) and, when asked, checkpoint with
-    ``use_reentrant=False``, so that frozen blocks still pass gradients to the LoRA weights."""
+    """Freeze the base (peft adds the trainable LoRA weights next) and checkpoint with
+    ``use_reentrant=False``, so that frozen blocks still pass gradients to the LoRA weights.
+
+    torchao's int8 matmul computes ``x @ w_int8.to(x.dtype)``: a dequantized copy of the whole weight
+    on every call, which autograd saves for the input's gradient. With checkpointing only the layer
+    being recomputed holds its copies; without it every layer's stay alive until the backward, so a
+    stage without checkpointing is refused."""
+    if not gradient_checkpointing:
+        raise RecipeError(NO_CHECKPOINTING)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
