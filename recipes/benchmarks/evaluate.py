@@ -138,6 +138,6 @@ def stale_note(plan, stage) -> str | None:
             digest is None or stored[name].get("items_digest") == digest for name, digest in wanted.items()
             if name in stored):
         return None
-    return (f"note: the benchmark rows stored for {stage.name!r} are not the recipe's [[benchmarks]] (changed since "
+    return (f"note: the benchmark rows stored for {stage.name!r} are not the recipe's benchmarks (changed since "
             f"it was scored); they are not scored again for a stage that is done: `recipes run --restart "
             f"{stage.name}` scores them on a newly trained stage")
