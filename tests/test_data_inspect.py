@@ -24,8 +24,10 @@ def test_inspect_shows_counts_and_the_trained_tokens(demo_run):
     assert (domain["records"], domain["tokens"], domain["supervised_tokens"]) == (120, 5693, 5693)
     corpus, general = domain["mix"]
     assert (corpus["name"], general["name"]) == ("domain_corpus", "general_corpus")
-    assert abs(corpus["share"] - 0.8) < 0.01 and abs(general["share"] - 0.2) < 0.01
-    assert corpus["tokens"] > corpus["offered_tokens"] and general["tokens"] < general["offered_tokens"]
+    # whole examples: the general sample's share lands within a few of its documents of 20%
+    assert abs(corpus["share"] - 0.8) < 0.03 and abs(general["share"] - 0.2) < 0.03
+    # an epoch is one pass over the main source (the largest weight); the general one is under-sampled
+    assert corpus["tokens"] == corpus["offered_tokens"] and general["tokens"] < general["offered_tokens"]
     assert sft["records"] == 60 and 0 < sft["supervised_tokens"] < sft["tokens"]
     assert sft["held_out"] == 6 and sft["packing"]["efficiency"] > sft["padded_efficiency"]
     [example] = sft["examples"]

@@ -127,7 +127,7 @@ def test_the_chunk_loop_runs_under_autocast_and_fp16_gradients_are_prescaled():
         return out
 
     torch.manual_seed(0)
-    head = torch.nn.Linear(16, 50, bias=False)  # fp32, as prepare_model_for_kbit_training leaves it
+    head = torch.nn.Linear(16, 50, bias=False)  # a trainable fp32 head: the chunk loop runs under autocast
 
     class Tiny(torch.nn.Module):
         def __init__(self):

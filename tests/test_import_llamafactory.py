@@ -73,9 +73,10 @@ def test_a_pt_merge_sft_chain_becomes_a_two_stage_recipe_with_the_same_settings(
             (name, (DATA / "dataset_info.json").resolve()) for name in keys["dataset"].split(",")]
     assert sft.settings(recipe.defaults).packing is False  # LLaMA-Factory packs SFT only when asked
     text = out.read_text()
-    assert "# max_samples = 1000: left out; recipes trains on every record" in text
+    assert [d.max_samples for d in sft.data] == [1000, 1000]  # LLaMA-Factory caps each SFT data set
+    assert "# max_samples = 1000: left out; LLaMA-Factory counts documents" in text  # pre-training counts blocks
     assert "# template = \"qwen3_nothink\": SFT text is rendered by the model's own chat template" in text
-    assert "hf download Qwen/Qwen3-4B-Instruct-2507" in output and "max_samples = 1000 is left out" in output
+    assert "hf download Qwen/Qwen3-4B-Instruct-2507" in output and "max_samples = 1000 is left out (pre-training)" in output
 
 
 def test_the_imported_chain_runs_on_the_tiny_model(tmp_path, tiny_model):
@@ -190,7 +191,8 @@ def test_every_mapped_key_arrives_with_its_value(tmp_path):
              "lr_scheduler_type": "constant_with_warmup", "warmup_steps": 20, "warmup_ratio": 0.05,
              "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "num_train_epochs": 2.0,
              "max_steps": 300, "optim": "adamw_torch", "adam_beta1": 0.8, "adam_beta2": 0.95, "weight_decay": 0.01,
-             "max_grad_norm": 0.5, "logging_steps": 5, "save_steps": 100, "save_total_limit": 3, "seed": 7}
+             "max_grad_norm": 0.5, "logging_steps": 5, "save_steps": 100, "save_total_limit": 3, "seed": 7,
+             "per_device_eval_batch_size": 3}
     assert set(given) == set(SETTINGS)  # every key of the table is tried
     config = {"model_name_or_path": "bundled:tiny-qwen2", "stage": "sft", "finetuning_type": "lora",
               "dataset": "identity", "eval_dataset": "alpaca_en_demo", "output_dir": "saves/x", "fp16": True,

@@ -72,7 +72,7 @@ def test_weights_give_the_shares_seeded_and_the_same_order_again(sources, tokeni
     big, small = data.mix
     assert (big["name"], small["name"]) == ("big", "small")
     assert small["tokens"] > small["offered_tokens"]  # the small source is over-sampled to reach 10%
-    assert big["tokens"] < big["offered_tokens"]  # and the big one under-sampled: the budget is what both hold
+    assert big["tokens"] == big["offered_tokens"]  # and the big one, the main source, is one pass per epoch
     assert sorted(data.evals) == ["val/big", "val/small"]  # a held-out share of each source
     order = np.asarray(examples_of(data.train).order).copy()
     assert 0 < (order[: len(order) // 5, 0] == 1).mean() < 0.3  # interleaved, not one source after the other

@@ -114,6 +114,19 @@ def benchmark_tables(benchmarks: list[dict]) -> list:
     return tables
 
 
+def print_benchmarks(benchmarks: list[dict], console) -> None:
+    """A table per benchmark on a terminal wide enough for it; otherwise (a pipe, a file, a narrow
+    terminal) one plain line per row, as the evaluation matrix does."""
+    for benchmark, table in zip(benchmarks, benchmark_tables(benchmarks)):
+        if console.is_terminal and console.measure(table).maximum <= console.width:
+            console.print(table)
+            continue
+        for cells in benchmark_cells(benchmark):
+            console.print(f"benchmark {benchmark['name']} (chance {benchmark['chance']:.1%}), {cells[0]}: accuracy "
+                          f"{cells[1]} (95% CI {cells[2]}, {cells[3]} items); answers {cells[4]}"
+                          + (f"; change {cells[5]}" if cells[5] else ""), markup=False, soft_wrap=True)
+
+
 def draw_benchmarks(benchmarks: list[dict], path: Path) -> Path:
     """Each benchmark's accuracy across the rows with its 95% interval as bars, and its chance level."""
     import matplotlib

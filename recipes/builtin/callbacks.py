@@ -5,50 +5,89 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import time
 
 from recipes.api import CallbackPlugin, StageContext, hookimpl
 
 
 def build_progress(context: StageContext):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    """On a terminal, a rich progress bar; otherwise (nohup, SLURM, `tee`, a file) a plain line per
+    logging step, as a bar drawn to a file shows nothing until the stage ends. Either way each logging
+    step is a line in run.log."""
     from transformers import TrainerCallback
 
-    class RichProgress(TrainerCallback):
-        """One bar per stage: step, loss, tokens/s, ETA."""
+    log = logging.getLogger("recipes")
+    terminal = context.console.is_terminal
+
+    class TrainingProgress(TrainerCallback):
+        """Step, loss, learning rate, tokens/s (of this process: a resumed stage counts from where it
+        resumed) and ETA."""
 
         def __init__(self):
             self.progress = None
             self.task = None
-            self.started = 0.0
+            self.started, self.tokens_at_start, self.step_at_start = 0.0, 0, 0
+
+        def _speed(self, state) -> float:
+            tokens = (getattr(state, "num_input_tokens_seen", 0) or 0) - self.tokens_at_start
+            return tokens / max(time.monotonic() - self.started, 1e-9)
 
         def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.monotonic()
+            self.tokens_at_start = getattr(state, "num_input_tokens_seen", 0) or 0
+            self.step_at_start = state.global_step
+            if not terminal:
+                return
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
             self.progress = Progress(
                 TextColumn(f"[bold]{context.stage_name}[/] ({context.stage_index + 1}/{context.stage_count})"),
                 BarColumn(), MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                 console=context.console, transient=False)
-            self.task = self.progress.add_task("train", total=state.max_steps, loss="-", speed="-")
-            self.started = time.monotonic()
+            self.task = self.progress.add_task("train", total=state.max_steps, loss="-", speed="-",
+                                               completed=state.global_step)
             self.progress.start()
 
         def on_step_end(self, args, state, control, **kwargs):
-            elapsed = max(time.monotonic() - self.started, 1e-9)
-            tokens = getattr(state, "num_input_tokens_seen", 0) or 0
-            self.progress.update(self.task, completed=state.global_step, speed=f"{tokens / elapsed:,.0f}")
+            if self.progress is not None:
+                self.progress.update(self.task, completed=state.global_step, speed=f"{self._speed(state):,.0f}")
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs and self.progress is not None:
+            if not logs or "loss" not in logs or not state.is_world_process_zero:
+                return
+            if self.progress is not None:
                 self.progress.update(self.task, loss=f"{logs['loss']:.4f}")
+            line = step_line(context.stage_name, state.global_step, state.max_steps, logs, self._speed(state),
+                             self._eta(state))
+            log.info(line)
+            if self.progress is None:
+                context.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+        def _eta(self, state) -> float | None:
+            done = state.global_step - self.step_at_start
+            if done <= 0 or not state.max_steps:
+                return None
+            return (time.monotonic() - self.started) / done * (state.max_steps - state.global_step)
 
         def on_train_end(self, args, state, control, **kwargs):
             if self.progress is not None:
                 self.progress.update(self.task, completed=state.global_step)
                 self.progress.stop()
 
-    return RichProgress()
+    return TrainingProgress()
+
+
+def step_line(stage: str, step: int, total: int, logs: dict, speed: float, eta: float | None) -> str:
+    """One logging step as a plain line: ``STAGE step N/M: loss L, lr R, T tok/s, ETA h:mm:ss``."""
+    rate = logs.get("learning_rate")
+    left = "-" if eta is None else f"{int(eta) // 3600}:{int(eta) % 3600 // 60:02d}:{int(eta) % 60:02d}"
+    return (f"{stage} step {step}/{total}: loss {logs['loss']:.4f}"
+            + (f", lr {rate:.3g}" if isinstance(rate, (int, float)) else "")
+            + f", {speed:,.0f} tok/s, ETA {left}")
 
 
 def build_metrics(context: StageContext):
@@ -96,7 +135,8 @@ def tensorboard_installed() -> bool:
 def register_callbacks():
     return [
         CallbackPlugin("progress", build_progress, default=True,
-                       description="A rich progress bar per stage: step, loss, tokens/s, ETA."),
+                       description="A rich progress bar per stage on a terminal, a plain line per logging step "
+                                   "otherwise (and in run.log): step, loss, learning rate, tokens/s, ETA."),
         CallbackPlugin("metrics_jsonl", build_metrics, default=True,
                        description="Every logged metric as a JSON line in <run>/metrics.jsonl."),
         CallbackPlugin("tensorboard", build_tensorboard, default=tensorboard_installed(),

@@ -95,16 +95,36 @@ def _bnb_kwargs(options: BitsAndBytesOptions, dtype) -> dict:
 
 
 def _bnb_prepare(model, options: BitsAndBytesOptions, gradient_checkpointing: bool):
-    """peft's prepare_model_for_kbit_training (peft 0.21): freezes every base parameter, casts every
-    16-bit parameter that is not a packed 4-bit weight to fp32 (norms, embeddings, the output head),
-    and with checkpointing enables it on the model. With ``use_reentrant=False`` the checkpointed
-    blocks get gradients without the input-embedding hook the reentrant variant needs, and frozen
-    quantized blocks still pass gradients to the LoRA weights inside them."""
+    """peft's prepare_model_for_kbit_training (peft 0.21) freezes every base parameter and, with
+    checkpointing, enables it on the model (``use_reentrant=False``: the checkpointed blocks get
+    gradients without the input-embedding hook the reentrant variant needs, and frozen quantized
+    blocks still pass gradients to the LoRA weights inside them).
+
+    It also casts every 16-bit parameter that is not a packed quantized weight to fp32: the
+    embedding, the output head, the norms and the biases. That is undone here, for three reasons:
+    a 7B model's embedding and head alone would take 4.4 GB in fp32 instead of 2.2 GB; an fp32 norm
+    weight promotes its output to fp32, so the whole residual stream and every MLP activation would
+    be fp32 (twice the activation memory, bitsandbytes returning fp32 too); and a frozen fp32 head
+    would be cast to 16 bits again on every use (autocast caches no cast of a frozen weight). These
+    parameters are frozen, so their precision is that of the forward pass alone, the trained LoRA
+    weights stay fp32 (peft's own), and the norms still compute in fp32 inside (Qwen2's RMSNorm
+    upcasts its input)."""
     from peft import prepare_model_for_kbit_training
 
-    return prepare_model_for_kbit_training(
+    loaded = {name: p.dtype for name, p in model.named_parameters()}
+    model = prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False})
+    for name, parameter in model.named_parameters():
+        if parameter.dtype != loaded.get(name, parameter.dtype) and parameter.is_floating_point():
+            parameter.data = parameter.data.to(loaded[name])
+    for module in model.modules():
+        # bitsandbytes repacks 4-bit weights for CPU inference on the first forward in eval mode
+        # without gradients (an evaluation before training), and a later training forward on the
+        # repacked weights fails; the stage trains, so the weights keep their training layout
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+    return model
 
 
 @hookimpl

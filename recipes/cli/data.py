@@ -6,6 +6,8 @@ import click
 
 from recipes.cli.common import main, _console, friendly
 
+CLIPPED = 1200  # characters of an example shown without --full
+
 
 @main.group()
 def data():
@@ -16,9 +18,11 @@ def data():
 @click.argument("recipe")
 @click.option("--stage", "stage_name", help="Only this stage (default: every stage).")
 @click.option("-n", "count", default=2, show_default=True, help="Examples to show, trained tokens highlighted.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead.")
+@click.option("--full", is_flag=True, help="Show whole examples (default: the first 1200 characters of each, "
+              "so a long system prompt can hide every trained token).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead (whole examples).")
 @friendly
-def inspect(recipe, stage_name, count, as_json):
+def inspect(recipe, stage_name, count, full, as_json):
     """Statistics and highlighted examples of each stage's data (tokenized as a run would)."""
     import json
 
@@ -42,4 +46,4 @@ def inspect(recipe, stage_name, count, as_json):
         return
     console = _console()
     for report in reports:
-        print_inspection(report, console)
+        print_inspection(report, console, width=None if full else CLIPPED)

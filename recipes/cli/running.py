@@ -10,7 +10,13 @@ from recipes.cli.common import main, _console, _quiet_console, friendly
 
 @main.command()
 @click.argument("recipe")
-@click.option("--output-dir", "-o", help="Run folder (default: the recipe's output_dir, else runs/<name>).")
+@click.option("--output-dir", "-o", help="Run folder (default: the recipe's output_dir, else runs/<name>, both "
+              "beside the recipe file).")
+@click.option("--stage", "stage", metavar="NAME", help="Run the stages up to NAME and stop (earlier finished stages "
+              "are reused as usual).")
+@click.option("--until", "until", metavar="NAME", help="The same as --stage NAME.")
+@click.option("--force", is_flag=True, help="Run into a run folder that holds another recipe's run (its stages are "
+              "trained again where this recipe's differ).")
 @click.option("--restart", multiple=True, metavar="STAGE",
               help="Train STAGE afresh (and the stages after it) even if it finished. Repeatable.")
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
@@ -21,7 +27,7 @@ from recipes.cli.common import main, _console, _quiet_console, friendly
 @click.option("--master-addr", help="Address of the rank-0 node (several nodes).")
 @click.option("--master-port", type=int, help="Port on the rank-0 node (default 29500).")
 @friendly
-def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, master_port):
+def run(recipe, output_dir, stage, until, restart, nproc, nnodes, node_rank, master_addr, master_port, force):
     """Run every stage of RECIPE (a file, or a bundled recipe name) in order.
 
     Run it again after a crash or Ctrl-C: finished stages are kept, an interrupted one resumes from
@@ -37,7 +43,10 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
     err = _console(stderr=True)
     for warning in (loaded.warnings if not distributed.launched() else []):  # said once, by the launcher
         err.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
-    plan = make_plan(loaded, registry, output_dir)
+    if stage and until and stage != until:
+        raise RecipeError(f"--stage {stage} and --until {until}: give one of them")
+    last = stage or until
+    plan = make_plan(loaded, registry, output_dir).up_to(last, "--stage" if stage else "--until")
     try:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -52,7 +61,8 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
     if note:
         err.print(note, highlight=False)
     if (nproc > 1 or nnodes > 1) and not distributed.launched():
-        argv = ["run", str(loaded.path), "-o", str(plan.run_dir), *(f"--restart={name}" for name in restart)]
+        argv = ["run", str(loaded.path), "-o", str(plan.run_dir), *(f"--restart={name}" for name in restart),
+                *([f"--until={last}"] if last else []), *(["--force"] if force else [])]
         code = distributed.launch(argv, nproc, nnodes, node_rank, master_addr, master_port)
         if code:
             raise TrainingError(f"a process of the {nproc * nnodes}-process run failed (exit code {code}; "
@@ -62,7 +72,7 @@ def run(recipe, output_dir, restart, nproc, nnodes, node_rank, master_addr, mast
     from recipes.run.runner import run_plan
 
     console = _console() if distributed.is_main() else _quiet_console()
-    trained = run_plan(plan, console, registry, tuple(restart))
+    trained = run_plan(plan, console, registry, tuple(restart), force)
     if distributed.is_main():
         drawn = plan.run_dir / "report" / "report.json"
         manifest = plan.run_dir / "manifest.json"

@@ -11,12 +11,12 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from recipes.config.collector import Collector
-from recipes.config.counting import count_all
+from recipes.config.counting import BYTES_PER_TOKEN, count_all
 from recipes.config.loaded import (BUNDLED_PREFIX, SOURCE_GROUPS, LoadedRecipe, ResolvedSource, match_files,
                           resolve_data_path, short)
-from recipes.config.model_info import local_model_folder, model_info
+from recipes.config.model_info import is_hub_id, local_model_folder, model_info
 from recipes.config.optimizers import check_optimizer
-from recipes.config.sources import check_sources
+from recipes.config.sources import check_sources, held_count
 from recipes.plugins.hookspecs import RECORDS_FOR_KIND
 from recipes.plugins.registry import Registry
 from recipes.config.schema import MODEL_REF, Recipe, did_you_mean
@@ -36,6 +36,7 @@ def check(loaded: LoadedRecipe, registry: Registry, problems: Collector) -> None
     check_sources(recipe, problems)
     _check_distributed(recipe, problems)
     _check_attention(recipe, problems)
+    _check_val_size(loaded, problems)
     from recipes.benchmarks.checks import check_benchmarks
 
     check_benchmarks(loaded, registry, problems)
@@ -70,6 +71,11 @@ def _check_model(loaded: LoadedRecipe, base_dir: Path, problems: Collector) -> N
                      "local HF model folder or a hub id")
         return
     loaded.model = model_info(model.path, model.revision, base_dir)
+    if folder is None and loaded.model is None and not model.path.startswith(BUNDLED_PREFIX) \
+            and not is_hub_id(model.path):
+        problems.warn(("model", "path"), f"{model.path!r} is neither a folder (none at {base_dir / model.path}) "
+                      "nor a hub id (org/name): give the model's local folder (relative to the recipe) or its "
+                      "hub id, e.g. \"Qwen/Qwen2.5-7B\"")
     if loaded.model is not None and loaded.model.model_type == "qwen" and model.trust_remote_code:
         problems.add(("model", "trust_remote_code"), "Qwen v1's own code is not run: on transformers 5 it "
                      "silently re-randomises attn.c_proj when loading and lets packed examples attend to each "
@@ -120,10 +126,7 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
                 loaded.sources[(index, group, source_index)] = resolved
                 fmt = registry.formats.get(resolved.format)
                 if fmt is None:
-                    package = PLUGIN_PACKAGES.get(resolved.format)  # issue 20: an install hint
-                    hint = (f"the plugin package {package} provides it: pip install -e plugins/{package}"
-                            if package else did_you_mean(resolved.format, sorted(registry.formats)))
-                    problems.add(at + ("format",), f"unknown data format {resolved.format!r}; {hint}")
+                    problems.add(at + ("format",), unknown_format(resolved.format, registry))
                     continue
                 if fmt.yields != wanted and group == "data":
                     problems.add(at + ("format",) if source.format else at + ("dataset",), f"format "
@@ -141,12 +144,36 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
         message = check_optimizer(settings.optim)
         if message:
             problems.add(setting_path(recipe, index, "optim"), message)
+        if settings.lr_scheduler_type == "cosine_with_min_lr":  # transformers raises when the Trainer builds it
+            problems.add(setting_path(recipe, index, "lr_scheduler_type"), "cosine_with_min_lr needs min_lr or "
+                         "min_lr_rate, which a recipe cannot pass to the scheduler: use \"cosine\" (it decays to 0)")
         if stage.chaining is not None and (stage.base == MODEL_REF or (stage.base is None and index == 0)):
             problems.add(where + ("chaining",), "chaining says how a stage starts from an earlier stage; this one "
                          "starts from the model: remove it")
         if stage.kind == "pretrain" and stage.packing:
             problems.add(where + ("packing",), "packing is for SFT stages: pre-training already joins documents "
                          "into full blocks; remove it")
+
+
+def unknown_format(name: str, registry: Registry) -> str:
+    """The message for a data format no plugin provides (with an install hint for ours)."""
+    package = PLUGIN_PACKAGES.get(name)
+    hint = (f"the plugin package {package} provides it: pip install -e plugins/{package}"
+            if package else did_you_mean(name, sorted(registry.formats)))
+    return f"unknown data format {name!r}; {hint}"
+
+
+def check_raw_formats(data: dict, registry: Registry, problems: Collector) -> None:
+    """Unknown data formats in a recipe that could not be built (a required key missing), so that they
+    are reported in the same pass as its schema errors."""
+    stages = data.get("stages")
+    for index, stage in enumerate(stages if isinstance(stages, list) else []):
+        for group in SOURCE_GROUPS:
+            sources = stage.get(group) if isinstance(stage, dict) else None
+            for j, source in enumerate(sources if isinstance(sources, list) else []):
+                name = source.get("format") if isinstance(source, dict) else None
+                if isinstance(name, str) and name not in registry.formats:
+                    problems.add(("stages", index, group, j, "format"), unknown_format(name, registry))
 
 
 def _resolve_source(source, base_dir: Path, at: tuple, problems: Collector) -> ResolvedSource | None:
@@ -311,6 +338,8 @@ def _advise(loaded: LoadedRecipe, problems: Collector) -> None:
             problems.warn(setting_path(recipe, index, "warmup_steps"), f"warmup_steps {s.warmup_steps} is "
                           f"not shorter than the stage ({steps} steps{'' if s.max_steps else ', estimated'}): "
                           "the learning rate never reaches its peak")
+        _advise_repeats(loaded, index, s, problems)
+        _advise_lora_rate(loaded, index, s, problems)
         base = recipe.base_of(index)
         if stage.kind == "sft" and base in by_name:
             parent = by_name[base]
@@ -334,3 +363,85 @@ def _estimated_steps(loaded: LoadedRecipe, index: int, s: dict) -> int | None:
         return None
     batch = s.per_device_train_batch_size * s.gradient_accumulation_steps
     return max(1, math.ceil(records / batch * s.num_train_epochs))
+
+
+def _advise_repeats(loaded: LoadedRecipe, index: int, s, problems: Collector) -> None:
+    """A weighted source seen more than four times over the stage (its tokens estimated from its files'
+    size; recipes.data.mix_budget has the rule). With max_steps the epochs are not known here: `recipes
+    plan` says it."""
+    from recipes.data.mix_budget import repeat_warnings, repeats
+
+    stage = loaded.recipe.stages[index]
+    if s.max_steps or len(stage.data) < 2 or any(source.weight is None for source in stage.data):
+        return
+    sizes = []
+    for j, source in enumerate(stage.data):
+        resolved = loaded.sources.get((index, "data", j))
+        if resolved is None:
+            return
+        size = sum(f.stat().st_size for f in resolved.files if f.is_file())
+        records = count_all(resolved.files)
+        if source.max_samples and records:
+            size = size * min(1.0, source.max_samples / records)
+        if source.max_tokens:
+            size = min(size, source.max_tokens * BYTES_PER_TOKEN)
+        sizes.append(size)
+    passes = repeats(sizes, [source.weight for source in stage.data], [source.main for source in stage.data])
+    for j, (source, per_epoch) in enumerate(zip(stage.data, passes)):
+        for line in repeat_warnings([source.default_name()], [per_epoch], s.num_train_epochs):
+            problems.warn(("stages", index, "data", j, "weight"), line + " (estimated from the files' size)")
+
+
+# A LoRA learning rate above this with a model above LARGE_MODEL parameters is likely a small demo's
+# rate copied into a real recipe: large models diverge at rates a 0.5B one tolerates.
+LORA_RATE_LIMIT = 1e-3
+LARGE_MODEL = 1_000_000_000
+
+
+def _advise_lora_rate(loaded: LoadedRecipe, index: int, s, problems: Collector) -> None:
+    if s.learning_rate <= LORA_RATE_LIMIT or loaded.model is None:
+        return
+    from recipes.family import family
+
+    try:
+        parameters = family().shape_of(loaded.model.config).total_parameters
+    except (ValueError, KeyError, TypeError):
+        return
+    if parameters > LARGE_MODEL:
+        problems.warn(setting_path(loaded.recipe, index, "learning_rate"), f"learning rate {s.learning_rate:g} "
+                      f"with a model of {parameters / 1e9:.1f}B parameters: LoRA on a model this size usually "
+                      "trains at 1e-4 to 2e-4 (a rate above 1e-3 is a small demo's); lower it")
+
+
+def _check_val_size(loaded: LoadedRecipe, problems: Collector) -> None:
+    """val_size must hold out at least one example of each training source and leave one to train on,
+    as the data phase requires (recipes.data.layout.held_out); found here from the record counts,
+    before any source is tokenized. SFT examples are records (an error); pre-training examples are
+    cutoff_len blocks, estimated from the files' size (a warning)."""
+    recipe = loaded.recipe
+    for index, stage in enumerate(recipe.stages):
+        s = stage.settings(recipe.defaults)
+        if not s.val_size:
+            continue
+        counts = []
+        for j, source in enumerate(stage.data):
+            resolved = loaded.sources.get((index, "data", j))
+            records = count_all(resolved.files) if resolved is not None else None
+            if records is None:
+                return
+            if stage.kind == "pretrain":
+                size = sum(f.stat().st_size for f in resolved.files if f.is_file())
+                records = max(1, round(size / BYTES_PER_TOKEN / s.cutoff_len))
+            counts.append(min(records, source.max_samples) if source.max_samples else records)
+        for j, count in enumerate(counts):
+            held = held_count(s.val_size, count, sum(counts), len(counts))
+            held = int(held) if held >= 1 else round(count * held)
+            if 0 < held < count:
+                continue
+            what = ("records" if stage.kind == "sft" else "blocks of cutoff_len (estimated from its size)")
+            of = f" of source {stage.data[j].default_name()!r}" if len(counts) > 1 else ""
+            message = (f"val_size {s.val_size:g} holds out {held} of the {count} {what}{of}: set it so that both "
+                       "the training and the evaluation set keep at least one (a count of 1 or more, or a larger "
+                       "share)")
+            at = setting_path(recipe, index, "val_size")
+            (problems.add if stage.kind == "sft" else problems.warn)(at, message)

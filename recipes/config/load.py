@@ -123,6 +123,10 @@ def check_recipe(name_or_path: str, registry: Registry | None = None, preflight:
         _add_validation(collector, exc, data)
         recipe = _without_bad_keys(data, exc)  # to find the other mistakes too, all at once
     loaded = LoadedRecipe(recipe, path, lines, {}) if recipe is not None else None
+    if loaded is None:
+        from recipes.config.checks import check_raw_formats
+
+        check_raw_formats(data, registry or get_registry(), collector)
     if loaded is not None:
         from recipes.config.checks import check
 

@@ -43,6 +43,13 @@ class ModelInfo:
         return self.config.get("torch_dtype") or self.config.get("dtype")
 
 
+def is_hub_id(path: str) -> bool:
+    """Whether ``path`` has the form of a Hugging Face hub id, ``org/name`` (what `hf download` takes)."""
+    import re
+
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_]", path) is not None and ".." not in path
+
+
 def local_model_folder(path: str, base_dir: Path) -> Path | None:
     """The folder a model path names, if it is local (relative paths are relative to the recipe)."""
     if path.startswith(BUNDLED_PREFIX):

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from recipes.config.collector import Collector
 from recipes.config.loaded import BUNDLED_PREFIX, LoadedRecipe
-from recipes.config.model_info import hf_cache_file, local_model_folder
+from recipes.config.model_info import hf_cache_file, is_hub_id, local_model_folder
 from recipes.errors import Problem, RecipeError
 
 FULL_PASS_BYTES = 20 << 20
@@ -59,7 +59,7 @@ def _check_tokenizer(loaded: LoadedRecipe, problems: Collector, warn_uncached: b
         return
     folder = model_folder(loaded)
     if folder is None:
-        if warn_uncached and model.path.count("/") == 1:
+        if warn_uncached and is_hub_id(model.path):
             problems.warn(("model", "path"), f"{model.path!r} is not in the local HF cache: `recipes run` will stop "
                           f"at the start; download it first (`hf download {model.path}`)")
         return
@@ -70,6 +70,11 @@ def _check_tokenizer(loaded: LoadedRecipe, problems: Collector, warn_uncached: b
 
 
 def _check_data(loaded: LoadedRecipe, registry, problems: Collector) -> None:
+    """Every source read through its format, under the stage's ``on_bad_record`` policy (skipped
+    records are counted and said, as preparing the data will skip them)."""
+    from recipes.data.bad_records import BadRecords, policy
+
+    recipe = loaded.recipe
     for (index, group, source_index), resolved in sorted(loaded.sources.items(), key=lambda item: item[0]):
         fmt = registry.formats.get(resolved.format)
         if fmt is None:
@@ -80,10 +85,15 @@ def _check_data(loaded: LoadedRecipe, registry, problems: Collector) -> None:
             continue  # already reported against the recipe
         at = ("stages", index, group, source_index, "path")
         full = sum(f.stat().st_size for f in resolved.files if f.is_file()) < FULL_PASS_BYTES
+        s = recipe.stages[index].settings(recipe.defaults)
+        bad, read = BadRecords(s.on_bad_record == "skip", s.max_bad_records), 0
         for path in resolved.files:
             records = fmt.read(Path(path), options)
             try:
-                if not sum(1 for _ in (records if full else itertools.islice(records, SAMPLE_RECORDS))):
+                with policy(bad):
+                    count = sum(1 for _ in (records if full else itertools.islice(records, SAMPLE_RECORDS)))
+                read += count
+                if not count:
                     problems.add(at, f"{path}: no records in this file (empty, only blank lines, or every record "
                                  "was skipped); remove it from the data or fix it")
                     break
@@ -98,3 +108,12 @@ def _check_data(loaded: LoadedRecipe, registry, problems: Collector) -> None:
                 close = getattr(records, "close", None)
                 if close is not None:
                     close()
+        else:
+            try:
+                bad.check_share(read + bad.count)
+            except RecipeError as exc:
+                problems.add(at, str(exc))
+                continue
+            if bad.count:
+                problems.warn(at, f"on_bad_record = \"skip\": {bad.describe()}"
+                              + ("" if full else f" in the first {SAMPLE_RECORDS} records of each file"))

@@ -77,7 +77,11 @@ class DataSource(Strict):
     weight: Optional[float] = Field(None, gt=0, description="Training data only: this source's share of the "
                                     "stage's training tokens (normalised over the stage's sources, so shares need "
                                     "not sum to 1); a source is over- or under-sampled, seeded. Give every source "
-                                    "of the stage a weight, or none (concatenation).")
+                                    "of the stage a weight, or none (concatenation). One epoch is one pass over the "
+                                    "stage's main source (see `main`); the others are sampled to their shares "
+                                    "around it.")
+    main: Optional[bool] = Field(None, description="Weighted training data only: one epoch of the stage is one "
+                                 "pass over this source (default: the source with the largest weight).")
     max_samples: Optional[int] = Field(None, gt=0, description="Use at most the first N examples of this source "
                                        "(LLaMA-Factory's max_samples; pre-training: blocks of cutoff_len).")
     max_tokens: Optional[int] = Field(None, gt=0, description="Use at most the first examples of this source "
@@ -383,7 +387,8 @@ class Recipe(Strict):
                               "after every stage (a table in the report: does domain perplexity fall while general "
                               "perplexity holds?); false: each stage evaluates only its own sets, before and after.")
     output_dir: Optional[str] = Field(
-        None, description="Run folder, relative to the current directory. Default: runs/<name>.")
+        None, description="Run folder, relative to the recipe file (a bundled recipe's: to the current "
+        "directory). Default: runs/<name> beside the recipe, so that a run started from another directory finds it.")
     model: ModelSource
     quantization: Optional[Quantization] = None
     callbacks: Optional[list[str]] = Field(

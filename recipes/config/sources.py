@@ -21,6 +21,14 @@ def held_out_names(names: list[str]) -> list[str]:
     return [HELD_OUT] if len(names) == 1 else [f"{HELD_OUT}/{name}" for name in names]
 
 
+def held_count(val_size: float, examples: int, total: int, sources: int) -> float:
+    """A source's part of ``val_size``: a share applies to each source; a count is divided among the
+    sources by their size (at least one each)."""
+    if val_size < 1 or sources == 1:
+        return val_size
+    return float(max(1, round(val_size * examples / max(total, 1))))
+
+
 def eval_set_names(data_names: list[str], eval_names: list[str], val_size: float) -> list[str]:
     """Every evaluation set of a stage, in order: the held-out ones, then the ``eval_data`` sources."""
     return (held_out_names(data_names) if val_size else []) + list(eval_names)
@@ -38,7 +46,18 @@ def check_sources(recipe: Recipe, problems: Collector) -> None:
             problems.add(where + ("data", missing, "path" if stage.data[missing].path else "dataset"),
                          "this source has no weight while another source of the stage has one: give every "
                          "training source a weight (its share of the tokens), or none")
+        mains = [j for j, source in enumerate(stage.data) if source.main]
+        for j in mains[1:]:
+            problems.add(where + ("data", j, "main"), f"two main sources in this stage (this one and number "
+                         f"{mains[0] + 1}): an epoch is one pass over one source; keep main = true on one")
+        for j in mains[:1]:
+            if not all(weighted):
+                problems.add(where + ("data", j, "main"), "main says which source one epoch passes over once, "
+                             "in a mix by weight: give every training source a weight, or remove main")
         for j, source in enumerate(stage.eval_data):
+            if source.main is not None:
+                problems.add(where + ("eval_data", j, "main"), "main applies to training sources (an epoch's "
+                             "pass); an evaluation set is evaluated whole: remove it")
             if source.weight is not None:
                 problems.add(where + ("eval_data", j, "weight"), "weight is a share of the training tokens; an "
                              "evaluation set is evaluated whole: remove it (max_samples caps its size)")

@@ -85,7 +85,8 @@ def segments(tokenizer, example: dict) -> list[dict]:
     return pieces
 
 
-def print_inspection(report: dict, console, width: int = 1200) -> None:
+def print_inspection(report: dict, console, width: int | None = 1200) -> None:
+    """The report as text; each example clipped at ``width`` characters (None: whole)."""
     from rich.markup import escape
 
     r = report
@@ -110,11 +111,13 @@ def print_inspection(report: dict, console, width: int = 1200) -> None:
     for number, pieces in enumerate(r["examples"], start=1):
         console.print(f"[bold]example {number}[/] ([bold green]trained[/], [dim]not trained[/]):")
         shown, text = 0, ""
+        whole = sum(len(piece["text"]) for piece in pieces)
         for piece in pieces:
-            part = piece["text"][: max(width - shown, 0)]
+            part = piece["text"] if width is None else piece["text"][: max(width - shown, 0)]
             shown += len(part)
             text += f"[bold green]{escape(part)}[/]" if piece["trained"] else f"[dim]{escape(part)}[/]"
-        console.print(text + (" [dim]...[/]" if shown >= width else ""), soft_wrap=True)
+        clipped = f" [dim]... ({whole - shown:,} more characters; --full shows them)[/]" if shown < whole else ""
+        console.print(text + clipped, soft_wrap=True)
 
 
 def mix_lines(mix: list[dict]) -> list[str]:

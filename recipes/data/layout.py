@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from recipes.config.sources import held_out_names
+from recipes.config.sources import held_count, held_out_names
 from recipes.data.mixing import cap, mix
 from recipes.data.store import TokenStore, _save, write_json
 from recipes.data.tokenization import IGNORE_INDEX
 from recipes.errors import RecipeError
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3  # 3: an epoch is one pass over the main source
 
 
 def held_out(count_examples: int, val_size: float, seed: int, stage: str, source: str | None = None) -> np.ndarray:
@@ -94,14 +94,6 @@ def layout_dir(root: Path, store_keys: list[str], mixes: list[dict], val_size: f
     return Path(root) / f"layout-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
-def _held_count(val_size: float, examples: int, total: int, sources: int) -> float:
-    """A source's part of ``val_size``: a share applies to each source; a count is divided among the
-    sources by their size (at least one each)."""
-    if val_size < 1 or sources == 1:
-        return val_size
-    return float(max(1, round(val_size * examples / max(total, 1))))
-
-
 def build_layout(folder: Path, stores: list[TokenStore], mixes: list[dict], val_size: float, seed: int,
                  packing: bool, stage: str) -> None:
     """Write every set's order (and packed rows); ``layout.json`` last (ready)."""
@@ -113,12 +105,13 @@ def build_layout(folder: Path, stores: list[TokenStore], mixes: list[dict], val_
     for i, (count, name) in enumerate(zip(kept, held_out_names(names))):
         indices = np.arange(count, dtype=np.int64)
         if val_size:
-            held = held_out(count, _held_count(val_size, count, sum(kept), len(stores)), seed, stage,
+            held = held_out(count, held_count(val_size, count, sum(kept), len(stores)), seed, stage,
                             names[i] if len(stores) > 1 else None)
             sets[name] = np.stack([np.full(int(held.sum()), i), indices[held]], axis=1)
             indices = indices[~held]
         train.append(indices)
-    order, shares = mix([x[t] for x, t in zip(lengths, train)], [m.get("weight") for m in mixes], seed, names)
+    order, shares = mix([x[t] for x, t in zip(lengths, train)], [m.get("weight") for m in mixes], seed, names,
+                        [m.get("main") for m in mixes])
     for i, indices in enumerate(train):
         rows = order[:, 0] == i
         order[rows, 1] = indices[order[rows, 1]]

@@ -2,10 +2,19 @@
 
 Continued pre-training on a domain corpus alone makes a model forget; the usual cure is to replay a
 share of general text. A source's ``weight`` is its share of the stage's training tokens (weights
-are normalised, so they need not sum to 1). The stage's token budget is what its sources hold after
-``max_samples`` / ``max_tokens``; a source given more than it holds is over-sampled (whole passes
-over it, each in a new seeded order, then a part of one), one given less is under-sampled (a seeded
-random subset). Without any weight the sources are simply concatenated, as before.
+are normalised, so they need not sum to 1).
+
+One epoch is one pass over the stage's *main* source: the one marked ``main = true``, else the one
+with the largest weight (the first of equals). The epoch's token budget is the main source's tokens
+(after ``max_samples`` / ``max_tokens``) divided by its share, and every other source gets its share
+of that budget: a source given more than it holds is over-sampled (whole passes over it, each in a
+new seeded order, then a part of one), one given less is under-sampled (a seeded random subset).
+So a small domain corpus weighted 0.9 beside a large general one weighted 0.1 is seen once per
+epoch, not as many times as the general corpus is larger. Without any weight the sources are simply
+concatenated, as before.
+
+The budget rule itself, and the warning for a source repeated too often, are in
+``recipes.data.mix_budget`` (no numpy: validate and plan use it too).
 
 The result is an order of (source, example) pairs, computed from the examples' lengths alone and the
 seed: the same inputs give the same order, so a resumed stage (the Trainer skips the batches it has
@@ -17,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from recipes.data.mix_budget import targets
 
 
 @dataclass(frozen=True)
@@ -39,12 +50,13 @@ def cap(lengths: np.ndarray, max_samples: int | None, max_tokens: int | None) ->
 
 
 def mix(lengths: list[np.ndarray], weights: list[float | None], seed: int,
-        names: list[str] | None = None) -> tuple[np.ndarray, list[SourceMix]]:
+        names: list[str] | None = None, mains: list[bool | None] | None = None) -> tuple[np.ndarray, list[SourceMix]]:
     """The training order over the sources' examples and what each source got.
 
     ``lengths[i]``: the token count of each example of source ``i`` (already capped); ``weights[i]``:
-    its share, or None for all (concatenation). Returns an ``[n, 2]`` int64 array of (source,
-    example index) rows in training order, and a ``SourceMix`` per source."""
+    its share, or None for all (concatenation); ``mains[i]``: whether it is the main source. Returns
+    an ``[n, 2]`` int64 array of (source, example index) rows in training order, and a ``SourceMix``
+    per source."""
     names = names or [str(i) for i in range(len(lengths))]
     lengths = [np.asarray(x, dtype=np.int64) for x in lengths]
     if all(w is None for w in weights):
@@ -53,12 +65,11 @@ def mix(lengths: list[np.ndarray], weights: list[float | None], seed: int,
         return order.astype(np.int64), _summary(order, lengths, names)
     if any(w is None for w in weights):
         raise ValueError("give every source of the stage a weight, or none")
-    total = sum(int(x.sum()) for x in lengths)
-    norm = float(sum(weights))
+    wanted = targets([int(x.sum()) for x in lengths], weights, mains)
     rng = np.random.default_rng(seed)
     chosen = []
-    for i, (x, weight) in enumerate(zip(lengths, weights)):
-        picked = _take(x, round(total * weight / norm), np.random.default_rng([seed, i]))
+    for i, (x, target) in enumerate(zip(lengths, wanted)):
+        picked = _take(x, target, np.random.default_rng([seed, i]))
         chosen.append(np.stack([np.full(len(picked), i), picked], axis=1))
     order = np.concatenate(chosen) if chosen else np.zeros((0, 2), np.int64)
     order = order[rng.permutation(len(order))]

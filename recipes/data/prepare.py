@@ -79,7 +79,23 @@ def prepare(stage, tokenizer, say, workers: int | None = None) -> StageData:
     if s.packing:
         train = info["sets"]["train"]
         data.packing = PackingStats(train["examples"], train["rows"], train["tokens"], s.cutoff_len)
+    stats.notes += [f"warning: {line}" for line in repeat_lines(info["mix"], s, len(data.train))]
     return data
+
+
+def repeat_lines(mix: list[dict], s, sequences: int) -> list[str]:
+    """The sources of a prepared mix seen more than ``REPEAT_LIMIT`` times over the stage (epochs, or
+    the epochs that ``max_steps`` makes of ``sequences`` training rows)."""
+    import math
+
+    from recipes.data.mix_budget import repeat_warnings
+
+    epochs = s.num_train_epochs
+    if s.max_steps:
+        per_epoch = max(math.ceil(math.ceil(sequences / s.per_device_train_batch_size) / s.gradient_accumulation_steps), 1)
+        epochs = s.max_steps / per_epoch
+    passes = [m["tokens"] / m["offered_tokens"] if m.get("offered_tokens") else 0.0 for m in mix]
+    return repeat_warnings([m["name"] for m in mix], passes, epochs)
 
 
 def store_line(source: str | None, folder: Path, key: str, cached: bool) -> str:

@@ -73,6 +73,29 @@ def matrix_table(matrix: dict):
     return table
 
 
+def matrix_lines(matrix: dict) -> list[str]:
+    """The matrix as plain lines, one per evaluation set (the sets as rows): readable in a pipe, a log
+    file or a narrow terminal, where a table of one column per set would break every cell."""
+    table = matrix_cells(matrix)
+    labels = [cells[0] for cells in table]
+    lines = ["evaluation matrix: perplexity (change from the first row)"]
+    for column, name in enumerate(matrix["sets"], start=1):
+        lines.append(f"  {name}: " + ", ".join(f"{label} {cells[column]}" for label, cells in zip(labels, table)))
+    return lines
+
+
+def print_matrix(matrix: dict, console) -> None:
+    """A table on a terminal wide enough for it; otherwise (a pipe, a file, a narrow terminal) one plain
+    line per set."""
+    table = matrix_table(matrix)
+    needed = console.measure(table).maximum
+    if console.is_terminal and needed <= console.width:
+        console.print(table)
+        return
+    for line in matrix_lines(matrix):
+        console.print(line, markup=False, soft_wrap=True)
+
+
 def matrix_markdown(matrix: dict | None, mixes: dict[str, list[str]], image: str | None) -> list[str]:
     lines = []
     if matrix:

@@ -1,6 +1,7 @@
 """The run report: per stage the steps, tokens, wall time (from the stage's start to its outputs
 published: the run's "done in X s"), tokens/s (of training alone: ``train_seconds``), final train loss,
-eval perplexity before and after, and peak memory (the stage's own); loss (and eval) curves as PNG
+eval perplexity before and after, what merging a QLoRA adapter into the unquantized base changed in
+the held-out loss, and peak memory (the stage's own); loss (and eval) curves as PNG
 images. Written into <run>/report/ when a run ends, and again by `recipes report RUN`, from what the
 run folder holds:
 
@@ -29,7 +30,7 @@ COLUMNS = (  # (key, heading)
     ("stage", "stage"), ("status", "status"), ("steps", "steps"), ("tokens", "tokens"),
     ("wall_seconds", "wall s"), ("tokens_per_second", "tokens/s"), ("final_loss", "final loss"),
     ("eval_perplexity_before", "eval ppl before"), ("eval_perplexity_after", "eval ppl after"),
-    ("peak_memory_bytes", "peak memory"),
+    ("eval_loss_merged_change", "merged eval change"), ("peak_memory_bytes", "peak memory"),
 )
 
 
@@ -151,7 +152,7 @@ def stage_row(run_dir: Path, name: str, entry: dict, curves: dict) -> dict:
         "final_loss": result.get("final_loss", last.get("loss")),
     }
     for key in ("eval_loss_before", "eval_loss_after", "eval_perplexity_before", "eval_perplexity_after",
-                "peak_memory_bytes", "trainable_params", "total_params"):
+                "peak_memory_bytes", "trainable_params", "total_params", "eval_loss_merged", "eval_loss_merged_change"):
         row[key] = result.get(key)
     for when in ("before", "after"):  # a perplexity the run only logged as a loss
         if row[f"eval_perplexity_{when}"] is None and isinstance(row[f"eval_loss_{when}"], (int, float)):
@@ -165,6 +166,8 @@ def cell(key: str, value) -> str:
         return "-"
     if key == "peak_memory_bytes":
         return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.0f} MiB"
+    if key == "eval_loss_merged_change":  # the merged model's held-out loss minus the quantized model's
+        return f"{value:+.4f}"
     if key in ("steps", "tokens"):
         return f"{value:,}"
     if key in ("wall_seconds", "tokens_per_second"):
@@ -250,14 +253,13 @@ def write_report(run_dir, console=None) -> Path:
     if console is not None:
         console.print(report_table(report))
         if report.get("eval_matrix"):
-            from recipes.outputs.matrix import matrix_table
+            from recipes.outputs.matrix import print_matrix
 
-            console.print(matrix_table(report["eval_matrix"]))
+            print_matrix(report["eval_matrix"], console)
         if report.get("benchmarks"):
-            from recipes.benchmarks.report import benchmark_tables
+            from recipes.benchmarks.report import print_benchmarks
 
-            for table in benchmark_tables(report["benchmarks"]):
-                console.print(table)
+            print_benchmarks(report["benchmarks"], console)
         for stage, lines in (report.get("mix") or {}).items():
             console.print(f"data mix of {stage}:", markup=False)
             for line in lines:

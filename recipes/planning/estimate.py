@@ -17,14 +17,12 @@ import functools
 import math
 
 from recipes.errors import RecipeError
+from recipes.config.counting import BYTES_PER_TOKEN
 from recipes.config.loaded import LoadedRecipe
+from recipes.data.mix_budget import repeat_warnings, targets
 from recipes.planning.memory import estimate_memory, shard
 from recipes.planning.plan import Plan, StagePlan
 
-# Measured on the bundled samples with the Qwen tokenizer (tests/test_plan.py keeps the byte
-# estimate within 10% of the tokenized count for both stages of the demo: 4,078 vs 4,004 and
-# 5,852 vs 5,912 tokens).
-BYTES_PER_TOKEN = 4.4
 # ChatML wraps each message in <|im_start|>role\n ... <|im_end|>\n: 5 tokens around its text.
 CHATML_TOKENS_PER_MESSAGE = 5
 # Qwen2.5's template adds its default system message when a conversation has none (measured: 21
@@ -133,26 +131,38 @@ def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
                 count += round(len(records) * scale)
                 size += round(_tokens_from_size(records, stage.kind, s.cutoff_len)[0] * scale)
             size = _capped(size, count, source, stage.kind, s.cutoff_len)
-            sources.append({"name": source.name, "weight": source.weight, "tokens": size})
+            sources.append({"name": source.name, "weight": source.weight, "tokens": size, "records": count})
             record_count, tokens = record_count + count, tokens + size
-        weights = sum(x["weight"] or 0 for x in sources)
-        for x in sources:  # the mix keeps the stage's token budget and gives each source its weight's share
-            x["share"] = x["weight"] / weights if weights else x["tokens"] / max(tokens, 1)
-            x["sampled_tokens"] = round(tokens * x["share"])
-        sequences = math.ceil(tokens / s.cutoff_len) if stage.kind == "pretrain" else record_count
+        # an epoch: one pass over the main source, the others at their weight's share (recipes.data.mix_budget)
+        wanted = targets([x["tokens"] for x in sources], [x["weight"] for x in sources],
+                         [source.main for source in stage.sources])
+        trained = sum(wanted)
+        for x, given in zip(sources, wanted):
+            x["share"] = given / max(trained, 1)
+            x["sampled_tokens"] = given
+        trained_records = sum(x["records"] * given / x["tokens"] if x["tokens"] else 0 for x, given in zip(sources, wanted))
+        # tokens_per_epoch stays what the sources hold (as the tokenized count gives it); sequences and
+        # steps follow what an epoch trains
+        sequences = math.ceil(trained / s.cutoff_len) if stage.kind == "pretrain" else round(trained_records)
         if s.val_size:
             held = int(s.val_size) if s.val_size >= 1 else round(sequences * s.val_size)
             sequences -= held
         if s.packing:
-            train_tokens = tokens * sequences / max(record_count, 1)
+            train_tokens = trained * sequences / max(round(trained_records), 1)
             sequences = math.ceil(train_tokens / (s.cutoff_len * PACKING_FILL))
     batches = math.ceil(sequences / s.per_device_train_batch_size)
     per_epoch = max(math.ceil(batches / s.gradient_accumulation_steps), 1)  # as the HF Trainer counts
     steps = s.max_steps or math.ceil(s.num_train_epochs * per_epoch)
     warmup = s.warmup_steps if s.warmup_steps is not None else math.ceil(steps * s.warmup_ratio)
+    epochs = s.max_steps / per_epoch if s.max_steps else s.num_train_epochs
+    notes = repeat_warnings([x["name"] for x in sources], [x["sampled_tokens"] / x["tokens"] if x["tokens"] else 0.0
+                                                          for x in sources], epochs)
+    if s.max_steps and s.max_steps < 0.01 * per_epoch:
+        notes.append(f"max_steps {s.max_steps} is {s.max_steps / per_epoch:.2%} of an epoch ({per_epoch:,} steps): "
+                     "the stage sees under 1% of its data; raise max_steps or leave it out to train by epochs")
     return {"records": record_count, "tokens_per_epoch": tokens, "sequences": sequences,
             "steps_per_epoch": per_epoch, "optimizer_steps": steps, "warmup_steps": warmup,
-            "exact": tokenizer is not None, "sources": sources}
+            "exact": tokenizer is not None, "sources": sources, "notes": notes}
 
 
 def _capped(tokens: int, records: int, source, kind: str, cutoff_len: int) -> int:
@@ -245,6 +255,7 @@ def estimate_lines(estimate: dict) -> list[str]:
                 lines.append(f"     source {x['name']}: {x['tokens']:,} tokens, {x['share']:.1%} of the training "
                              f"tokens = {x['sampled_tokens']:,} ({ratio:.2f}x its tokens"
                              + (", over-sampled)" if ratio > 1.0005 else ", under-sampled)" if ratio < 0.9995 else ")"))
+        lines += [f"   note: {note}" for note in d.get("notes", [])]
     from recipes.benchmarks.estimate import benchmark_lines
 
     lines.extend(benchmark_lines(estimate.get("benchmarks") or [], _size))

@@ -10,8 +10,10 @@ conversation, at most that). T = batch x cutoff_len tokens; b = bytes per value 
   bitsandbytes 4-bit: the blocks' linear weights x (0.5 byte + quantization constants: an fp32
   absmax per 64 weights, 4/64 byte; with double quant an 8-bit absmax, 1/64, plus an fp32 constant
   per 256 of those); 8-bit: 1 byte per weight plus an fp32 scale per output row. Everything else
-  (embeddings, output head, norms, biases) x 4: ``peft.prepare_model_for_kbit_training`` casts it to
-  fp32.
+  (embeddings, output head, norms, biases) x b: ``peft.prepare_model_for_kbit_training`` casts it to
+  fp32, and the bitsandbytes backend casts it back to the stage's precision (recipes/builtin/
+  quantization.py says why), so the residual stream and the activations below are b bytes a value
+  with QLoRA too.
 - **LoRA weights**: r x (in + out) per wrapped linear layer, fp32 (peft keeps adapters in fp32).
 - **gradients**: one fp32 value per trainable parameter.
 - **optimizer state**: AdamW keeps two fp32 moments per trainable parameter (8 bytes); the 8-bit
@@ -118,7 +120,7 @@ def weight_bytes(shape: Shape, precision: str, quantization: dict | None, bytes_
     if not quantization or quantization.get("backend", "none") != "bitsandbytes":
         return shape.total_parameters * BYTES[precision]
     linear = shape.linear_parameters
-    rest = (shape.total_parameters - linear) * 4  # cast to fp32 by prepare_model_for_kbit_training
+    rest = (shape.total_parameters - linear) * BYTES[precision]  # kept in the stage's precision (see above)
     if quantization.get("bits", 4) == 8:
         rows = shape.layers * sum(layer.fan_out for layer in shape.linears)
         return linear + rows * 4 + rest

@@ -28,13 +28,14 @@ class Source:
     weight: float | None = None
     max_samples: int | None = None
     max_tokens: int | None = None
+    main: bool | None = None  # one epoch of the stage is one pass over this source
 
     def __iter__(self):
         return iter((self.format, self.options, self.files))
 
     def mix_json(self) -> dict:
         """What of the mix the recipe set (empty when nothing): for recipe.json and the fingerprint."""
-        return {k: getattr(self, k) for k in ("weight", "max_samples", "max_tokens") if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in ("weight", "max_samples", "max_tokens", "main") if getattr(self, k) is not None}
 
 
 @dataclass
@@ -97,7 +98,16 @@ class Plan:
     def stage(self, name: str) -> StagePlan:
         return next(s for s in self.stages if s.name == name)
 
-    def selected(self, name: str | None) -> list[StagePlan]:
+    def up_to(self, name: str | None, option: str = "--until") -> "Plan":
+        """The plan of the stages up to and including ``name`` (the whole plan for None)."""
+        if name is None:
+            return self
+        from dataclasses import replace
+
+        last = self.selected(name, option)[0]
+        return replace(self, stages=self.stages[:last.index + 1])
+
+    def selected(self, name: str | None, option: str = "--stage") -> list[StagePlan]:
         """Every stage, or the one a ``--stage NAME`` option names (a RecipeError with a hint if none)."""
         if name is None:
             return list(self.stages)
@@ -106,13 +116,27 @@ class Plan:
             from recipes.config.schema import did_you_mean
             from recipes.errors import RecipeError
 
-            raise RecipeError(f"--stage {name}: no such stage; {did_you_mean(name, [s.name for s in self.stages])}")
+            raise RecipeError(f"{option} {name}: no such stage; {did_you_mean(name, [s.name for s in self.stages])}")
         return found
+
+
+def run_folder(loaded: LoadedRecipe, output_dir: str | None = None) -> Path:
+    """The run folder: ``output_dir`` as given (``-o``, relative to the current directory), else the
+    recipe's ``output_dir``, else ``runs/<name>``, both relative to the recipe file, so that a run
+    of the same recipe from another directory finds its folder. A bundled recipe's runs go under the
+    current directory."""
+    if output_dir:
+        return Path(output_dir).expanduser().resolve()
+    from recipes.family import family
+
+    bundled = loaded.path.resolve() in {p.resolve() for p in family().bundled_recipes().values()}
+    home = Path.cwd() if bundled else loaded.path.resolve().parent
+    return (home / Path(loaded.recipe.output_dir or Path("runs") / loaded.name).expanduser()).resolve()
 
 
 def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None = None) -> Plan:
     recipe = loaded.recipe
-    run_dir = Path(output_dir or recipe.output_dir or Path("runs") / loaded.name).resolve()
+    run_dir = run_folder(loaded, output_dir)
     quantization = recipe.quantization
     backend = registry.backends[quantization.backend if quantization else "none"]
     backend_options = backend.options_model.model_validate(quantization.options() if quantization else {})
@@ -174,7 +198,7 @@ def _benchmarks(loaded: LoadedRecipe, registry: Registry) -> list:
 def _source(resolved, registry: Registry, spec) -> Source:
     fmt = registry.formats[resolved.format]
     return Source(fmt, fmt.options_model.model_validate(resolved.options), resolved.files, spec.default_name(),
-                  spec.weight, spec.max_samples, spec.max_tokens)
+                  spec.weight, spec.max_samples, spec.max_tokens, spec.main)
 
 
 def _sources_json(sources: list) -> list:

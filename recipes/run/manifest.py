@@ -97,6 +97,12 @@ class Manifest:
         self.data["stages"][name] = {}
         return self.update(name, **fields)
 
+    def record_recipe(self, identity: dict) -> None:
+        """Which recipe runs in this folder (recipes.run.identity)."""
+        if self.data.get("recipe") != identity:
+            self.data["recipe"] = identity
+            self.save()
+
     def save(self) -> None:
         if distributed.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)

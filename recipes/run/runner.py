@@ -15,6 +15,7 @@ from recipes.errors import RecipeError
 from recipes.planning.plan import Plan
 from recipes.hashing import digest
 from recipes.run.fingerprint import model_fingerprint, stage_parts, why_changed
+from recipes.run.identity import claim, recipe_identity
 from recipes.run.lock import run_folder_lock
 from recipes.run.manifest import Manifest, inside
 from recipes.run.progress import ManifestProgress
@@ -25,15 +26,18 @@ log = logging.getLogger("recipes")
 LOGGERS = ("recipes", "transformers", "peft", "bitsandbytes", "torchao", "py.warnings")  # to run.log
 
 
-def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = ()) -> list:
+def run_plan(plan: Plan, console, registry=None, restart: tuple[str, ...] = (), force: bool = False) -> list:
     """Run the plan's stages in order. A stage finished earlier with the same fingerprint is skipped;
     an interrupted one resumes from its last complete checkpoint; one whose inputs changed (or that
-    ``restart`` names) runs afresh, and so do the stages after it."""
+    ``restart`` names) runs afresh, and so do the stages after it. A run folder that holds another
+    recipe's run is refused unless ``force`` (recipes.run.identity)."""
     if registry is None:
         from recipes.plugins.registry import get_registry
 
         registry = get_registry()
     with run_folder_lock(plan.run_dir, take=distributed.is_main()):
+        if distributed.is_main():
+            claim(plan, force)
         if not distributed.launched() and _all_done(plan, console, registry, restart):
             return []  # decided without importing torch: nothing to train
         return _run_locked(plan, console, registry, restart)
@@ -104,6 +108,7 @@ class PlanRun:
         self.plan, self.console, self.registry, self.restart = plan, console, registry, restart
         self.main = distributed.is_main()
         self.manifest = Manifest.load(plan.run_dir)
+        self.manifest.data.setdefault("recipe", recipe_identity(plan))  # written with the first stage's entry
         self.model_path = resolve_model(plan.model_path, plan.revision, console, plan.recipe_path)
         # what each stage's children start from: its fingerprint and, once published, its outputs' digests
         self.fingerprints = {MODEL_REF: model_fingerprint(self.model_path, plan.revision)}
@@ -193,6 +198,7 @@ class PlanRun:
                              error=str(exc) or type(exc).__name__)
 
     def train_stage(self, stage, checkpoint: Path | None):
+        from recipes.training.memory_peak import release_memory
         from recipes.training.stage import StageRun
 
         base_path, adapters = stage_base(self.plan, stage, self.model_path)
@@ -201,10 +207,16 @@ class PlanRun:
                 raise RecipeError(f"stage {stage.name!r} starts from {stage.base!r}, but {needed} is missing")
         self.say(f"base: {stage.base} ({base_path}" + "".join(f" + {a}" for a in adapters) + ")")
         started = time.monotonic()
-        progress = ManifestProgress(self.manifest, stage.name, self.plan.run_dir)
+        progress = ManifestProgress(self.manifest, stage.name, self.plan.run_dir, resuming=checkpoint is not None)
         stage_run = StageRun(self.plan, stage, base_path, self.say, self.console, progress, checkpoint, adapters)
-        result = stage_run.run()
-        self.publish(stage, stage_run, result, progress, started)
+        try:
+            result = stage_run.run()
+            self.publish(stage, stage_run, result, progress, started)
+        finally:  # the next stage (or the samples) starts without this one's model, optimizer and trainer
+            stage_run.close()
+            device = stage_run.device
+            del stage_run
+            release_memory(device)
         loss = (f"loss {result.first_loss:.4f} -> {result.final_loss:.4f}"
                 if result.first_loss is not None else "no loss logged")
         self.say(f"done in {result.wall_seconds:.1f} s (training {result.train_seconds:.1f} s): {result.steps} steps, "
@@ -220,13 +232,15 @@ class PlanRun:
         from dataclasses import asdict
 
         final = progress.trained()
+        # every process's time, as the tokens count from the stage's first step (a resumed stage)
+        result.train_seconds, result.wall_seconds = progress.cumulative(result.train_seconds, 0.0)
         if not self.main:
-            result.wall_seconds = round(time.monotonic() - started, 2)
+            result.wall_seconds = progress.cumulative(0.0, time.monotonic() - started)[1]
             return
         keep = f"; the final checkpoint {final} is intact" if final else ""
         with publishing(stage.adapter_dir, stage.merged_dir, keep_note=keep) as (adapter_side, merged_side):
-            stage_run.publish(adapter_side, merged_side)
-        result.wall_seconds = round(time.monotonic() - started, 2)  # the "done in" figure, as stage.json keeps it
+            stage_run.publish(adapter_side, merged_side, result)
+        result.wall_seconds = progress.cumulative(0.0, time.monotonic() - started)[1]  # the "done in" figure
         (stage.folder / "stage.json").write_text(json.dumps(asdict(result), indent=2, ensure_ascii=False))
         outputs = {name: {"path": str(folder.relative_to(self.plan.run_dir)), "files": checksums(folder)}
                    for name, folder in (("adapter", stage.adapter_dir), ("merged", stage.merged_dir))}

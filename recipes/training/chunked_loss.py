@@ -28,9 +28,12 @@ How:
    standard path's (tests/test_chunked_loss.py checks loss and LoRA gradients, padded and packed).
 
 Precision (issue 18): the loop runs after ``model.forward`` returns, i.e. outside accelerate's
-autocast. ``chunk_precision(device_type, dtype, loss_scale)`` (set by StageTrainer) makes it run under
-``torch.autocast(device_type, dtype)`` when the head is fp32 (QLoRA: ``prepare_model_for_kbit_training``
-upcasts it), so the logits GEMMs run in the compute dtype as on the standard path. When those GEMMs
+autocast. ``chunk_precision(device_type, dtype, loss_scale)`` (set by StageTrainer) gives it the
+compute dtype: a head already in it (the stage loads the model in its precision, and the QLoRA
+preparation keeps the head there) needs nothing; a frozen fp32 head is cast once per call, before the
+loop; a trainable fp32 head runs the loop under ``torch.autocast(device_type, dtype)``, which casts
+it once and caches the cast. Either way the logits GEMMs run in the compute dtype as on the standard
+path. When those GEMMs
 run in fp16, each chunk's softmax-minus-one-hot is multiplied by the GradScaler's scale / the divisor
 *before* the cast to fp16 (the standard path's backward sees ``scale/N`` times it too), and backward
 divides that factor out again: fp16 never holds the unscaled ~1e-6 softmax entries (subnormals).
@@ -247,6 +250,11 @@ def chunked_lm_loss(model, inputs: dict, num_items_in_batch=None, *,
                           '(partitioned by ZeRO-3 or FSDP?); set loss = "standard" with this strategy')
     divisor = keep.sum() if num_items_in_batch is None else num_items_in_batch
     device_type, dtype, loss_scale = _PRECISION.get()
+    frozen = not weight.requires_grad and (bias is None or not bias.requires_grad)
+    if dtype is not None and weight.dtype == torch.float32 and frozen:
+        # a frozen fp32 head: one cast per call here, since autocast would cast it again for every
+        # chunk's two GEMMs (it caches casts of trainable leaves only)
+        weight, bias = weight.to(dtype), (bias.to(dtype) if bias is not None else None)
     autocast = dtype is not None and weight.dtype == torch.float32
     gemm_dtype = dtype if autocast else weight.dtype
     grad_scale = loss_scale / max(float(divisor), 1.0) if gemm_dtype == torch.float16 else 1.0

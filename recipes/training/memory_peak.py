@@ -61,6 +61,19 @@ class StagePeak:
         self._done.set()
 
 
+def release_memory(device: str) -> None:
+    """Between stages: collect what the finished stage left (cycles in libraries' objects included)
+    and hand the allocator's cached blocks back to the driver, so the next stage's peak starts from
+    what it holds itself."""
+    import gc
+
+    gc.collect()
+    if device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def _sample(ref, done: threading.Event, interval: float) -> None:
     while not done.wait(interval):
         peak = ref()

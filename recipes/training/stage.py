@@ -54,6 +54,11 @@ class StageResult:
     # the recipe's benchmarks: on the starting model (the first stage only) and after this stage
     benchmarks: dict | None = None
     source_losses: dict | None = None  # per training source: the last logged training loss
+    # a quantizing backend publishes the adapter merged into the unquantized base, which is not the
+    # model that trained: the held-out set's loss on the published merged model, and its difference
+    # from eval_loss_after (measured on the quantized weights)
+    eval_loss_merged: float | None = None
+    eval_loss_merged_change: float | None = None
 
 
 class StageProgress(Protocol):
@@ -64,6 +69,7 @@ class StageProgress(Protocol):
     def eval_before(self) -> dict | None: ...
     def evaluated_before(self, results: dict) -> None: ...
     def failed(self, error: str) -> None: ...
+    def training_started(self) -> None: ...
 
 
 class StageRun:
@@ -245,6 +251,7 @@ class StageRun:
         if self.resume_from is not None:
             self.say(f"resuming from {self.resume_from.name} (optimizer, scheduler, RNG state and data position)")
         started = time.monotonic()
+        self.progress.training_started()  # the stage's time across processes counts from here
         if self.resume_from is None or not _restore_finished(self.trainer, self.resume_from):
             self._train_guarded()
         self.seconds = time.monotonic() - started
@@ -343,9 +350,10 @@ class StageRun:
             benchmarks={"start": self.benchmarks_start, "after": self.benchmarks_after}
             if self.benchmarks_start or self.benchmarks_after else None, **headline_eval(self.before, self.after))
 
-    def publish(self, adapter_dir: Path, merged_dir: Path) -> None:
+    def publish(self, adapter_dir: Path, merged_dir: Path, result: StageResult | None = None) -> None:
         """Write the adapter (PEFT format) and the merged model (HF format, safetensors) into the two
-        folders the runner's atomic publishing hands over."""
+        folders the runner's atomic publishing hands over. With a quantizing backend, ``result`` gets
+        the merged model's evaluation (``eval_loss_merged``)."""
         from recipes.training.model import end_turns, merged_model, point_adapter_at, save_adapter, save_merged
 
         save_adapter(self.model, self.tokenizer, adapter_dir)
@@ -353,12 +361,57 @@ class StageRun:
             point_adapter_at(adapter_dir, self.plan.stage(self.stage.base).merged_dir)
         merged = merged_model(self.model, self.plan.backend, self.base_path, self.dtype, self.load_kwargs,
                               [*self.frozen, adapter_dir], self.device)
+        if self.plan.backend.quantizes and result is not None:
+            self.evaluate_merged(merged, result)
         if self.stage.kind == "sft":
             end_turns(merged, self.tokenizer)
         save_merged(merged, self.tokenizer, merged_dir)
         from recipes.training.token_rows import carry_source
 
         carry_source(self.base_path, merged_dir, self.stage.kind)  # a Qwen v1 base stays known as one
+
+    def evaluate_merged(self, merged, result: StageResult) -> None:
+        """The held-out set (else the stage's first evaluation set) once on the merged model, which is
+        what the stage publishes and the next stage starts from: the adapter trained against
+        quantized weights, merged into the unquantized base. Its difference from the evaluation on
+        the quantized weights is what merging changed."""
+        after = own_sets(self.after_row, self.stage.name) if getattr(self, "after_row", None) else None
+        if not after:
+            return
+        name = "val" if "val" in after else next(iter(after))
+        if distributed.world_size() > 1:  # publishing runs on the main process alone: no collective evaluation
+            self.say("merged model: not evaluated (publishing runs on one process of several)")
+            return
+        trainer, trained = self.trainer, self.trainer.model
+        trainer.model = merged
+        try:
+            loss, _ = trainer.token_loss(trainer.get_eval_dataloader(self.data.evals[name]))
+        finally:
+            trainer.model = trained
+        result.eval_loss_merged = loss
+        result.eval_loss_merged_change = loss - after[name]["loss"]
+        self.say(f"merged model ({self.plan.backend.name} adapter merged into the {self.precision} base, as "
+                 f"published): {name} loss {loss:.4f}, {result.eval_loss_merged_change:+.4f} from the quantized "
+                 f"model's {after[name]['loss']:.4f}")
+
+    def close(self) -> None:
+        """Let go of the model, its optimizer and the trainer once the stage is published (or failed),
+        so that the next stage starts on an empty device: the runner drops the StageRun after this and
+        empties the allocator's cache (recipes.training.memory_peak.release_memory). Two reference
+        cycles would otherwise keep them alive until Python's cyclic collector happens to run:
+        accelerate's mixed-precision wrapper stores ``model.forward`` as a method bound to the model,
+        on the model (undone here), and the trainer's guard callback asks the trainer for its scaler
+        (held weakly, recipes.training.trainer). The accelerator's own lists of prepared objects go
+        with the trainer, which alone holds it."""
+        trainer = self.__dict__.pop("trainer", None)
+        if trainer is not None:
+            for model in {id(m): m for m in (trainer.model, trainer.model_wrapped, self.__dict__.get("model"))
+                          if m is not None}.values():
+                for patched in ("forward", "_original_forward"):
+                    model.__dict__.pop(patched, None)
+            trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
+        for held in ("model", "data", "matrix_sets", "frozen"):
+            self.__dict__.pop(held, None)
 
 
 def _restore_finished(trainer, checkpoint: Path) -> bool:

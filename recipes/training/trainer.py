@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 from pathlib import Path
 
 import torch
@@ -58,9 +59,10 @@ class StageTrainer(Trainer):
         self.lm_loss, self.skip_limit, self.skipped = lm_loss, skip_limit, 0
         self.eval_collator = eval_collator  # dataset -> its collator (packed rows or padded sequences)
         self.channels = channels  # recipes.training.channels.Channels: the per-source loss, or None
+        trainer = weakref.ref(self)  # a closure over self would keep the finished trainer in a cycle
         for callback in self.callback_handler.callbacks:
             if isinstance(callback, StageGuard):
-                callback.scaler = lambda: active_scaler(self.accelerator)
+                callback.scaler = lambda: active_scaler(trainer().accelerator) if trainer() is not None else None
                 accelerator = self.accelerator  # not self: the guard must not keep the trainer alive
                 callback.engine = lambda: engine_grad_norm(accelerator)
 

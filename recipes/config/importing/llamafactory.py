@@ -14,17 +14,24 @@ Python (PyYAML): no torch.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recipes.config.importing.llamafactory_keys import (CHECK_BY_HAND, HANDLED, LEFT_OUT, NO_DEFAULT,
-                                                        NOT_IN_PRETRAINING, SETTINGS)
+from recipes.config.importing.llamafactory_keys import (CHECK_BY_HAND, FRACTIONAL_STEPS, HANDLED, LEFT_OUT,
+                                                        NO_DEFAULT, NOT_IN_PRETRAINING, NOT_TRAINING, SECRETS,
+                                                        SETTINGS, V1_KEYS)
 from recipes.config.importing.toml_out import assignments, comment_lines, toml_value
 from recipes.errors import Problem, RecipeError
 
 KINDS = {"pt": "pretrain", "sft": "sft"}
+INTERLEAVE = ("interleave_under", "interleave_over", "interleave_once")
+# LLaMA-Factory's flash_attn -> our attn_implementation (None: keep ours, "auto")
+ATTENTION = {"disabled": "eager", "sdpa": "sdpa", "fa2": "flash_attention_2", "fa3": "flash_attention_2", "auto": None}
+# a key whose name says it holds a credential is never copied, known to the tables or not
+SECRET_NAME = re.compile(r"token|secret|api_key|password", re.IGNORECASE)
 
 
 @dataclass
@@ -92,6 +99,8 @@ def import_llamafactory(paths: list[Path], out: Path, dataset_dir: Path | None =
     """The recipe (TOML text) that runs the configs ``paths`` as one plan, written for the file ``out``;
     and what to check by hand."""
     configs = [read_config(p) for p in paths]
+    for config in configs:
+        _refuse_other_files(config)
     training = [c for c in configs if "export_dir" not in c.keys]
     exports = [c for c in configs if "export_dir" in c.keys]
     if not training:
@@ -103,12 +112,20 @@ def import_llamafactory(paths: list[Path], out: Path, dataset_dir: Path | None =
     stages = _ordered(stages)
     model = _model(stages)
     head = [f"name = {toml_value(out.stem)}",
-            f"description = {toml_value('Imported from LLaMA-Factory: ' + ', '.join(str(p) for p in paths))}", "",
-            "[model]", f"path = {toml_value(model)}"]
+            f"description = {toml_value('Imported from LLaMA-Factory: ' + ', '.join(str(p) for p in paths))}"]
+    callbacks = _callbacks(stages, checks)
+    if callbacks is not None:
+        head.append(f"callbacks = {toml_value(callbacks)}")
+    head += ["", "[model]", f"path = {toml_value(model)}"]
+    revision = _revision(stages, exports)
+    if revision is not None:
+        head.append(f"revision = {toml_value(revision)}")
     if any(s.config.keys.get("trust_remote_code") for s in stages):
         head.append("trust_remote_code = true")
     checks.insert(0, _model_check(model))
-    lines = head + _export_comments(exports, stages) + _quantization(stages) + _distributed(stages, checks)
+    distributed = _distributed(stages, checks)
+    lines = (head + _export_comments(exports, stages) + _quantization(stages, checks, "fsdp" in "".join(distributed))
+             + distributed)
     for stage in stages:
         lines += ["", *_stage_lines(stage)]
     return Imported("\n".join(lines) + "\n", checks, stages)
@@ -126,34 +143,160 @@ def _draft(config: Config, out: Path, dataset_dir: Path | None, checks: list[str
     if keys.get("do_train") is False:
         raise RecipeError(config.problem("do_train", "do_train: false: this config trains nothing; leave it out"))
     draft = StageDraft(config, name="", kind=KINDS[stage])
-    draft.settings = _settings(config, draft.kind)
+    draft.settings = _settings(config, draft.kind, draft.comments, checks)
     info = _dataset_info(config, dataset_dir)
     options = {k: True for k in ("train_on_prompt", "mask_history") if keys.get(k) and draft.kind == "sft"}
     draft.data = _sources(config, "dataset", info, out, options)
     draft.eval_data = _sources(config, "eval_dataset", info, out, options) if keys.get("eval_dataset") else []
     if not draft.data:
         raise RecipeError(config.problem("dataset", "no dataset: name the LLaMA-Factory data set(s) to train on"))
-    draft.comments = _left_out(config, draft.kind, checks)
+    _max_samples(draft, checks)
+    _mix(draft, checks)
+    draft.comments += _left_out(config, draft.kind, checks)
     return draft
 
 
-def _settings(config: Config, kind: str) -> dict:
-    keys, out = config.keys, {}
+def _refuse_other_files(config: Config) -> None:
+    """A file that is not a LLaMA-Factory training or merge config is named for what it is."""
+    keys = config.keys
+    if "model_name_or_path" not in keys and any(k in keys for k in V1_KEYS):
+        first = next(k for k in V1_KEYS if k in keys)
+        raise RecipeError(config.problem(first, "a LLaMA-Factory v1 config (model:, peft_config:, train_dataset:, "
+                                         "...); the importer reads the v0 layout of examples/train_lora: write it "
+                                         "as one (model_name_or_path, stage, finetuning_type: lora, dataset, "
+                                         "output_dir) and import that"))
+    if "dataset" in keys or "export_dir" in keys:
+        return
+    for markers, what in NOT_TRAINING:
+        found = next((k for k in markers if keys.get(k) not in (None, False)), None)
+        if found is not None:
+            raise RecipeError(config.problem(found, what))
+
+
+def _settings(config: Config, kind: str, comments: list[str], checks: list[str]) -> dict:
+    keys, out, share = config.keys, {}, None
     for key, (name, default) in SETTINGS.items():
         value = keys.get(key, default)
         if key == "lora_alpha" and value is None:
             value = 2 * int(keys.get("lora_rank", 8))  # LLaMA-Factory: lora_rank * 2
         if value is NO_DEFAULT or value is None or (key == "max_steps" and int(value) <= 0):
             continue
+        if _is_share(value) and key in (*FRACTIONAL_STEPS, "warmup_steps"):
+            # transformers reads a step count below 1 as a share of all steps; a recipe takes a count
+            if key == "warmup_steps":
+                share = float(value)
+                comments.append(f"warmup_steps = {_shown(value)}: a share of all steps, written as warmup_ratio")
+                continue
+            comments.append(f"{key} = {_shown(value)}: left out; a share of all steps in transformers, while the "
+                            "recipe takes a step count")
+            checks.append(f"{config.path}: {key} = {_shown(value)} is a share of all steps; left out: set "
+                          f"{key} to a step count in the recipe")
+            continue
         out[name] = _coerce(config, key, value)
     if "warmup_steps" in out and "warmup_ratio" not in keys:
         out.pop("warmup_ratio", None)
+    if share is not None:  # a fractional warmup_steps is a share, which wins over warmup_ratio as steps do
+        out["warmup_ratio"] = share
+    if out.get("lr_scheduler_type") == "cosine_with_min_lr":
+        out["lr_scheduler_type"] = "cosine"
+        comments.append("lr_scheduler_type = \"cosine_with_min_lr\": written as cosine; a recipe cannot pass its "
+                        "min_lr / min_lr_rate")
+        checks.append(f"{config.path}: lr_scheduler_type cosine_with_min_lr is written as cosine (it decays to 0, "
+                      "not to min_lr): a recipe cannot pass min_lr / min_lr_rate")
+    attention = str(keys.get("flash_attn", "auto")).lower()
+    if attention not in ATTENTION:
+        raise RecipeError(config.problem("flash_attn", f"flash_attn {attention!r}: expected one of "
+                                         f"{', '.join(ATTENTION)}"))
+    if ATTENTION[attention] is not None:
+        out["attn_implementation"] = ATTENTION[attention]
+    if attention == "fa3":
+        checks.append(f"{config.path}: flash_attn fa3 is written as flash_attention_2 (transformers' FlashAttention "
+                      "2 kernel); recipes has no FlashAttention 3")
+    if keys.get("enable_liger_kernel"):
+        _liger(config, out, comments, checks)
     if kind == "sft":  # LLaMA-Factory packs SFT data only when asked; neat_packing is our only kind
         out["packing"] = bool(keys.get("packing") or keys.get("neat_packing"))
     out["precision"] = "bf16" if keys.get("bf16") or keys.get("pure_bf16") else "fp16" if keys.get("fp16") else "auto"
     if keys.get("disable_gradient_checkpointing"):
         out["gradient_checkpointing"] = False
     return out
+
+
+def _is_share(value) -> bool:
+    try:
+        return not isinstance(value, bool) and 0 < float(value) < 1
+    except (TypeError, ValueError):
+        return False
+
+
+def _liger(config: Config, out: dict, comments: list[str], checks: list[str]) -> None:
+    from recipes.plugins.registry import get_registry
+
+    if "liger" in get_registry().losses:
+        out["loss"] = "liger"
+        comments.append("enable_liger_kernel = true: loss = \"liger\" (Liger's fused linear cross-entropy); "
+                        "Liger's other kernels (RMSNorm, RoPE, SwiGLU) have no equivalent")
+        return
+    comments.append("enable_liger_kernel = true: left out; the recipes-liger plugin (loss = \"liger\") is not "
+                    "installed")
+    checks.append(f"{config.path}: enable_liger_kernel: install the recipes-liger plugin (pip install -e "
+                  "plugins/recipes-liger) and set loss = \"liger\" for Liger's fused cross-entropy")
+
+
+def _max_samples(draft: StageDraft, checks: list[str]) -> None:
+    """LLaMA-Factory's max_samples caps each data set (training and evaluation) to its first N records."""
+    config, value = draft.config, draft.config.keys.get("max_samples")
+    if value is None:
+        return
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise RecipeError(config.problem("max_samples", f"max_samples: {value!r} is not a number")) from None
+    if draft.kind == "pretrain":  # LLaMA-Factory counts documents before joining them; recipes counts blocks
+        draft.comments.append(f"max_samples = {count}: left out; LLaMA-Factory counts documents before they are "
+                              "joined into blocks, recipes' max_samples counts cutoff_len blocks")
+        checks.append(f"{config.path}: max_samples = {count} is left out (pre-training): recipes' max_samples counts "
+                      "cutoff_len blocks, not documents; set it on the sources if you want a cap")
+        return
+    for source in draft.data + draft.eval_data:
+        source["max_samples"] = count
+
+
+def _mix(draft: StageDraft, checks: list[str]) -> None:
+    """mix_strategy and interleave_probs as each training source's weight."""
+    config = draft.config
+    strategy = config.keys.get("mix_strategy", "concat")
+    probs = config.keys.get("interleave_probs")
+    if strategy == "concat":
+        if probs is not None:
+            draft.comments.append(f"interleave_probs = {_shown(probs)}: left out; LLaMA-Factory ignores it with "
+                                  "mix_strategy concat (the sets are concatenated)")
+        return
+    if strategy not in INTERLEAVE:
+        raise RecipeError(config.problem("mix_strategy", f"mix_strategy {strategy!r}: expected concat or one of "
+                                         f"{', '.join(INTERLEAVE)}"))
+    if probs is None:
+        weights = [1.0] * len(draft.data)
+    else:
+        try:
+            weights = [float(p) for p in (probs.split(",") if isinstance(probs, str) else probs)]
+        except (TypeError, ValueError):
+            raise RecipeError(config.problem("interleave_probs", f"interleave_probs {probs!r}: give one number "
+                                             "per data set, e.g. 0.9,0.1")) from None
+        if len(weights) != len(draft.data) or any(w <= 0 for w in weights):
+            raise RecipeError(config.problem("interleave_probs", f"interleave_probs gives {len(weights)} "
+                                             f"probabilities for {len(draft.data)} data sets: give one above 0 per "
+                                             "data set, in the order of dataset"))
+    for source, weight in zip(draft.data, weights):
+        source["weight"] = weight
+    shares = ", ".join(f"{s['dataset']} {w / sum(weights):.0%}" for s, w in zip(draft.data, weights))
+    epoch = {"interleave_under": "LLaMA-Factory stops at the first data set that runs out",
+             "interleave_over": "LLaMA-Factory goes on until the last data set runs out (set main = true on the "
+                                "source that runs out last to match)",
+             "interleave_once": "LLaMA-Factory draws without replacement"}[strategy]
+    checks.append(f"{config.path}: mix_strategy {strategy} is written as weights ({shares}): LLaMA-Factory's "
+                  "probabilities are shares of the examples drawn, recipes' weights are shares of the training "
+                  f"tokens; an epoch is one pass over the source with the largest weight ({epoch})")
 
 
 def _coerce(config: Config, key: str, value):
@@ -195,6 +338,11 @@ def _sources(config: Config, key: str, info: Path, out: Path, options: dict) -> 
 def _left_out(config: Config, kind: str, checks: list[str]) -> list[str]:
     comments = []
     for key, value in config.keys.items():
+        if key in SECRETS or SECRET_NAME.search(key):
+            why = SECRETS.get(key, "a credential")
+            comments.append(f"{key}: left out, its value not copied (a secret); {why}")
+            checks.append(f"{config.path}: {key} is left out; its value is not written anywhere (a secret)")
+            continue
         shown = f"{key} = {_shown(value)}"
         if kind == "pretrain" and key in NOT_IN_PRETRAINING:
             comments.append(f"{shown}: {NOT_IN_PRETRAINING[key]}")
@@ -302,36 +450,123 @@ def _model(stages: list[StageDraft]) -> str:
 
 
 def _model_check(model: str) -> str:
+    from recipes.config.model_info import is_hub_id
+
     if model.startswith("bundled:") or Path(model).is_dir():
         return f"model {model}: found"
+    if not is_hub_id(model):
+        return (f"model {model}: neither a folder here nor a hub id (org/name): set [model] path to the model's "
+                "local folder")
     return (f"model {model}: a hub id; recipes downloads nothing: `hf download {model}` first, or set [model] "
             "path to a local folder")
 
 
-def _quantization(stages: list[StageDraft]) -> list[str]:
-    seen = {(s.config.keys.get("quantization_bit"), s.config.keys.get("quantization_method", "bnb"),
-             s.config.keys.get("quantization_type", "nf4"), s.config.keys.get("double_quantization", True))
-            for s in stages}
-    if len(seen) > 1:
-        raise RecipeError(stages[0].config.problem("quantization_bit", "a recipe quantizes every stage alike; these "
-                                                   f"configs differ ({sorted(map(str, seen))}): make them agree"))
-    bits, method, kind, double = seen.pop()
-    if bits is None:
+def _revision(stages: list[StageDraft], exports: list[Config]) -> str | None:
+    """The model's pinned hub revision (``model_revision``; ``main`` is the default branch)."""
+    configs = [s.config for s in stages if s.base == "model"] + exports
+    found = {str(c.keys["model_revision"]) for c in configs if c.keys.get("model_revision") not in (None, "main")}
+    if len(found) > 1:
+        first = next(c for c in configs if c.keys.get("model_revision") not in (None, "main"))
+        raise RecipeError(first.problem("model_revision", f"the configs pin different revisions of the model "
+                                        f"({', '.join(sorted(found))}); a recipe starts from one: make them agree"))
+    return found.pop() if found else None
+
+
+def _callbacks(stages: list[StageDraft], checks: list[str]) -> list[str] | None:
+    """report_to as the recipe's callbacks (None: the default ones)."""
+    from recipes.plugins.registry import get_registry
+
+    registry = get_registry()
+    default = [c.name for c in registry.callbacks.values() if c.default]
+    wanted: list[str] = []
+    given = False
+    for stage in stages:
+        value = stage.config.keys.get("report_to")
+        if value is None:
+            continue
+        given = True
+        for tracker in ([value] if isinstance(value, str) else list(value)):
+            tracker = str(tracker).strip().lower()
+            if tracker in ("none", ""):
+                continue
+            if tracker in ("all", "tensorboard"):
+                wanted += [n for n in default if n not in wanted]
+            elif tracker in registry.callbacks:
+                wanted += [n for n in ("progress", "metrics_jsonl", tracker) if n not in wanted]
+            elif tracker == "mlflow":
+                checks.append(f"{stage.config.path}: report_to mlflow: install the recipes-mlflow plugin (pip install "
+                              "-e plugins/recipes-mlflow) and add \"mlflow\" to the recipe's callbacks")
+            else:
+                checks.append(f"{stage.config.path}: report_to {tracker}: no equivalent; recipes logs to "
+                              "metrics.jsonl (and TensorBoard, MLflow)")
+    if not given:
+        return None
+    chosen = [n for n in ("progress", "metrics_jsonl") if n not in wanted] + wanted
+    chosen = [n for n in chosen if n in registry.callbacks]
+    return None if set(chosen) == set(default) else chosen
+
+
+def _quantization(stages: list[StageDraft], checks: list[str], fsdp: bool = False) -> list[str]:
+    """The recipe quantizes every stage alike: the configs that quantize decide, and each stage whose
+    own config did not is named."""
+    def described(config: Config):
+        keys = config.keys
+        if keys.get("quantization_bit") is None:
+            return None
+        return (int(keys["quantization_bit"]), keys.get("quantization_method", "bnb"),
+                keys.get("quantization_type", "nf4"), bool(keys.get("double_quantization", True)))
+
+    kinds = {s.config.path: described(s.config) for s in stages}
+    quantizing = [s for s in stages if kinds[s.config.path] is not None]
+    if not quantizing:
         return []
-    if method not in ("bnb", "bitsandbytes") or int(bits) not in (4, 8):
-        raise RecipeError(stages[0].config.problem("quantization_method", f"{bits}-bit {method} quantization: "
-                                                   "recipes quantizes with bitsandbytes in 4 or 8 bits only"))
-    values = {"backend": "bitsandbytes", "bits": int(bits)}
-    if int(bits) == 4:
-        values.update(quant_type=kind, double_quant=bool(double))
+    first = quantizing[0]
+    bits, method, kind, double = kinds[first.config.path]
+    for other in quantizing[1:]:
+        if kinds[other.config.path] != kinds[first.config.path]:
+            raise RecipeError(other.config.problem("quantization_bit", f"{other.config.path.name} quantizes the model "
+                                                   f"as {_quant_words(kinds[other.config.path])}, but "
+                                                   f"{first.config.path.name} as {_quant_words(kinds[first.config.path])};"
+                                                   " a recipe quantizes every stage alike: make them agree"))
+    if method not in ("bnb", "bitsandbytes") or bits not in (4, 8):
+        raise RecipeError(first.config.problem("quantization_method", f"{bits}-bit {method} quantization: "
+                                               "recipes quantizes with bitsandbytes in 4 or 8 bits only"))
+    for stage in stages:
+        if kinds[stage.config.path] is None:
+            checks.append(f"stage {stage.name} ({stage.config.path.name}) trains LoRA on the full-precision model "
+                          f"in LLaMA-Factory, but {first.config.path.name} quantizes it "
+                          f"({_quant_words(kinds[first.config.path])}), and a recipe quantizes every stage alike: "
+                          f"stage {stage.name} trains on the quantized model too (QLoRA)")
+    values = {"backend": "bitsandbytes", "bits": bits}
+    if bits == 4:
+        values.update(quant_type=kind, double_quant=double)
+        if fsdp:  # as LLaMA-Factory loads 4-bit weights, and as FSDP needs them: stored in the compute dtype
+            values["quant_storage"] = "bf16"
     return ["", "[quantization]", *assignments(values)]
 
 
-def _distributed(stages: list[StageDraft], checks: list[str]) -> list[str]:
-    paths = {s.config.keys.get("deepspeed") for s in stages} - {None}
-    if not paths:
-        return []
-    path = sorted(map(str, paths))[0]
+def _quant_words(kind) -> str:
+    bits, method, quant_type, double = kind
+    return f"{bits}-bit {method}" + (f" {quant_type}" + (", double quantization" if double else "") if bits == 4 else "")
+
+
+def _strategy(config: Config, checks: list[str]) -> dict:
+    """One config's own [distributed] choice: from its deepspeed JSON or its fsdp options ({} for none)."""
+    keys = config.keys
+    if keys.get("fsdp"):
+        options = keys["fsdp"]
+        options = options.split() if isinstance(options, str) else [str(o) for o in options]
+        out = {"strategy": "fsdp"}
+        sharding = next((o for o in options if o in ("full_shard", "shard_grad_op", "hybrid_shard")), None)
+        if sharding:
+            out["fsdp_sharding"] = sharding
+        if "offload" in options:
+            out["cpu_offload"] = True
+        return out
+    path = keys.get("deepspeed")
+    if not path:
+        return {}
+    path = str(path)
     try:
         zero = json.loads(Path(path).read_text(encoding="utf-8")).get("zero_optimization", {})
         stage, offload = int(zero.get("stage", 0)), zero.get("offload_optimizer", {}).get("device") == "cpu"
@@ -340,13 +575,44 @@ def _distributed(stages: list[StageDraft], checks: list[str]) -> list[str]:
         stage, offload = (int(match.group(1)) if match else 0), "offload" in path
         checks.append(f"deepspeed {path}: not readable here; ZeRO stage {stage} taken from its name")
     if stage < 2:
-        return ["", "[distributed]", 'strategy = "ddp"  # deepspeed ZeRO-0/1: plain data parallel here']
-    if stage == 3:  # ZeRO-3 partitions lm_head outside its forward: the chunked loss cannot read it
-        for draft in stages:
-            draft.settings["loss"] = "standard"
-        checks.append("deepspeed ZeRO-3: the stages use loss = \"standard\" (full logits, as LLaMA-Factory computes "
-                      "it); the chunked loss cannot read a partitioned output layer")
-    return ["", "[distributed]", 'strategy = "deepspeed"', f"zero_stage = {stage}", f"cpu_offload = {toml_value(offload)}"]
+        return {"strategy": "ddp"}
+    return {"strategy": "deepspeed", "zero_stage": stage, "cpu_offload": offload}
+
+
+def _words(choice: dict) -> str:
+    if not choice or choice["strategy"] == "ddp":
+        return "plain data parallel"
+    if choice["strategy"] == "fsdp":
+        return "FSDP" + (f" {choice['fsdp_sharding']}" if "fsdp_sharding" in choice else "") + (
+            " with CPU offload" if choice.get("cpu_offload") else "")
+    return f"DeepSpeed ZeRO-{choice['zero_stage']}" + (" with CPU offload" if choice.get("cpu_offload") else "")
+
+
+def _distributed(stages: list[StageDraft], checks: list[str]) -> list[str]:
+    """[distributed]: the strongest of the configs' own strategies (the one that shards most: the others
+    fit where it fits), each stage whose config chose otherwise named; and ddp_timeout."""
+    choices = {s.name: _strategy(s.config, checks) for s in stages}
+    rank = lambda c: (0 if not c or c["strategy"] == "ddp" else 1 if c["strategy"] == "deepspeed" and c["zero_stage"] == 2
+                      else 2, bool(c.get("cpu_offload")))  # noqa: E731
+    chosen = max(choices.values(), key=rank)
+    timeouts = [math.ceil(float(s.config.keys["ddp_timeout"]) / 60) for s in stages if s.config.keys.get("ddp_timeout")]
+    lines = []
+    if chosen:
+        lines = [f"strategy = {toml_value(chosen['strategy'])}"] + assignments({k: v for k, v in chosen.items()
+                                                                                  if k != "strategy"})
+        for stage in stages:
+            if _words(choices[stage.name]) != _words(chosen):
+                checks.append(f"stage {stage.name} ({stage.config.path.name}): {_words(choices[stage.name])} in its "
+                              f"config, {_words(chosen)} here: the recipe's [distributed] applies to every stage")
+        sharded_head = chosen["strategy"] == "fsdp" or chosen.get("zero_stage") == 3
+        if sharded_head:  # the chunked loss reads the output layer outside its forward: a sharded one is empty
+            for draft in stages:
+                draft.settings["loss"] = "standard"
+            checks.append(f"{_words(chosen)}: the stages use loss = \"standard\" (full logits, as LLaMA-Factory "
+                          "computes it); the chunked loss cannot read a sharded output layer")
+    if timeouts:
+        lines.append(f"timeout_minutes = {max(timeouts)}")
+    return ["", "[distributed]", *lines] if lines else []
 
 
 def _stage_lines(stage: StageDraft) -> list[str]:
