@@ -37,13 +37,22 @@ def _fail(lines: list[str], code: int):
 
 
 def friendly(command):
-    """Our errors become one line each (exit 2); training failures exit 1; Ctrl-C exits 130."""
+    """Our errors become one line each (exit 2); training failures exit 1; Ctrl-C exits 130. A command
+    asked for `--json` reports bad input as JSON on standard output instead, `{"ok": false, "errors":
+    [...]}` with each problem's file, line, column, field and message, so that a program reading the
+    output never has to parse an error line."""
 
     @wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except RecipeError as exc:
+            if kwargs.get("as_json"):
+                import json
+
+                click.echo(json.dumps({"ok": False, "errors": [p.as_dict() for p in exc.problems]}, indent=2,
+                                      ensure_ascii=False))
+                sys.exit(2)
             _fail([str(p) for p in exc.problems], 2)
         except TrainingError as exc:
             _fail([str(exc)], 1)
