@@ -33,6 +33,12 @@ def bundled_recipes() -> dict[str, Path]:
     return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.toml"))}
 
 
+def ollama_template() -> str:
+    """The same ChatML in Ollama's Go template syntax (a Modelfile's TEMPLATE), as Ollama's own qwen2.5
+    model ships it: system (or the tool list), turns, tool calls and tool results as the Jinja renders them."""
+    return (CHATML_TEMPLATE_PATH.parent / "chatml.ollama").read_text(encoding="utf-8")
+
+
 def chatml_template() -> str:
     """Qwen2.5's ChatML chat template (system default, tools), without <think> tags."""
     return CHATML_TEMPLATE_PATH.read_text(encoding="utf-8")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from recipes.api import BundledModel, ModelFamily, hookimpl
 
-from qwen_recipes import CONFIGS_DIR, DATA_DIR, KNOWN_CONFIGS, bundled_recipes, chatml_template
+from qwen_recipes import CONFIGS_DIR, DATA_DIR, KNOWN_CONFIGS, bundled_recipes, chatml_template, ollama_template
 from qwen_recipes.architectures import END_OF_TEXT, LINEAR_MODULES, QWEN1_TARGETS, TURN_END, native_targets
 from qwen_recipes.shapes import shape_of
 from qwen_recipes.tiny import BUILD, CONFIG, tiny_qwen2_path
@@ -16,6 +16,7 @@ QWEN = ModelFamily(
     turn_end=TURN_END,
     end_of_text=END_OF_TEXT,
     chat_template=chatml_template,
+    ollama_template=ollama_template,
     linear_modules=LINEAR_MODULES,
     shape_of=shape_of,
     known_configs={hub_id: CONFIGS_DIR / file for hub_id, file in KNOWN_CONFIGS.items()},

@@ -12,13 +12,15 @@ Internal modules (``recipes.data.*``, ``recipes.training.*``, ...) may change in
   ``docs/plugin_hooks.md``).
 - Provider types the hooks return: ``DataFormat``, ``QuantizationBackend``, ``CallbackPlugin`` (with
   the ``StageContext`` its factory receives and the ``RunContext`` its ``finish`` receives),
-  ``LossFunction``, ``ModelFamily`` (with ``BundledModel``);
+  ``LossFunction``, ``Exporter`` (with the ``ExportContext`` its ``write`` receives), ``ModelFamily``
+  (with ``BundledModel``);
   ``NoOptions`` for providers that take none.
 - Record helpers for data formats: ``read_table`` (json/jsonl/csv/parquet rows with their
   ``file:line`` places, streamed, compressed files too), ``convert_records`` (rows -> records with
   the stage's bad-record policy), ``read_text_file``, ``field`` and ``json_field`` (typed fields, named
   errors), ``RECORD_SUFFIXES``; for conversation formats ``ConversationOptions`` (the masking options
   every conversation format takes), ``conversation`` (builds a checked record) and ``tool_call``.
+- ``file_sha256(path)``: a file's sha256 (hex), for a plugin checking what it downloaded.
 - Benchmark scorers: ``BenchmarkScorer`` (with the ``BenchmarkRequest`` its ``score`` receives),
   ``benchmark_row`` (a row as the report reads it), and the built-in prompt's parts for a scorer that
   asks the same questions: ``question_text`` (question, lettered choices, cue), ``prompt_header``
@@ -34,15 +36,18 @@ from recipes.data.conversations import ConversationOptions, conversation, tool_c
 from recipes.data.records import RECORD_SUFFIXES, convert_records, field, json_field, read_table, read_text_file
 from recipes.errors import Problem, RecipeError
 from recipes.family import BundledModel, ModelFamily
-from recipes.plugins.hookspecs import (API_VERSION, BenchmarkRequest, BenchmarkScorer, CallbackPlugin, DataFormat, LossFunction, NoOptions, QuantizationBackend,
-                                       RunContext, StageContext, hookimpl)
+from recipes.hashing import file_sha256
+from recipes.plugins.hookspecs import (API_VERSION, BenchmarkRequest, BenchmarkScorer, CallbackPlugin, DataFormat,
+                                       Exporter, ExportContext, LossFunction, NoOptions, QuantizationBackend, RunContext,
+                                       StageContext, hookimpl)
 
 __all__ = [
     "API_VERSION", "hookimpl",
-    "DataFormat", "QuantizationBackend", "CallbackPlugin", "StageContext", "RunContext", "LossFunction", "ModelFamily",
+    "DataFormat", "QuantizationBackend", "CallbackPlugin", "StageContext", "RunContext", "LossFunction", "Exporter", "ExportContext",
+    "ModelFamily",
     "BundledModel", "NoOptions",
     "read_table", "read_text_file", "convert_records", "field", "json_field", "RECORD_SUFFIXES",
     "ConversationOptions", "conversation", "tool_call",
     "BenchmarkScorer", "BenchmarkRequest", "benchmark_row", "question_text", "prompt_header", "LETTER_PREFIX",
-    "RecipeError", "Problem",
+    "RecipeError", "Problem", "file_sha256",
 ]

@@ -35,6 +35,8 @@ class ModelFamily:
     - ``turn_end`` / ``end_of_text``: the token that ends a chat turn (generation of a trained SFT
       model stops there) and the one between pre-training documents (also the padding token).
     - ``chat_template()``: the template used when a tokenizer has none.
+    - ``ollama_template()``, optional: that chat template in Ollama's Go template syntax, the TEMPLATE
+      of the Modelfile ``recipes export --ollama`` writes (without it, a chat stage's export is refused).
     - ``linear_modules``: config ``model_type`` -> the linear layers of one decoder block (LoRA
       targets ``validate`` accepts).
     - ``shape_of(config)``: a config.json dict -> the shape ``recipes plan`` counts parameters and
@@ -72,6 +74,7 @@ class ModelFamily:
     target_aliases: dict = field(default_factory=dict)
     conversion_record: Optional[str] = None
     convert: Optional[Callable[[str, Path, Any], Path]] = None
+    ollama_template: Optional[Callable[[], str]] = None
 
 
 def family() -> ModelFamily:

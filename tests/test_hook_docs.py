@@ -45,6 +45,9 @@ CONTRACT = {
     "register_benchmark_scorers": ("scorers", "first_choice", [
         "tests/test_benchmarks_files.py::test_a_scorer_plugin_scores_into_the_same_rows",
         "plugins/recipes-lm-eval/tests/test_lm_eval.py::test_lm_eval_scores_the_same_items_in_process"]),
+    "register_exporters": ("exporters", "npz", [
+        "tests/test_export_formats.py::test_the_documented_exporter_writes_through_recipes_export",
+        "tests/test_export_gguf.py::test_q8_0_from_the_demo_run_reads_back_as_qwen2_within_its_bound"]),
     "register_model_families": ("families", "chatml-demo", [
         "tests/test_hook_docs.py::test_the_family_comes_from_its_plugin_and_a_second_one_is_refused"]),
 }

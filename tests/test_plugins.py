@@ -28,7 +28,8 @@ HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
 
 def test_every_hook_is_documented_and_implemented_by_a_builtin():
     assert sorted(HOOKS) == ["register_benchmark_scorers", "register_callbacks", "register_data_formats",
-                             "register_loss_functions", "register_model_families", "register_quantization_backends"]
+                             "register_exporters", "register_loss_functions", "register_model_families",
+                             "register_quantization_backends"]
     registry = get_registry()
     implemented = {hook for name in registry.info for hook in registry.hooks_of(name)}
     for name in HOOKS:

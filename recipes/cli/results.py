@@ -31,20 +31,33 @@ def report(run_dir, as_json):
 @click.option("--merged", "what", flag_value="merged", default=True,
               help="An HF model folder: the adapter merged into the base (the default).")
 @click.option("--adapter", "what", flag_value="adapter", help="The LoRA adapter (PEFT), its base named in it.")
+@click.option("--ollama", "what", flag_value="ollama", help="The merged folder plus an Ollama Modelfile (template, "
+              "stop tokens, system prompt, parameters) and the command that creates the Ollama model.")
+@click.option("--gguf", metavar="TYPE", help="One GGUF file (f16, bf16, q8_0; q4_k_m, q5_k_m with llama.cpp "
+              "installed) plus a Modelfile, checked against the merged weights (the recipes-gguf plugin).")
+@click.option("--format", "target", metavar="NAME[:VARIANT]", help="A format a plugin provides (--gguf TYPE is "
+              "--format gguf:TYPE).")
+@click.option("--system", metavar="TEXT", help="--ollama/--gguf: the Modelfile's SYSTEM (default: the one the "
+              "chat template adds when there is none).")
 @click.option("--dtype", help="--merged: bf16, fp16 or fp32 (default: as the stage saved it).")
 @click.option("--max-shard-size", default="5GB", show_default=True, help="--merged: the largest safetensors file.")
 @click.option("--force", is_flag=True, help="Replace --to even if it is not empty.")
 @friendly
-def export(run_dir, to, stage, what, dtype, max_shard_size, force):
+def export(run_dir, to, stage, what, gguf, target, system, dtype, max_shard_size, force):
     """Export a finished stage of the run folder RUN to a folder that works on its own: the merged
-    model (loads in transformers and HF-folder inference servers) or the adapter, with the tokenizer
-    and chat template. Written aside and moved into place when complete."""
+    model (loads in transformers and HF-folder inference servers such as vLLM and SGLang), the
+    adapter, an Ollama folder or a GGUF file, with the tokenizer and chat template. Written aside and
+    moved into place when complete."""
+    from recipes.errors import RecipeError
     from recipes.outputs.export import export as write_export
     from recipes.outputs.export import export_request
 
-    request = export_request(run_dir, to, stage, what, dtype, max_shard_size, force)  # no torch yet
+    if gguf is not None and target is not None:
+        raise RecipeError("--gguf TYPE is --format gguf:TYPE: give one of them")
+    target = f"gguf:{gguf}" if gguf is not None else target
+    request = export_request(run_dir, to, stage, what, dtype, max_shard_size, force, target, system)  # no torch yet
     console = _console()
-    for line in write_export(request):
+    for line in write_export(request, console):
         console.print(line, markup=False)
 
 @main.command()

@@ -72,7 +72,7 @@ def _check_tokenizer(loaded: LoadedRecipe, problems: Collector, warn_uncached: b
 def _check_data(loaded: LoadedRecipe, registry, problems: Collector) -> None:
     """Every source read through its format, under the stage's ``on_bad_record`` policy (skipped
     records are counted and said, as preparing the data will skip them)."""
-    from recipes.data.bad_records import BadRecords, policy
+    from recipes.bad_records import BadRecords, policy
 
     recipe = loaded.recipe
     for (index, group, source_index), resolved in sorted(loaded.sources.items(), key=lambda item: item[0]):

@@ -128,6 +128,23 @@ class Settings(Strict):
     lora_dropout: Optional[float] = Field(None, ge=0, lt=1)
     lora_target: Optional[Union[str, list[str]]] = Field(
         None, description='"all" (every linear layer but the output head), or module names.')
+    use_rslora: Optional[bool] = Field(None, description="Rank-stabilised LoRA: scale by lora_alpha / sqrt(lora_rank) "
+                                       "instead of lora_alpha / lora_rank (peft's use_rslora).")
+    use_dora: Optional[bool] = Field(None, description="Weight-decomposed LoRA (DoRA, peft's use_dora): a trained "
+                                     "magnitude per output row besides A and B; slower, more memory (the plan counts it).")
+    init_lora_weights: Optional[str] = Field(
+        None, description='How A and B start (peft\'s init_lora_weights): "default" (B zero), "gaussian", "pissa", '
+        '"pissa_niter_N" (fast SVD, N iterations), "olora". PiSSA and OLoRA change the base weights; the published '
+        "adapter is converted to a plain LoRA on the original base.")
+    loraplus_lr_ratio: Optional[float] = Field(
+        None, gt=0, description="LoRA+: the B matrices learn at learning_rate x this ratio (peft's "
+        "create_loraplus_optimizer; the paper suggests 16).")
+    embedding_learning_rate: Optional[float] = Field(
+        None, gt=0, lt=1, description="The learning rate of the trained token rows (train_tokens) and of LoRA on "
+        "embedding layers; default: learning_rate.")
+    neftune_noise_alpha: Optional[float] = Field(
+        None, gt=0, description="SFT: NEFTune noise on the input embeddings while training (transformers' "
+        "neftune_noise_alpha; the paper uses 5). Ignored by pre-training stages when set in [defaults].")
     # how a stage starts from an earlier stage
     chaining: Optional[Literal["merge", "continue", "stack"]] = Field(
         None, description="merge: the earlier adapter merged into the base (16/32-bit, never 4-bit), a new "
@@ -203,6 +220,16 @@ class Settings(Strict):
             raise ValueError('give "all" or at least one module name')
         return value
 
+    @field_validator("init_lora_weights")
+    @classmethod
+    def _init(cls, value):
+        if value is None or value in LORA_INITS or re.fullmatch(r"pissa_niter_[1-9][0-9]*", value):
+            return value
+        if value == "loftq":
+            raise ValueError('"loftq" is not supported: its adapter only fits the LoftQ-quantized base it was '
+                             'built on; use "pissa" or QLoRA')
+        raise ValueError('give "default", "gaussian", "pissa", "pissa_niter_N" (N a positive number) or "olora"')
+
     @field_validator("train_tokens", mode="before")
     @classmethod
     def _train_tokens(cls, value):
@@ -213,9 +240,13 @@ class Settings(Strict):
         return value
 
 
+LORA_INITS = ("default", "gaussian", "pissa", "olora")
+
 # The seed plan (shared/reference/seed-plan.md), per stage kind.
 _PRETRAIN_DEFAULTS: dict[str, Any] = dict(
-    lora_rank=16, lora_alpha=16.0, lora_dropout=0.05, lora_target="all", train_tokens="auto", cutoff_len=2048,
+    lora_rank=16, lora_alpha=16.0, lora_dropout=0.05, lora_target="all", use_rslora=False, use_dora=False,
+    init_lora_weights="default", loraplus_lr_ratio=None, embedding_learning_rate=None, neftune_noise_alpha=None,
+    train_tokens="auto", cutoff_len=2048,
     learning_rate=1e-4, lr_scheduler_type="cosine", warmup_steps=None, warmup_ratio=0.03,
     per_device_train_batch_size=4, gradient_accumulation_steps=8, num_train_epochs=2.0,
     max_steps=None, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0,
@@ -262,14 +293,23 @@ class Stage(Settings):
             raise ValueError(f'"{MODEL_REF}" is reserved for the recipe\'s [model]; pick another name')
         return value
 
+    @model_validator(mode="after")
+    def _noise_for_sft(self):
+        if self.neftune_noise_alpha is not None and self.kind == "pretrain":
+            raise ValueError("neftune_noise_alpha: NEFTune is for SFT stages; remove it from this pre-training stage")
+        return self
+
     def settings(self, defaults: Settings) -> "StageSettings":
-        """The stage's complete settings: stage, then [defaults], then the seed plan for its kind."""
+        """The stage's complete settings: stage, then [defaults], then the seed plan for its kind
+        (NEFTune from [defaults] reaches SFT stages only)."""
         merged = dict(KIND_DEFAULTS[self.kind])
         for source in (defaults, self):
             for key in Settings.model_fields:
                 value = getattr(source, key)
                 if value is not None:
                     merged[key] = value
+        if self.kind == "pretrain":
+            merged["neftune_noise_alpha"] = None
         return StageSettings(**merged)
 
 
@@ -283,6 +323,12 @@ class StageSettings(BaseModel):
     lora_alpha: float
     lora_dropout: float
     lora_target: Union[str, tuple[str, ...]]
+    use_rslora: bool
+    use_dora: bool
+    init_lora_weights: str
+    loraplus_lr_ratio: Optional[float]
+    embedding_learning_rate: Optional[float]
+    neftune_noise_alpha: Optional[float]
     train_tokens: Union[Literal["auto", False], tuple[str, ...]]
     chaining: Literal["merge", "continue", "stack"]
     loss: str
@@ -320,6 +366,13 @@ class StageSettings(BaseModel):
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: for recipe.json and the fingerprint."""
         return self.model_dump(mode="json")
+
+
+# transformers 5 trains FSDP as FSDP2 (torch's fully_shard): each fsdp_sharding we accept is one of its
+# reshard_after_forward settings. FSDP1's hybrid_shard has no counterpart there (transformers raises;
+# `recipes validate` refuses it first), and FSDP1's use_orig_params does not exist in FSDP2 (which
+# always trains the original parameters), so neither is passed.
+FSDP2_RESHARD_AFTER_FORWARD = {"full_shard": True, "shard_grad_op": False}
 
 
 class Distributed(Strict):

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from recipes.data import batch_tokenize
-from recipes.data.bad_records import BadRecords, policy
+from recipes.bad_records import BadRecords, policy
 from recipes.data.store import finished_shard, write_json, write_shard
 from recipes.errors import Problem, RecipeError
 

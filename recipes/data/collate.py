@@ -27,18 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from recipes.data.packing import takes_varlen
 from recipes.data.tokenization import IGNORE_INDEX
-
-FLASH_ATTENTION = "flash_attention_2"
-# the hub kernels transformers loads for flash attention (through the `kernels` package) when flash-attn
-# itself is not installed: the same varlen entry point (_flash_attention_forward), the same kwargs
-FLASH_KERNEL_PREFIX = "kernels-community/flash-attn"
-
-
-def takes_varlen(attention: str | None) -> bool:
-    """Whether an attention implementation is flash attention, which takes flattened varlen rows."""
-    return attention == FLASH_ATTENTION or str(attention or "").startswith(FLASH_KERNEL_PREFIX)
-
 
 def model_attention(model) -> str | None:
     return getattr(getattr(model, "config", None), "_attn_implementation", None)

@@ -14,7 +14,7 @@ epoch, not as many times as the general corpus is larger. Without any weight the
 concatenated, as before.
 
 The budget rule itself, and the warning for a source repeated too often, are in
-``recipes.data.mix_budget`` (no numpy: validate and plan use it too).
+``recipes.config.mix_budget`` (no numpy: validate and plan use it too).
 
 The result is an order of (source, example) pairs, computed from the examples' lengths alone and the
 seed: the same inputs give the same order, so a resumed stage (the Trainer skips the batches it has
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recipes.data.mix_budget import targets
+from recipes.config.mix_budget import targets
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,17 @@ from dataclasses import dataclass
 
 from recipes.data.tokenization import IGNORE_INDEX
 
+FLASH_ATTENTION = "flash_attention_2"
+# the hub kernels transformers loads for flash attention (through the `kernels` package) when flash-attn
+# itself is not installed: the same varlen entry point (_flash_attention_forward), the same kwargs
+FLASH_KERNEL_PREFIX = "kernels-community/flash-attn"
+
+
+def takes_varlen(attention: str | None) -> bool:
+    """Whether an attention implementation is flash attention, which takes flattened varlen rows."""
+    return attention == FLASH_ATTENTION or str(attention or "").startswith(FLASH_KERNEL_PREFIX)
+
+
 # attention implementations on which position-id packing gives block-diagonal attention: sdpa and eager
 # tested here (tests/test_packing.py); flash_attention_2 (and the kernels-community/flash-attn* hub
 # kernels transformers may load in its place) through recipes.data.collate's flattened rows (varlen),
@@ -42,7 +53,6 @@ def check_packable(model) -> None:
     if getattr(config, "use_cache", False):
         raise RecipeError("packing needs model.config.use_cache = False (with a cache, transformers does not "
                           "separate packed examples)")
-    from recipes.data.collate import takes_varlen
 
     attention = getattr(config, "_attn_implementation", None)
     if attention not in PACKED_ATTENTION and not takes_varlen(attention):

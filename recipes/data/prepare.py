@@ -88,7 +88,7 @@ def repeat_lines(mix: list[dict], s, sequences: int) -> list[str]:
     the epochs that ``max_steps`` makes of ``sequences`` training rows)."""
     import math
 
-    from recipes.data.mix_budget import repeat_warnings
+    from recipes.config.mix_budget import repeat_warnings
 
     epochs = s.num_train_epochs
     if s.max_steps:
@@ -169,7 +169,7 @@ def builds_here() -> bool:
 
 def prepared_store(sources, kind: str, tokenizer, identity: str, s, say, workers: int | None = None):
     """(TokenStore, store.json content, key, prepared earlier) for ``sources`` read as ``kind``."""
-    from recipes.data.bad_records import BadRecords
+    from recipes.bad_records import BadRecords
     from recipes.data.build import build_store, default_workers, finish, locked, wait_for
     from recipes.data.progress import Progress
     from recipes.data.store import TokenStore

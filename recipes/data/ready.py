@@ -49,7 +49,7 @@ def _sources(sources) -> list:
 
 def record_key(plan, stage, registry) -> str | None:
     from recipes import __version__
-    from recipes.run.fingerprint import versions
+    from recipes.versions import versions
 
     model = _model_identity(plan.model_path)
     if model is None:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import orjson
 
-from recipes.data.bad_records import bad_record
+from recipes.bad_records import bad_record
 from recipes.data.streams import BUFFER, COMPRESSIONS, data_suffix, decode_error, open_text, text_lines
 from recipes.errors import Problem, RecipeError
 

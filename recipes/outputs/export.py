@@ -4,6 +4,13 @@
 and chat template, loadable by ``AutoModelForCausalLM.from_pretrained`` and by inference servers
 that read HF folders. ``--adapter``: the stage's LoRA adapter (PEFT) with the tokenizer, whose
 ``adapter_config.json`` names a base that loads: the model the stage trained on, as an absolute path.
+``--ollama``: the merged folder plus an Ollama ``Modelfile`` (``recipes.outputs.modelfile``; Ollama
+converts and quantizes a Qwen2 safetensors folder itself). ``--format NAME:VARIANT`` (``--gguf TYPE``
+is ``--format gguf:TYPE``): an ``Exporter`` a plugin provides writes the file from the merged model,
+which is written into the export folder first and removed once the exporter is done.
+
+An export never starts on a folder that still holds bitsandbytes weights (GGUF and Ollama need plain
+ones; the run's own merged folders are always plain), nor without the free disk space it needs.
 
 After an SFT stage the exported folder stops generation at ``<|im_end|>`` everywhere a reader may
 look (config.json, generation_config.json, tokenizer_config.json), as Qwen2.5-Instruct ships it:
@@ -27,6 +34,13 @@ from recipes.outputs.run_folder import recorded_recipe, stage_order
 from recipes.run.publish import MARKER, matches, publishing
 from recipes.config.schema import MODEL_REF, TORCH_DTYPE_NAMES, did_you_mean
 
+WHATS = ("merged", "adapter", "ollama")
+# The merged model an exporter converts from, inside the export folder while it is written
+SCRATCH = ".merged-hf"
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# Room kept free beyond the estimate: tokenizer files, metadata, the filesystem's own rounding
+DISK_MARGIN = 1.05
+
 DTYPES = tuple(TORCH_DTYPE_NAMES)
 SHARD_UNITS = {"GIB": 2**30, "MIB": 2**20, "KIB": 2**10, "GB": 10**9, "MB": 10**6, "KB": 10**3}
 # Written into tokenizer_config.json by a tokenizer loaded offline: where it came from, not what it is.
@@ -47,6 +61,10 @@ class ExportRequest:
     dtype: str | None  # None: as the stage saved it
     max_shard_bytes: int
     model_path: str  # the recipe's model, as the run resolved it
+    exporter: object = None  # recipes.api.Exporter for --format/--gguf, else None
+    variant: str = ""  # the exporter's variant, lower case
+    system: str | None = None  # --system: the Modelfile's SYSTEM (None: the chat template's default)
+    name: str = ""  # "<recipe name>-<stage>": the name `ollama create` is given
 
 
 def parse_shard_size(text: str) -> int:
@@ -58,9 +76,11 @@ def parse_shard_size(text: str) -> int:
 
 
 def export_request(run_dir: Path, to: Path | None, stage: str | None = None, what: str = "merged",
-                   dtype: str | None = None, max_shard_size: str = "5GB", force: bool = False) -> ExportRequest:
+                   dtype: str | None = None, max_shard_size: str = "5GB", force: bool = False,
+                   target: str | None = None, system: str | None = None) -> ExportRequest:
     """Check everything without torch: the run folder, its manifest, the stage (default: the last
-    one), that it is done and its published files are intact, and the destination."""
+    one), that it is done and its published files are intact, the destination and its free disk,
+    and for ``target`` ("NAME[:VARIANT]", an exporter a plugin provides) that it can be written."""
     problems = []
     if to is None:
         problems.append("--to DIR is required: the folder to write the export to")
@@ -68,9 +88,14 @@ def export_request(run_dir: Path, to: Path | None, stage: str | None = None, wha
         problems.append(f"--dtype {dtype!r}: one of {', '.join(DTYPES)}; {did_you_mean(dtype, list(DTYPES))}")
     if what == "adapter" and (dtype is not None or max_shard_size != "5GB"):
         problems.append("--dtype and --max-shard-size apply to --merged exports; an adapter is copied as trained")
+    if target is not None and what != "merged":
+        problems.append(f"--format/--gguf converts the merged model: leave out --{what}")
+    if system is not None and what != "ollama" and target is None:
+        problems.append("--system goes into an Ollama Modelfile: use it with --ollama or --gguf")
     if problems:
         raise RecipeError(problems)
     shard_bytes = parse_shard_size(max_shard_size)
+    exporter, variant = exporter_for(target) if target is not None else (None, "")
 
     run_dir = run_dir.expanduser().resolve()
     if not run_dir.is_dir():
@@ -101,9 +126,10 @@ def export_request(run_dir: Path, to: Path | None, stage: str | None = None, wha
     if status != "done":
         raise RecipeError(f"stage {name!r} is not done (status: {status}); run the recipe again to finish it, "
                           "then export")
-    recorded = (entry.get("outputs") or {}).get(what)
+    output = "adapter" if what == "adapter" else "merged"  # --ollama and --format start from the merged model
+    recorded = (entry.get("outputs") or {}).get(output)
     if not recorded:
-        raise RecipeError(f"stage {name!r}: the manifest records no {what} output; run the stage again "
+        raise RecipeError(f"stage {name!r}: the manifest records no {output} output; run the stage again "
                           f"(recipes run RECIPE --restart {name})")
     source = inside(run_dir, recorded["path"])
     if not matches(source, recorded["files"]):
@@ -111,21 +137,149 @@ def export_request(run_dir: Path, to: Path | None, stage: str | None = None, wha
                           f"run the stage again (recipes run RECIPE --restart {name})")
 
     kind, base = planned[name]
+    recipe = recorded_recipe(run_dir)
+    if what == "ollama" or exporter is not None:
+        _refuse_quantized(source, name)
+        if kind == "sft":
+            _need_ollama_template()
+    if exporter is not None:
+        exporter.check(variant, source)
+    merged_bytes = _merged_bytes(source, dtype) if what != "adapter" else _folder_bytes(source)
+    extra = exporter.bytes_needed(variant, merged_bytes) if exporter is not None else 0
+    check_free_disk(to, merged_bytes + extra, exporter is not None)
+    label = (recipe.get("recipe") or {}).get("name") or run_dir.name
     return ExportRequest(run_dir, name, kind, base, what, source, to, dtype, shard_bytes,
-                         recorded_recipe(run_dir).get("model_path", ""))
+                         recipe.get("model_path", ""), exporter, variant, system,
+                         re.sub(r"[^a-z0-9._-]+", "-", f"{label}-{name}".lower()).strip("-"))
 
 
-def export(request: ExportRequest) -> list[str]:
-    """Write the export; return what to tell the user, a line each."""
+def exporter_for(target: str):
+    """"gguf:q8_0" -> (the registered exporter "gguf", "q8_0"); without a variant, the exporter's first."""
+    from recipes.plugins.registry import get_registry
+
+    name, _, variant = target.strip().lower().partition(":")
+    exporters = get_registry().exporters
+    if name not in exporters:
+        if name == "gguf":
+            raise RecipeError("--gguf needs the recipes-gguf plugin: pip install recipes-gguf (in this repository: "
+                              "pip install -e plugins/recipes-gguf)")
+        known = ", ".join(sorted(exporters)) or "none installed"
+        raise RecipeError(f"--format {target!r}: no such export format (installed: {known}); "
+                          f"{did_you_mean(name, list(exporters))}")
+    exporter = exporters[name]
+    variant = variant or exporter.variants[0]
+    if variant not in exporter.variants:
+        raise RecipeError(f"--{name} {variant!r}: one of {', '.join(exporter.variants)}; "
+                          f"{did_you_mean(variant, list(exporter.variants))}")
+    return exporter, variant
+
+
+def _refuse_quantized(source: Path, stage: str) -> None:
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    quantization = config.get("quantization_config")
+    if quantization:
+        method = quantization.get("quant_method", "quantized") if isinstance(quantization, dict) else "quantized"
+        raise RecipeError(f"{source / 'config.json'}: stage {stage!r} holds {method} weights; GGUF and Ollama need "
+                          "plain ones: merge first (a run's stages merge into plain weights; run the stage again "
+                          "with a recipe whose [quantization] is set, it reloads the base unquantized to merge)")
+
+
+def _need_ollama_template() -> None:
+    from recipes.family import family
+
+    if family().ollama_template is None:
+        raise RecipeError(f"the model family {family().name!r} gives no Ollama template (ModelFamily."
+                          "ollama_template): export --merged and write the Modelfile's TEMPLATE yourself")
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _merged_bytes(source: Path, dtype: str | None) -> int:
+    """The size of the merged model as exported: its weights at ``dtype`` (as saved when None)."""
+    weights = sum(p.stat().st_size for p in source.glob("*.safetensors"))
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    saved = DTYPE_BYTES.get(config.get("dtype") or config.get("torch_dtype") or "float32", 4)
+    wanted = DTYPE_BYTES[TORCH_DTYPE_NAMES[dtype]] if dtype else saved
+    return _folder_bytes(source) - weights + weights * wanted // saved
+
+
+def free_bytes(folder: Path) -> int:
+    """The free space of the disk ``folder`` is (or will be) on."""
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def check_free_disk(to: Path, needed: int, scratch: bool) -> None:
+    needed = int(needed * DISK_MARGIN)
+    free = free_bytes(to)
+    if free < needed:
+        what = "the merged model it converts from and the converted file need" if scratch else "the export needs"
+        raise RecipeError(f"--to {to}: {free / 2**30:.2f} GiB free on that disk; {what} about "
+                          f"{needed / 2**30:.2f} GiB: free space, or give --to on another disk")
+
+
+def export(request: ExportRequest, console=None) -> list[str]:
+    """Write the export; return what to tell the user, a line each (``console``: where an exporter
+    prints its progress; None: nowhere)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     with publishing(request.to) as (side,):
-        if request.what == "merged":
-            notes = _write_merged(request, side)
-        else:
+        if request.what == "adapter":
             notes = _write_adapter(request, side)
-    return [f"exported {request.what} of stage {request.stage!r} to {request.to}", *notes]
+        elif request.exporter is not None:
+            notes = _write_format(request, side, console)
+        else:
+            notes = _write_merged(request, side)
+            if request.what == "ollama":
+                notes += _write_ollama(request, side)
+    what = f"{request.exporter.name} {request.variant}" if request.exporter is not None else request.what
+    return [f"exported {what} of stage {request.stage!r} to {request.to}", *notes]
+
+
+def _modelfile(request: ExportRequest, merged: Path):
+    """FROM value -> the Modelfile text for the model exported from ``merged``."""
+    from transformers import AutoTokenizer
+
+    from recipes.family import family
+    from recipes.outputs.modelfile import default_system, modelfile, trained_context
+
+    chat = request.kind == "sft"
+    system = request.system
+    if chat and system is None:
+        system = default_system(AutoTokenizer.from_pretrained(merged))
+    context = trained_context(recorded_recipe(request.run_dir))
+    return lambda source: modelfile(source, merged, chat=chat, family=family(), system=system, context=context)
+
+
+def _write_ollama(request: ExportRequest, folder: Path) -> list[str]:
+    (folder / "Modelfile").write_text(_modelfile(request, folder)("."), encoding="utf-8")
+    return [f"Modelfile: run it with `ollama create {request.name} -f {request.to / 'Modelfile'}` then "
+            f"`ollama run {request.name}` (add -q q4_K_M to the create to quantize; Ollama converts the "
+            "safetensors itself)"]
+
+
+def _write_format(request: ExportRequest, folder: Path, console) -> list[str]:
+    """The merged model into a scratch folder inside the export, the exporter's file from it, then
+    the scratch folder removed (it never reaches the published folder)."""
+    import io
+
+    from rich.console import Console
+
+    from recipes.plugins.hookspecs import ExportContext
+
+    merged = folder / SCRATCH
+    merged.mkdir()
+    _write_merged(request, merged)
+    context = ExportContext(merged, folder, request.to, request.variant, request.name, request.kind,
+                            console or Console(file=io.StringIO()),
+                            _modelfile(request, merged))
+    notes = list(request.exporter.write(context))
+    shutil.rmtree(merged)
+    return notes
 
 
 def _write_merged(request: ExportRequest, folder: Path) -> list[str]:

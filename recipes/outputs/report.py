@@ -195,6 +195,7 @@ def report_table(report: dict):
 
 def report_markdown(report: dict, images: list[str]) -> str:
     from recipes.benchmarks.report import IMAGE, benchmarks_markdown
+    from recipes.outputs.handoff import handoff_markdown
     from recipes.outputs.matrix import matrix_markdown
 
     lines = [f"# Run report: {report['run_dir']}", "", "| " + " | ".join(h for _, h in COLUMNS) + " |",
@@ -205,6 +206,7 @@ def report_markdown(report: dict, images: list[str]) -> str:
     lines += matrix_markdown(report.get("eval_matrix"), report.get("mix") or {}, matrix_image)
     lines += benchmarks_markdown(report.get("benchmarks"), IMAGE if IMAGE in images else None)
     lines += samples_markdown(report.get("samples") or [])
+    lines += handoff_markdown(report)
     return "\n".join(lines) + "\n"
 
 

@@ -19,8 +19,8 @@ import math
 from recipes.errors import RecipeError
 from recipes.config.counting import BYTES_PER_TOKEN
 from recipes.config.loaded import LoadedRecipe
-from recipes.data.mix_budget import repeat_warnings, targets
-from recipes.planning.memory import estimate_memory, shard
+from recipes.config.mix_budget import repeat_warnings, targets
+from recipes.planning.memory import adapter_parameters, estimate_memory, shard
 from recipes.planning.plan import Plan, StagePlan
 
 # ChatML wraps each message in <|im_start|>role\n ... <|im_end|>\n: 5 tokens around its text.
@@ -88,7 +88,7 @@ def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tok
                    distributed=None, processes: int = 1, bytes_per_weight=None) -> dict:
     s = stage.settings
     base = shape.total_parameters
-    lora = shape.lora_parameters(s.lora_target, s.lora_rank)
+    lora = adapter_parameters(shape, s)
     wrapped = shape.targeted(s.lora_target)
     memory = estimate_memory(shape, s, quantization, device, stage.logit_positions, bytes_per_weight)
     if distributed is not None:
@@ -133,7 +133,7 @@ def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
             size = _capped(size, count, source, stage.kind, s.cutoff_len)
             sources.append({"name": source.name, "weight": source.weight, "tokens": size, "records": count})
             record_count, tokens = record_count + count, tokens + size
-        # an epoch: one pass over the main source, the others at their weight's share (recipes.data.mix_budget)
+        # an epoch: one pass over the main source, the others at their weight's share (recipes.config.mix_budget)
         wanted = targets([x["tokens"] for x in sources], [x["weight"] for x in sources],
                          [source.main for source in stage.sources])
         trained = sum(wanted)

@@ -7,7 +7,7 @@ below. Third-party plugins are found through the entry-point group ``recipes.plu
     my_format = "my_package.plugin"
 
 Each hook returns a list of *provider objects* (``DataFormat``, ``QuantizationBackend``,
-``CallbackPlugin``, ``LossFunction``, ``BenchmarkScorer``): the host collects them from every plugin (pluggy's collect-all call), indexes
+``CallbackPlugin``, ``LossFunction``, ``Exporter``, ``BenchmarkScorer``): the host collects them from every plugin (pluggy's collect-all call), indexes
 them by name, and refuses two providers of the same name. Collect-all rather than
 ``firstresult`` because validation needs the whole set of names: to suggest "did you mean", to list
 them in ``recipes plugins`` and to put each provider's options model into ``recipes schema``.
@@ -180,6 +180,47 @@ class LossFunction:
 
 
 @dataclass(frozen=True)
+class ExportContext:
+    """What an exporter's ``write`` receives: the stage's merged model as an HF folder and where to write."""
+
+    merged: Any  # pathlib.Path: the merged HF folder (safetensors, config, tokenizer, chat template) the host wrote
+    folder: Any  # pathlib.Path: the export folder to write into (written aside, moved into place when complete)
+    destination: Any  # pathlib.Path: where that folder will be once complete (for the commands to print)
+    variant: str  # what the user asked for, lower case, one of the exporter's ``variants``
+    name: str  # a model name for messages and commands: "<recipe name>-<stage>"
+    kind: str  # the stage's kind: "pretrain" or "sft"
+    console: Any  # rich.console.Console to print progress to
+    modelfile: Callable[[str], str]  # FROM value -> an Ollama Modelfile (template, stops, system, parameters)
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """A file format ``recipes export RUN --to DIR --format NAME:VARIANT`` writes (``--gguf TYPE`` is
+    ``--format gguf:TYPE``).
+
+    - ``variants``: the values VARIANT may take (lower case), the first one the default.
+    - ``check(variant, merged)``: called before anything is written or torch is imported, with the
+      stage's published merged folder; raises ``recipes.errors.RecipeError`` when the export cannot
+      be done here (a converter that is not installed, an architecture it cannot write), naming the
+      way out.
+    - ``bytes_needed(variant, merged_bytes)``: the bytes ``write`` adds to the export folder for a
+      merged model of ``merged_bytes``; the host checks the free disk for it plus the merged folder
+      before writing anything.
+    - ``write(context)``: writes the export into ``context.folder`` from ``context.merged`` (an
+      ``ExportContext``; the host removes the merged folder afterwards) and returns what to tell the
+      user, a line each. It checks what it wrote and raises ``RecipeError`` when the check fails:
+      the export is then not published.
+    """
+
+    name: str
+    variants: tuple
+    check: Callable[[str, Any], None]
+    bytes_needed: Callable[[str, int], int]
+    write: Callable[[ExportContext], list]
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class BenchmarkScorer:
     """A way to score a ``[[benchmarks]]`` table (``scorer = NAME`` in it). The built-in ``builtin``,
     the default, reads letter logits after a completion prompt; ``recipes-lm-eval`` provides
@@ -250,6 +291,12 @@ def register_callbacks() -> list[CallbackPlugin]:
 @hookspec
 def register_loss_functions() -> list[LossFunction]:
     """Return the training loss functions this plugin provides (a list of ``LossFunction``)."""
+
+
+@hookspec
+def register_exporters() -> list[Exporter]:
+    """Return the export formats this plugin provides (a list of ``Exporter``): what ``recipes
+    export --format NAME:VARIANT`` writes from a finished stage's merged model."""
 
 
 @hookspec

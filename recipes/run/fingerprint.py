@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib import metadata
 from pathlib import Path
 
 from recipes.config.schema import OPERATIONAL_SETTINGS
 from recipes.hashing import digest, file_sha256
+from recipes.versions import versions
 from recipes.plugins.hookspecs import RECORDS_FOR_KIND
 from recipes.training import distributed
 
-LIBRARIES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "safetensors", "tokenizers")
 
 
 def model_fingerprint(model_path: str, revision: str | None) -> str:
@@ -46,17 +45,6 @@ def model_fingerprint(model_path: str, revision: str | None) -> str:
             stat = file.stat()
             entries[name] = [stat.st_size, stat.st_mtime_ns]
     return digest({"files": entries, "revision": revision})
-
-
-def versions(registry) -> dict:
-    found = {}
-    for name in LIBRARIES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    found.update({f"plugin:{name}": info.version for name, info in registry.info.items()})
-    return found
 
 
 def stage_parts(plan, stage, base_fingerprint: str, registry, base_folder: str | Path | None) -> dict:

@@ -20,11 +20,6 @@ from typing import Mapping
 # merges a 7B model alone while the others wait at a barrier; NCCL's own 10 minutes is too short
 DEFAULT_TIMEOUT_MINUTES = 120
 
-# transformers 5 trains FSDP as FSDP2 (torch's fully_shard): each fsdp_sharding we accept is one of its
-# reshard_after_forward settings. FSDP1's hybrid_shard has no counterpart there (transformers raises;
-# `recipes validate` refuses it first), and FSDP1's use_orig_params does not exist in FSDP2 (which
-# always trains the original parameters), so neither is passed.
-FSDP2_RESHARD_AFTER_FORWARD = {"full_shard": True, "shard_grad_op": False}
 
 
 def rank() -> int:
@@ -166,3 +161,12 @@ def launch(argv: list[str], nproc: int, nnodes: int, node_rank: int, master_addr
             " after a common step, with a checkpoint" if stop.presses == 1 else " at once")
             + ". Run the same command again to resume")
     return code
+
+
+def agreed_stop() -> bool:
+    """Whether every process stops after this step: any of them was interrupted, or the launcher asked
+    (one all-reduce of one number under several processes; just the flag in one)."""
+    from recipes.training.interrupts import STOP, stop_file_present
+
+    STOP.requested = any_rank(STOP.requested or stop_file_present())
+    return STOP.requested

@@ -3,7 +3,7 @@ stops at once (the last checkpoint is then where a re-run resumes). Outside trai
 once.
 
 Several processes: the stop is decided together. At each step boundary every process all-reduces
-whether any of them was asked to stop (``agreed_stop``), so all of them save the same step's
+whether any of them was asked to stop (``recipes.training.distributed.agreed_stop``), so all of them save the same step's
 checkpoint and stop there, and none is left waiting in the next step's collective.
 
 Under `recipes run --nproc N` the launcher starts torchrun in a session of its own, so a terminal's
@@ -40,15 +40,6 @@ STOP = _Stop()
 def stop_file_present() -> bool:
     path = os.environ.get(STOP_FILE_ENV)
     return bool(path) and os.path.exists(path)
-
-
-def agreed_stop() -> bool:
-    """Whether every process stops after this step: any of them was interrupted, or the launcher asked
-    (one all-reduce of one number under several processes; just the flag in one)."""
-    from recipes.training import distributed
-
-    STOP.requested = distributed.any_rank(STOP.requested or stop_file_present())
-    return STOP.requested
 
 
 def cannot_stop_gracefully(env=None) -> bool:

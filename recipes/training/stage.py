@@ -172,17 +172,25 @@ class StageRun:
         """LoRA on the model (and the earlier stages' adapters, as ``chaining`` says), with the chat
         tokens' rows where the starting model does not know them (``train_tokens``)."""
         from recipes.training import token_rows
-        from recipes.training.model import attach_adapters, lora_config
+        from recipes.training.model import attach_adapters, changes_base, lora_config, save_initial_adapter
 
         s = self.settings
         rows = token_rows.decide(s.train_tokens, self.stage.kind, self.model, self.tokenizer, self.base_path)
         self.say(rows.describe())
         lora = lora_config(s, token_rows.lora_arguments(self.model, rows))
         self.model, self.frozen = attach_adapters(self.model, lora, self.adapters, s.chaining, self.stage, self.say)
+        self.initial_adapter = None
+        fresh = not (self.adapters and s.chaining == "continue")  # a continued adapter keeps its own init
+        if fresh and changes_base(s):
+            self.initial_adapter = self.stage.checkpoint_dir / "initial-adapter"
+            save_initial_adapter(self.model, self.initial_adapter)
+            self.say(f"init_lora_weights {s.init_lora_weights}: the base weights are rewritten; the adapter is "
+                     "published converted to a plain LoRA (rank x 2) of the original base")
         token_rows.lean_forward(self.model)  # trained rows without a copy of the whole embedding
         self.trainable, self.total = self.model.get_nb_trainable_parameters()
         targets = "all-linear" if s.lora_target == "all" else ", ".join(s.lora_target)
-        self.say(f"model: {self.base_path} ({self.plan.backend.name} backend) + LoRA r={s.lora_rank} "
+        variant = "".join(f" {v}" for v, on in (("rsLoRA", s.use_rslora), ("DoRA", s.use_dora)) if on)
+        self.say(f"model: {self.base_path} ({self.plan.backend.name} backend) + LoRA{variant} r={s.lora_rank} "
                  f"alpha={s.lora_alpha:g} on {targets}: {self.trainable:,} trainable of {self.total:,} parameters "
                  f"({100 * self.trainable / self.total:.3f}%)")
 
@@ -218,6 +226,7 @@ class StageRun:
             data_collator=collator, processing_class=self.tokenizer,
             callbacks=[*callbacks, StageGuard(self.progress.checkpoint_saved)],
             lm_loss=stage.loss.build(self.model, stage.loss_options), skip_limit=s.skip_nonfinite_batches,
+            loraplus_lr_ratio=s.loraplus_lr_ratio, embedding_learning_rate=s.embedding_learning_rate,
             eval_collator=lambda dataset: collator if isinstance(dataset, PackedDataset) else padded,
             channels=Channels([m["name"] for m in self.data.mix]) if len(self.data.mix) > 1 else None)
         for quiet in (PrinterCallback, ProgressCallback):
@@ -356,7 +365,7 @@ class StageRun:
         the merged model's evaluation (``eval_loss_merged``)."""
         from recipes.training.model import end_turns, merged_model, point_adapter_at, save_adapter, save_merged
 
-        save_adapter(self.model, self.tokenizer, adapter_dir)
+        save_adapter(self.model, self.tokenizer, adapter_dir, getattr(self, "initial_adapter", None))
         if self.settings.chaining == "stack":  # the new adapter applies on the earlier stage's merged model
             point_adapter_at(adapter_dir, self.plan.stage(self.stage.base).merged_dir)
         merged = merged_model(self.model, self.plan.backend, self.base_path, self.dtype, self.load_kwargs,

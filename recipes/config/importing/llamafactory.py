@@ -14,16 +14,16 @@ Python (PyYAML): no torch.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from recipes.config.importing.llamafactory_keys import (CHECK_BY_HAND, FRACTIONAL_STEPS, HANDLED, LEFT_OUT,
-                                                        NO_DEFAULT, NOT_IN_PRETRAINING, NOT_TRAINING, SECRETS,
-                                                        SETTINGS, V1_KEYS)
-from recipes.config.importing.toml_out import assignments, comment_lines, toml_value
+                                                        NO_DEFAULT, NOT_IN_PRETRAINING, NOT_TRAINING, PISSA_ITERATIONS,
+                                                        SECRETS, SETTINGS, V1_KEYS)
+from recipes.config.importing import llamafactory_recipe as whole
+from recipes.config.importing.llamafactory_recipe import Config, Imported, StageDraft
+from recipes.config.importing.toml_out import comment_lines, toml_value
 from recipes.errors import Problem, RecipeError
 
 KINDS = {"pt": "pretrain", "sft": "sft"}
@@ -32,49 +32,6 @@ INTERLEAVE = ("interleave_under", "interleave_over", "interleave_once")
 ATTENTION = {"disabled": "eager", "sdpa": "sdpa", "fa2": "flash_attention_2", "fa3": "flash_attention_2", "auto": None}
 # a key whose name says it holds a credential is never copied, known to the tables or not
 SECRET_NAME = re.compile(r"token|secret|api_key|password", re.IGNORECASE)
-
-
-@dataclass
-class Config:
-    """One LLaMA-Factory YAML: its file, text (for line numbers) and keys."""
-
-    path: Path
-    text: str
-    keys: dict
-
-    def problem(self, key: str | None, message: str) -> Problem:
-        line = None
-        if key is not None:
-            match = re.search(rf"^\s*{re.escape(key)}\s*:", self.text, re.MULTILINE)
-            line = self.text.count("\n", 0, match.start()) + 1 if match else None
-        return Problem(message, file=str(self.path), line=line, field=key)
-
-    def path_of(self, key: str) -> str | None:
-        """A path-valued key, normalised for comparison (the last of a comma-separated list)."""
-        value = self.keys.get(key)
-        if not value:
-            return None
-        return os.path.normpath(str(value).split(",")[-1].strip())
-
-
-@dataclass
-class StageDraft:
-    config: Config
-    name: str
-    kind: str
-    base: str = "model"
-    chaining: str | None = None
-    settings: dict = field(default_factory=dict)
-    data: list = field(default_factory=list)
-    eval_data: list = field(default_factory=list)
-    comments: list = field(default_factory=list)
-
-
-@dataclass
-class Imported:
-    text: str
-    checks: list[str]
-    stages: list[StageDraft]
 
 
 def read_config(path: Path) -> Config:
@@ -107,27 +64,27 @@ def import_llamafactory(paths: list[Path], out: Path, dataset_dir: Path | None =
         raise RecipeError(Problem("no training config among them (one with stage: pt or sft)", file=str(paths[0])))
     checks: list[str] = []
     stages = [_draft(c, out, dataset_dir, checks) for c in training]
-    _name_stages(stages)
+    whole.name_stages(stages)
     _chain(stages, exports, checks)
     stages = _ordered(stages)
-    model = _model(stages)
+    model = whole.model(stages)
     head = [f"name = {toml_value(out.stem)}",
             f"description = {toml_value('Imported from LLaMA-Factory: ' + ', '.join(str(p) for p in paths))}"]
-    callbacks = _callbacks(stages, checks)
+    callbacks = whole.callbacks(stages, checks)
     if callbacks is not None:
         head.append(f"callbacks = {toml_value(callbacks)}")
     head += ["", "[model]", f"path = {toml_value(model)}"]
-    revision = _revision(stages, exports)
+    revision = whole.revision(stages, exports)
     if revision is not None:
         head.append(f"revision = {toml_value(revision)}")
     if any(s.config.keys.get("trust_remote_code") for s in stages):
         head.append("trust_remote_code = true")
-    checks.insert(0, _model_check(model))
-    distributed = _distributed(stages, checks)
-    lines = (head + _export_comments(exports, stages) + _quantization(stages, checks, "fsdp" in "".join(distributed))
+    checks.insert(0, whole.model_check(model))
+    distributed = whole.distributed(stages, checks)
+    lines = (head + _export_comments(exports, stages) + whole.quantization(stages, checks, "fsdp" in "".join(distributed))
              + distributed)
     for stage in stages:
-        lines += ["", *_stage_lines(stage)]
+        lines += ["", *whole.stage_lines(stage)]
     return Imported("\n".join(lines) + "\n", checks, stages)
 
 
@@ -219,6 +176,11 @@ def _settings(config: Config, kind: str, comments: list[str], checks: list[str])
     out["precision"] = "bf16" if keys.get("bf16") or keys.get("pure_bf16") else "fp16" if keys.get("fp16") else "auto"
     if keys.get("disable_gradient_checkpointing"):
         out["gradient_checkpointing"] = False
+    if keys.get("pissa_init"):
+        iterations = int(keys.get("pissa_iter", PISSA_ITERATIONS))
+        out["init_lora_weights"] = "pissa" if iterations < 0 else f"pissa_niter_{iterations}"
+    if kind == "pretrain":
+        out.pop("neftune_noise_alpha", None)
     return out
 
 
@@ -366,18 +328,6 @@ def _shown(value) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _name_stages(stages: list[StageDraft]) -> None:
-    taken: set[str] = {"model"}
-    for stage in stages:
-        output = stage.config.path_of("output_dir")
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(output).name if output else "").lstrip("-._") or stage.kind
-        candidate, number = name, 2
-        while candidate in taken:
-            candidate, number = f"{name}-{number}", number + 1
-        stage.name = candidate
-        taken.add(candidate)
-
-
 def _chain(stages: list[StageDraft], exports: list[Config], checks: list[str]) -> None:
     """Each stage's base and chaining, from the paths; the exports that chain nothing become checks."""
     by_output = {s.config.path_of("output_dir"): s for s in stages if s.config.path_of("output_dir")}
@@ -438,191 +388,3 @@ def _ordered(stages: list[StageDraft]) -> list[StageDraft]:
             raise RecipeError(stages[0].config.problem(None, "the configs start from each other in a circle"))
         done.append(ready[0])
     return done
-
-
-def _model(stages: list[StageDraft]) -> str:
-    roots = {s.config.keys.get("model_name_or_path") for s in stages if s.base == "model"}
-    if len(roots) != 1 or None in roots:
-        first = next(s for s in stages if s.base == "model")
-        raise RecipeError(first.config.problem("model_name_or_path", "a recipe starts from one model; the stages "
-                                               f"that start from a model name {sorted(map(str, roots))}"))
-    return str(roots.pop())
-
-
-def _model_check(model: str) -> str:
-    from recipes.config.model_info import is_hub_id
-
-    if model.startswith("bundled:") or Path(model).is_dir():
-        return f"model {model}: found"
-    if not is_hub_id(model):
-        return (f"model {model}: neither a folder here nor a hub id (org/name): set [model] path to the model's "
-                "local folder")
-    return (f"model {model}: a hub id; recipes downloads nothing: `hf download {model}` first, or set [model] "
-            "path to a local folder")
-
-
-def _revision(stages: list[StageDraft], exports: list[Config]) -> str | None:
-    """The model's pinned hub revision (``model_revision``; ``main`` is the default branch)."""
-    configs = [s.config for s in stages if s.base == "model"] + exports
-    found = {str(c.keys["model_revision"]) for c in configs if c.keys.get("model_revision") not in (None, "main")}
-    if len(found) > 1:
-        first = next(c for c in configs if c.keys.get("model_revision") not in (None, "main"))
-        raise RecipeError(first.problem("model_revision", f"the configs pin different revisions of the model "
-                                        f"({', '.join(sorted(found))}); a recipe starts from one: make them agree"))
-    return found.pop() if found else None
-
-
-def _callbacks(stages: list[StageDraft], checks: list[str]) -> list[str] | None:
-    """report_to as the recipe's callbacks (None: the default ones)."""
-    from recipes.plugins.registry import get_registry
-
-    registry = get_registry()
-    default = [c.name for c in registry.callbacks.values() if c.default]
-    wanted: list[str] = []
-    given = False
-    for stage in stages:
-        value = stage.config.keys.get("report_to")
-        if value is None:
-            continue
-        given = True
-        for tracker in ([value] if isinstance(value, str) else list(value)):
-            tracker = str(tracker).strip().lower()
-            if tracker in ("none", ""):
-                continue
-            if tracker in ("all", "tensorboard"):
-                wanted += [n for n in default if n not in wanted]
-            elif tracker in registry.callbacks:
-                wanted += [n for n in ("progress", "metrics_jsonl", tracker) if n not in wanted]
-            elif tracker == "mlflow":
-                checks.append(f"{stage.config.path}: report_to mlflow: install the recipes-mlflow plugin (pip install "
-                              "-e plugins/recipes-mlflow) and add \"mlflow\" to the recipe's callbacks")
-            else:
-                checks.append(f"{stage.config.path}: report_to {tracker}: no equivalent; recipes logs to "
-                              "metrics.jsonl (and TensorBoard, MLflow)")
-    if not given:
-        return None
-    chosen = [n for n in ("progress", "metrics_jsonl") if n not in wanted] + wanted
-    chosen = [n for n in chosen if n in registry.callbacks]
-    return None if set(chosen) == set(default) else chosen
-
-
-def _quantization(stages: list[StageDraft], checks: list[str], fsdp: bool = False) -> list[str]:
-    """The recipe quantizes every stage alike: the configs that quantize decide, and each stage whose
-    own config did not is named."""
-    def described(config: Config):
-        keys = config.keys
-        if keys.get("quantization_bit") is None:
-            return None
-        return (int(keys["quantization_bit"]), keys.get("quantization_method", "bnb"),
-                keys.get("quantization_type", "nf4"), bool(keys.get("double_quantization", True)))
-
-    kinds = {s.config.path: described(s.config) for s in stages}
-    quantizing = [s for s in stages if kinds[s.config.path] is not None]
-    if not quantizing:
-        return []
-    first = quantizing[0]
-    bits, method, kind, double = kinds[first.config.path]
-    for other in quantizing[1:]:
-        if kinds[other.config.path] != kinds[first.config.path]:
-            raise RecipeError(other.config.problem("quantization_bit", f"{other.config.path.name} quantizes the model "
-                                                   f"as {_quant_words(kinds[other.config.path])}, but "
-                                                   f"{first.config.path.name} as {_quant_words(kinds[first.config.path])};"
-                                                   " a recipe quantizes every stage alike: make them agree"))
-    if method not in ("bnb", "bitsandbytes") or bits not in (4, 8):
-        raise RecipeError(first.config.problem("quantization_method", f"{bits}-bit {method} quantization: "
-                                               "recipes quantizes with bitsandbytes in 4 or 8 bits only"))
-    for stage in stages:
-        if kinds[stage.config.path] is None:
-            checks.append(f"stage {stage.name} ({stage.config.path.name}) trains LoRA on the full-precision model "
-                          f"in LLaMA-Factory, but {first.config.path.name} quantizes it "
-                          f"({_quant_words(kinds[first.config.path])}), and a recipe quantizes every stage alike: "
-                          f"stage {stage.name} trains on the quantized model too (QLoRA)")
-    values = {"backend": "bitsandbytes", "bits": bits}
-    if bits == 4:
-        values.update(quant_type=kind, double_quant=double)
-        if fsdp:  # as LLaMA-Factory loads 4-bit weights, and as FSDP needs them: stored in the compute dtype
-            values["quant_storage"] = "bf16"
-    return ["", "[quantization]", *assignments(values)]
-
-
-def _quant_words(kind) -> str:
-    bits, method, quant_type, double = kind
-    return f"{bits}-bit {method}" + (f" {quant_type}" + (", double quantization" if double else "") if bits == 4 else "")
-
-
-def _strategy(config: Config, checks: list[str]) -> dict:
-    """One config's own [distributed] choice: from its deepspeed JSON or its fsdp options ({} for none)."""
-    keys = config.keys
-    if keys.get("fsdp"):
-        options = keys["fsdp"]
-        options = options.split() if isinstance(options, str) else [str(o) for o in options]
-        out = {"strategy": "fsdp"}
-        sharding = next((o for o in options if o in ("full_shard", "shard_grad_op", "hybrid_shard")), None)
-        if sharding:
-            out["fsdp_sharding"] = sharding
-        if "offload" in options:
-            out["cpu_offload"] = True
-        return out
-    path = keys.get("deepspeed")
-    if not path:
-        return {}
-    path = str(path)
-    try:
-        zero = json.loads(Path(path).read_text(encoding="utf-8")).get("zero_optimization", {})
-        stage, offload = int(zero.get("stage", 0)), zero.get("offload_optimizer", {}).get("device") == "cpu"
-    except (OSError, ValueError, AttributeError):
-        match = re.search(r"z(\d)", Path(path).name)
-        stage, offload = (int(match.group(1)) if match else 0), "offload" in path
-        checks.append(f"deepspeed {path}: not readable here; ZeRO stage {stage} taken from its name")
-    if stage < 2:
-        return {"strategy": "ddp"}
-    return {"strategy": "deepspeed", "zero_stage": stage, "cpu_offload": offload}
-
-
-def _words(choice: dict) -> str:
-    if not choice or choice["strategy"] == "ddp":
-        return "plain data parallel"
-    if choice["strategy"] == "fsdp":
-        return "FSDP" + (f" {choice['fsdp_sharding']}" if "fsdp_sharding" in choice else "") + (
-            " with CPU offload" if choice.get("cpu_offload") else "")
-    return f"DeepSpeed ZeRO-{choice['zero_stage']}" + (" with CPU offload" if choice.get("cpu_offload") else "")
-
-
-def _distributed(stages: list[StageDraft], checks: list[str]) -> list[str]:
-    """[distributed]: the strongest of the configs' own strategies (the one that shards most: the others
-    fit where it fits), each stage whose config chose otherwise named; and ddp_timeout."""
-    choices = {s.name: _strategy(s.config, checks) for s in stages}
-    rank = lambda c: (0 if not c or c["strategy"] == "ddp" else 1 if c["strategy"] == "deepspeed" and c["zero_stage"] == 2
-                      else 2, bool(c.get("cpu_offload")))  # noqa: E731
-    chosen = max(choices.values(), key=rank)
-    timeouts = [math.ceil(float(s.config.keys["ddp_timeout"]) / 60) for s in stages if s.config.keys.get("ddp_timeout")]
-    lines = []
-    if chosen:
-        lines = [f"strategy = {toml_value(chosen['strategy'])}"] + assignments({k: v for k, v in chosen.items()
-                                                                                  if k != "strategy"})
-        for stage in stages:
-            if _words(choices[stage.name]) != _words(chosen):
-                checks.append(f"stage {stage.name} ({stage.config.path.name}): {_words(choices[stage.name])} in its "
-                              f"config, {_words(chosen)} here: the recipe's [distributed] applies to every stage")
-        sharded_head = chosen["strategy"] == "fsdp" or chosen.get("zero_stage") == 3
-        if sharded_head:  # the chunked loss reads the output layer outside its forward: a sharded one is empty
-            for draft in stages:
-                draft.settings["loss"] = "standard"
-            checks.append(f"{_words(chosen)}: the stages use loss = \"standard\" (full logits, as LLaMA-Factory "
-                          "computes it); the chunked loss cannot read a sharded output layer")
-    if timeouts:
-        lines.append(f"timeout_minutes = {max(timeouts)}")
-    return ["", "[distributed]", *lines] if lines else []
-
-
-def _stage_lines(stage: StageDraft) -> list[str]:
-    lines = ["[[stages]]", f"name = {toml_value(stage.name)}", f"kind = {toml_value(stage.kind)}",
-             f"base = {toml_value(stage.base)}"]
-    if stage.chaining:
-        lines.append(f"chaining = {toml_value(stage.chaining)}")
-    lines += assignments(stage.settings)
-    lines += comment_lines([f"from {stage.config.path}:", *stage.comments]) if stage.comments else []
-    for table, sources in (("data", stage.data), ("eval_data", stage.eval_data)):
-        for source in sources:
-            lines += ["", f"[[stages.{table}]]", *assignments(source)]
-    return lines
