@@ -21,18 +21,25 @@ Internal modules (``recipes.data.*``, ``recipes.training.*``, ...) may change in
   errors), ``RECORD_SUFFIXES``; for conversation formats ``ConversationOptions`` (the masking options
   every conversation format takes), ``conversation`` (builds a checked record) and ``tool_call``.
 - ``file_sha256(path)``: a file's sha256 (hex), for a plugin checking what it downloaded.
+- Benchmark scorers: ``BenchmarkScorer`` (with the ``BenchmarkRequest`` its ``score`` receives),
+  ``benchmark_row`` (a row as the report reads it), and the built-in prompt's parts for a scorer that
+  asks the same questions: ``question_text`` (question, lettered choices, cue), ``prompt_header``
+  (the subject's header) and ``LETTER_PREFIX`` (what precedes an answer letter after the cue).
 - Errors: ``RecipeError`` (one line per problem, exit code 2) and ``Problem``.
 """
 
 from __future__ import annotations
 
+from recipes.benchmarks.evaluate import benchmark_row
+from recipes.benchmarks.prompts import LETTER_PREFIX, prompt_header, question_text
 from recipes.data.conversations import ConversationOptions, conversation, tool_call
 from recipes.data.records import RECORD_SUFFIXES, convert_records, field, json_field, read_table, read_text_file
 from recipes.errors import Problem, RecipeError
 from recipes.family import BundledModel, ModelFamily
 from recipes.hashing import file_sha256
-from recipes.plugins.hookspecs import (API_VERSION, CallbackPlugin, DataFormat, Exporter, ExportContext, LossFunction,
-                                       NoOptions, QuantizationBackend, RunContext, StageContext, hookimpl)
+from recipes.plugins.hookspecs import (API_VERSION, BenchmarkRequest, BenchmarkScorer, CallbackPlugin, DataFormat,
+                                       Exporter, ExportContext, LossFunction, NoOptions, QuantizationBackend, RunContext,
+                                       StageContext, hookimpl)
 
 __all__ = [
     "API_VERSION", "hookimpl",
@@ -41,5 +48,6 @@ __all__ = [
     "BundledModel", "NoOptions",
     "read_table", "read_text_file", "convert_records", "field", "json_field", "RECORD_SUFFIXES",
     "ConversationOptions", "conversation", "tool_call",
+    "BenchmarkScorer", "BenchmarkRequest", "benchmark_row", "question_text", "prompt_header", "LETTER_PREFIX",
     "RecipeError", "Problem", "file_sha256",
 ]

@@ -42,6 +42,9 @@ CONTRACT = {
         "tests/test_chunked_loss.py::test_a_plugin_on_the_same_hook_provides_a_loss_and_the_builtins_build",
         "tests/test_hook_docs.py::test_a_third_party_backend_and_loss_train_a_stage",
         "plugins/recipes-liger/tests/test_liger.py::test_a_real_run_on_cpu_is_refused_with_one_line"]),
+    "register_benchmark_scorers": ("scorers", "first_choice", [
+        "tests/test_benchmarks_files.py::test_a_scorer_plugin_scores_into_the_same_rows",
+        "plugins/recipes-lm-eval/tests/test_lm_eval.py::test_lm_eval_scores_the_same_items_in_process"]),
     "register_exporters": ("exporters", "npz", [
         "tests/test_export_formats.py::test_the_documented_exporter_writes_through_recipes_export",
         "tests/test_export_gguf.py::test_q8_0_from_the_demo_run_reads_back_as_qwen2_within_its_bound"]),

@@ -38,6 +38,9 @@ def check(loaded: LoadedRecipe, registry: Registry, problems: Collector) -> None
     _check_distributed(recipe, problems)
     _check_attention(recipe, problems)
     _check_val_size(loaded, problems)
+    from recipes.benchmarks.checks import check_benchmarks
+
+    check_benchmarks(loaded, registry, problems)
     if loaded.model is not None:
         _check_against_model(loaded, problems)
     advise(loaded, problems)

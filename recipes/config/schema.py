@@ -282,6 +282,7 @@ class Stage(Settings):
     samples: Optional[list[SamplePrompt]] = Field(
         None, description="This stage's sample prompts instead of the recipe's `samples` (`[]`: none for this "
         "stage). A pre-training stage continues them as text, an SFT stage answers them as chat.")
+    benchmarks: bool = Field(True, description="false: the recipe's [[benchmarks]] are not scored after this stage.")
 
     @field_validator("name")
     @classmethod
@@ -390,6 +391,41 @@ class Distributed(Strict):
                                  "(rank 0 tokenizes and merges alone meanwhile); NCCL's default is 10 minutes.")
 
 
+class Benchmark(Strict):
+    """A multiple-choice benchmark scored on the starting model and after every stage: files read as the
+    benchmark ships them (C-Eval, CMMLU, MMLU folders, or records), no download (docs/benchmarks.md)."""
+
+    name: str = Field(description="Names the benchmark in the run log, stage.json and the report.")
+    path: str = Field(description="The benchmark's folder as it ships (C-Eval, CMMLU, MMLU), or a records file or "
+                      "folder (jsonl/json/parquet); relative to the recipe file; `bundled:NAME` names a sample "
+                      "shipped with qwen_recipes.")
+    layout: Literal["auto", "ceval", "cmmlu", "mmlu", "records"] = Field(
+        "auto", description="How the files are laid out; auto: told from the folder.")
+    shots: int = Field(5, ge=0, le=25, description="Worked examples from the subject's dev split before each "
+                       "question (few-shot).")
+    split: Optional[str] = Field(None, description="The split scored: default val for C-Eval (its test answers are "
+                                 "not public), test for CMMLU, MMLU and records.")
+    max_per_subject: Optional[int] = Field(None, gt=0, description="Score at most N questions per subject: a fixed "
+                                           "subset chosen with the recipe's seed, stored in the run folder, so "
+                                           "every row scores the same items.")
+    subjects: Optional[list[str]] = Field(None, min_length=1, description="Only these subjects (default: all).")
+    chat: bool = Field(False, description="Also score each question through the tokenizer's chat template, as "
+                       "its own entry NAME/chat (the plain completion prompt is always scored).")
+    language: Literal["auto", "en", "zh"] = Field(
+        "auto", description="The prompt's language; auto: Chinese for C-Eval and CMMLU, English otherwise.")
+    batch_size: int = Field(8, gt=0, description="Questions per forward pass.")
+    scorer: str = Field("builtin", description="Who scores it: builtin (letter logits after a completion prompt), "
+                        "or a scorer plugin's name, e.g. lm-eval (plugins/recipes-lm-eval).")
+    options: dict[str, Any] = Field(default_factory=dict, description="The scorer plugin's own options.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError("use letters, digits, '_', '-' or '.', starting with a letter or digit")
+        return value
+
+
 class Recipe(Strict):
     """A whole plan: one model, optional quantization, shared defaults, ordered stages."""
 
@@ -411,6 +447,9 @@ class Recipe(Strict):
     callbacks: Optional[list[str]] = Field(
         None, description="Callback plugins to use; default: every callback marked default.")
     distributed: Distributed = Field(default_factory=Distributed)
+    benchmarks: list[Benchmark] = Field(
+        default_factory=list, description="Multiple-choice benchmarks ([[benchmarks]] tables) scored on the "
+        "starting model and after every stage, as part of the evaluation matrix (eval_matrix = false: not scored).")
     defaults: Settings = Field(default_factory=Settings)
     stages: list[Stage] = Field(min_length=1)
 

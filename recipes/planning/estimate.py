@@ -74,7 +74,14 @@ def recipe_estimate(loaded: LoadedRecipe, plan: Plan, device: str = "cuda", toke
         "distributed": {**plan.distributed.model_dump(mode="json"), "processes": processes},
         "tokens_from": "tokenizer" if tokenize else f"data size ({BYTES_PER_TOKEN} bytes per token)",
         "stages": stages,
+        "benchmarks": _benchmarks(plan, shape, device, stages, tokenizer),
     }
+
+
+def _benchmarks(plan: Plan, shape, device: str, stages: list[dict], tokenizer) -> list[dict]:
+    from recipes.benchmarks.estimate import benchmarks_estimate
+
+    return benchmarks_estimate(plan, shape, device, stages, tokenizer)
 
 
 def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tokenizer=None,
@@ -249,4 +256,7 @@ def estimate_lines(estimate: dict) -> list[str]:
                              f"tokens = {x['sampled_tokens']:,} ({ratio:.2f}x its tokens"
                              + (", over-sampled)" if ratio > 1.0005 else ", under-sampled)" if ratio < 0.9995 else ")"))
         lines += [f"   note: {note}" for note in d.get("notes", [])]
+    from recipes.benchmarks.estimate import benchmark_lines
+
+    lines.extend(benchmark_lines(estimate.get("benchmarks") or [], _size))
     return lines

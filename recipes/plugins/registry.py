@@ -16,7 +16,7 @@ import pluggy
 
 from recipes.plugins import hookspecs
 from recipes.errors import RecipeError
-from recipes.plugins.hookspecs import CallbackPlugin, DataFormat, Exporter, LossFunction, QuantizationBackend
+from recipes.plugins.hookspecs import BenchmarkScorer, CallbackPlugin, DataFormat, Exporter, LossFunction, QuantizationBackend
 
 ENTRY_POINT_GROUP = "recipes.plugins"
 BUILTIN_PLUGINS = (
@@ -24,6 +24,7 @@ BUILTIN_PLUGINS = (
     "recipes.builtin.quantization",
     "recipes.builtin.callbacks",
     "recipes.builtin.losses",
+    "recipes.builtin.scorers",
 )
 
 
@@ -44,6 +45,7 @@ class Registry:
     callbacks: dict[str, CallbackPlugin] = field(default_factory=dict)
     losses: dict[str, LossFunction] = field(default_factory=dict)
     exporters: dict[str, Exporter] = field(default_factory=dict)
+    scorers: dict[str, BenchmarkScorer] = field(default_factory=dict)
     families: dict[str, object] = field(default_factory=dict)  # name -> recipes.family.ModelFamily
     info: dict[str, PluginInfo] = field(default_factory=dict)
 
@@ -73,6 +75,7 @@ TABLES = (
     ("callback", "register_callbacks", "callbacks"),
     ("loss", "register_loss_functions", "losses"),
     ("exporter", "register_exporters", "exporters"),
+    ("scorer", "register_benchmark_scorers", "scorers"),
     ("family", "register_model_families", "families"),
 )
 
@@ -126,7 +129,7 @@ def load_entry_points(manager: pluggy.PluginManager, info: dict[str, PluginInfo]
 
 
 WHAT = {"format": "data format", "backend": "quantization backend", "callback": "callback",
-        "loss": "loss function", "exporter": "export format", "family": "model family"}
+        "loss": "loss function", "exporter": "export format", "scorer": "benchmark scorer", "family": "model family"}
 
 
 def build_registry(manager: pluggy.PluginManager, info: dict[str, PluginInfo]) -> Registry:

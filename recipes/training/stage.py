@@ -51,6 +51,8 @@ class StageResult:
     # stage only) and after this stage
     eval_matrix: dict | None = None
     mix: list | None = None  # per training source: examples, tokens and share of the stage's mix
+    # the recipe's benchmarks: on the starting model (the first stage only) and after this stage
+    benchmarks: dict | None = None
     source_losses: dict | None = None  # per training source: the last logged training loss
     # a quantizing backend publishes the adapter merged into the unquantized base, which is not the
     # model that trained: the held-out set's loss on the published merged model, and its difference
@@ -91,8 +93,10 @@ class StageRun:
         self.attach_adapters()
         self.build_trainer()
         self.before = self.evaluate_before()
+        self.benchmarks_start = self.score_benchmarks(start=True)
         self.train()
         self.after = self.evaluate_after()
+        self.benchmarks_after = self.score_benchmarks(start=False)
         return self.result()
 
     def prepare_data(self) -> None:
@@ -329,6 +333,13 @@ class StageRun:
             self.say("eval after:  " + describe_eval(self.after_row))
         return own_sets(self.after_row, self.stage.name)
 
+    def score_benchmarks(self, start: bool) -> dict | None:
+        """The recipe's multiple-choice benchmarks on the model as loaded: the starting model's row
+        (the first stage, before training) or this stage's (recipes.benchmarks)."""
+        from recipes.benchmarks.evaluate import stage_benchmarks
+
+        return stage_benchmarks(self, start)
+
     def result(self) -> StageResult:
         losses = [row["loss"] for row in self.trainer.state.log_history if "loss" in row]
         data, stage = self.data, self.stage
@@ -344,7 +355,9 @@ class StageRun:
                   "packing_efficiency": data.packing.efficiency if data.packing else None},
             eval_before=self.before, eval_after=self.after, peak_memory_bytes=self.peak.stop(),
             eval_matrix={"start": self.start_row, "after": self.after_row} if self.after_row else None,
-            mix=data.mix, source_losses=getattr(self, "source_losses", None), **headline_eval(self.before, self.after))
+            mix=data.mix, source_losses=getattr(self, "source_losses", None),
+            benchmarks={"start": self.benchmarks_start, "after": self.benchmarks_after}
+            if self.benchmarks_start or self.benchmarks_after else None, **headline_eval(self.before, self.after))
 
     def publish(self, adapter_dir: Path, merged_dir: Path, result: StageResult | None = None) -> None:
         """Write the adapter (PEFT format) and the merged model (HF format, safetensors) into the two
