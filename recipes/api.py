@@ -27,11 +27,17 @@ Internal modules (``recipes.data.*``, ``recipes.training.*``, ...) may change in
   ``build`` receives and the ``KindTrainer`` it returns; ``sequence_log_probs`` (each sequence's
   answer log-probability from the chunked loss path, never the full logits).
 - ``file_sha256(path)``: a file's sha256 (hex), for a plugin checking what it downloaded.
+- Benchmark scorers: ``BenchmarkScorer`` (with the ``BenchmarkRequest`` its ``score`` receives),
+  ``benchmark_row`` (a row as the report reads it), and the built-in prompt's parts for a scorer that
+  asks the same questions: ``question_text`` (question, lettered choices, cue), ``prompt_header``
+  (the subject's header) and ``LETTER_PREFIX`` (what precedes an answer letter after the cue).
 - Errors: ``RecipeError`` (one line per problem, exit code 2) and ``Problem``.
 """
 
 from __future__ import annotations
 
+from recipes.benchmarks.evaluate import benchmark_row
+from recipes.benchmarks.prompts import LETTER_PREFIX, prompt_header, question_text
 from recipes.data.conversations import ConversationOptions, conversation, tool_call
 from recipes.data.prepare import split as hold_out
 from recipes.data.tokenization import IGNORE_INDEX, conversation_tokens
@@ -39,9 +45,9 @@ from recipes.data.records import RECORD_SUFFIXES, convert_records, field, json_f
 from recipes.errors import Problem, RecipeError
 from recipes.family import BundledModel, ModelFamily
 from recipes.hashing import file_sha256
-from recipes.plugins.hookspecs import (API_VERSION, CallbackPlugin, DataFormat, Exporter, ExportContext, KindData,
-                                       KindTrainer, KindTraining, LossFunction, NoOptions, QuantizationBackend,
-                                       RunContext, StageContext, StageKind, hookimpl)
+from recipes.plugins.hookspecs import (API_VERSION, BenchmarkRequest, BenchmarkScorer, CallbackPlugin, DataFormat,
+                                       Exporter, ExportContext, KindData, KindTrainer, KindTraining, LossFunction,
+                                       NoOptions, QuantizationBackend, RunContext, StageContext, StageKind, hookimpl)
 
 __all__ = [
     "API_VERSION", "hookimpl",
@@ -52,6 +58,7 @@ __all__ = [
     "ConversationOptions", "conversation", "tool_call",
     "conversation_tokens", "IGNORE_INDEX", "hold_out",
     "StageKind", "KindData", "KindTraining", "KindTrainer", "sequence_log_probs",
+    "BenchmarkScorer", "BenchmarkRequest", "benchmark_row", "question_text", "prompt_header", "LETTER_PREFIX",
     "RecipeError", "Problem", "file_sha256",
 ]
 

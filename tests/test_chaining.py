@@ -38,12 +38,13 @@ format = "messages"
 """
 
 
-def _run(tmp_path, mode):
+def _run(tmp_path, mode, stage2: str = ""):
     write(tmp_path / "corpus.jsonl", "".join(json.dumps({"text": f"Bees make honey {i}. " * 12}) + "\n" for i in range(8)))
     write(tmp_path / "chat.jsonl", "".join(json.dumps({"messages": [
         {"role": "user", "content": f"Question {i} about bees?"},
         {"role": "assistant", "content": f"Answer {i}: bees make honey."}]}) + "\n" for i in range(8)))
-    recipe = write(tmp_path / "chain.toml", CHAIN.format(mode=mode))
+    recipe = write(tmp_path / "chain.toml", CHAIN.format(mode=mode).replace(
+        f'chaining = "{mode}"', f'chaining = "{mode}"\n{stage2}'))
     result = CliRunner().invoke(main, ["run", str(recipe), "-o", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     return tmp_path / "run" / "stages", result.output
@@ -71,7 +72,9 @@ def _adapter(folder):
 
 @pytest.mark.parametrize("mode", ["merge", "continue", "stack"])
 def test_chaining(tmp_path, tiny_model, mode):
-    stages, output = _run(tmp_path, mode)
+    # under continue, stage 2 at a rate too small to move its adapter far: that adapter is then still
+    # stage 1's (trained, lora_B far from zero), where a fresh one would start with lora_B at zero
+    stages, output = _run(tmp_path, mode, stage2="learning_rate = 1e-6" if mode == "continue" else "")
     assert f"chaining {mode}:" in output
     pt, sft = _adapter(stages / "pt" / "adapter"), _adapter(stages / "sft" / "adapter")
     assert pt.keys() == sft.keys()
@@ -85,6 +88,8 @@ def test_chaining(tmp_path, tiny_model, mode):
         # pt's adapter trained further, on the original model: pt's adapter is not part of the result
         assert config["base_model_name_or_path"] == str(tiny_model)
         _close(_rebuilt(tiny_model, stages / "sft" / "adapter"), stages / "sft" / "merged")
+        assert max(pt[k].abs().max().item() for k in pt if "lora_B" in k) > 1e-3
+        assert max((sft[k] - pt[k]).abs().max().item() for k in pt) < 1e-4
     else:
         # pt's adapter frozen and still applied, a new one on top: the result is model + pt + sft,
         # and the new adapter applies on pt's merged model

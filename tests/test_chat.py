@@ -129,3 +129,35 @@ def test_generation_stops_at_a_stop_token(demo_run):
     generator.stop_ids = [free["ids"][0]]  # the token greedy decoding writes first: it stops at once
     stopped = generate(generator, "Bees", 3)
     assert (stopped["new_tokens"], stopped["stopped"], stopped["answer"]) == (0, "stop token", "")
+
+
+def test_a_system_message_from_the_flag_and_from_slash_system(demo_run):
+    run_dir, _ = demo_run
+    done = chat(run_dir, "--system", "You keep bees.", "--temperature", "0", "--max-new-tokens", "2", "-v",
+                stdin="Hi\n/system Answer like a bee.\nHello\n/system\nBye\n/exit\n")
+    assert done.returncode == 0, done.stderr
+    prompts = [text for _, text in PROMPT.findall(done.stderr)]
+    assert len(prompts) == 3, done.stderr
+    assert prompts[0].startswith("<|im_start|>system\nYou keep bees.<|im_end|>\n<|im_start|>user\nHi<|im_end|>")
+    # /system TEXT replaces it and clears the conversation
+    assert prompts[1].startswith("<|im_start|>system\nAnswer like a bee.<|im_end|>\n<|im_start|>user\nHello<|im_end|>")
+    assert "Hi" not in prompts[1] and "system message set; conversation cleared" in done.stdout
+    # /system alone: back to the template's default system message
+    assert "Answer like a bee." not in prompts[2] and "You keep bees." not in prompts[2]
+    assert prompts[2].startswith("<|im_start|>system\n") and prompts[2].endswith("<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_top_p_reaches_the_sampler(demo_run):
+    """Sampling at temperature 1 with a top-p so small that only the likeliest token is kept gives the
+    greedy answer; the control, top-p 1 at the same temperature, does not."""
+    run_dir, _ = demo_run
+    question = "How do bees survive the winter?"
+    greedy = next(s for s in json.loads((run_dir / "stages" / "sft" / "stage.json").read_text())["samples"]
+                  if s["prompt"] == question)["answer"].replace("\r\n", "\n").replace("\r", "\n")
+    answers = {}
+    for top_p in ("0.000001", "1.0"):
+        done = chat(run_dir, "--prompt", question, "--temperature", "1.5", "--top-p", top_p, "--max-new-tokens", "12")
+        assert done.returncode == 0, done.stderr
+        answers[top_p] = done.stdout[:-1]
+    assert answers["0.000001"] and greedy.startswith(answers["0.000001"])
+    assert not greedy.startswith(answers["1.0"])  # sampled from the whole distribution of a random model

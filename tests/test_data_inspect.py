@@ -41,7 +41,7 @@ def test_inspect_shows_counts_and_the_trained_tokens(demo_run):
     assert CliRunner().invoke(main, ["data", "inspect", "demo", "--stage", "stf"]).exit_code == 2
 
 
-def test_a_second_run_reuses_the_token_store_and_says_so(demo_run):
+def test_the_run_names_each_sources_store_and_preparing_again_reads_that_store(demo_run):
     import re
 
     _, output = demo_run

@@ -43,6 +43,14 @@ def test_the_merged_export_loads_and_generates(demo_qlora_run, tmp_path):
     out = model.generate(**prompt, max_new_tokens=4, do_sample=False)
     assert out.shape[1] > prompt["input_ids"].shape[1]
 
+    # the weights are the exported stage's (sft), to bf16 precision, and not the stage before it
+    ids = torch.tensor([[151644, 872, 198, 33, 8047, 1281, 25744, 30, 151645]])
+    exported = model(input_ids=ids).logits.float()
+    logits = {stage: AutoModelForCausalLM.from_pretrained(run_dir / "stages" / stage / "merged")(input_ids=ids).logits.float()
+              for stage in ("sft", "domain")}
+    assert (exported - logits["sft"]).abs().max() < 5e-2
+    assert (exported - logits["domain"]).abs().max() > 0.5  # control: the two stages can be told apart
+
 
 def test_the_adapter_export_loads_with_peft_on_the_base_it_names(demo_qlora_run, tmp_path):
     from peft import PeftModel
@@ -112,3 +120,29 @@ def test_a_bad_export_is_one_line_and_exit_2(unfinished_run, tmp_path, args, mes
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message.format(**fill)), lines
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("dtype, expected", [(None, torch.float32), ("fp16", torch.float16), ("fp32", torch.float32)])
+def test_the_merged_export_is_in_the_dtype_asked_or_as_the_stage_saved_it(demo_run, tmp_path, dtype, expected):
+    from safetensors import safe_open
+
+    run_dir, _ = demo_run
+    to = tmp_path / "merged"
+    result = export(run_dir, "--to", to, "--stage", "domain", *(["--dtype", dtype] if dtype else []))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    saved = {}
+    for folder in (to, run_dir / "stages" / "domain" / "merged"):
+        with safe_open(folder / "model.safetensors", "pt") as weights:
+            saved[folder] = {weights.get_tensor(name).dtype for name in weights.keys()}
+    assert saved[to] == {expected}
+    if dtype is None:  # as the stage saved it (fp32 on CPU)
+        assert saved[to] == saved[run_dir / "stages" / "domain" / "merged"]
+
+
+def test_a_first_stages_adapter_names_the_recipes_model(demo_run, tiny_model, tmp_path):
+    run_dir, _ = demo_run
+    to = tmp_path / "adapter"
+    result = export(run_dir, "--to", to, "--adapter", "--stage", "domain")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    base = json.loads((to / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert base == str(tiny_model)  # the bundled tiny model's cache folder, an absolute path

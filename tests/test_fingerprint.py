@@ -108,3 +108,41 @@ def test_the_chat_template_fallback_is_in_the_fingerprint(tmp_path):
         "fresh", "chat template changed: the tokenizer's own -> the qwen family's (the tokenizer has none)")
     # a pre-training stage renders no conversation: its fingerprint does not depend on the template
     assert digest(_parts(tmp_path, 0, own)) == digest(_parts(tmp_path, 0, none))
+
+
+def test_operational_settings_are_left_out_and_a_real_setting_is_not(tmp_path):
+    """logging, checkpoint cadence and the non-finite guard decide nothing a stage publishes: changing
+    them keeps a finished stage; the learning rate (control) retrains it."""
+    recipe = tmp_path / "fp.toml"
+    base = _parts(tmp_path)
+    for line in ("logging_steps = 3", "save_steps = 7", "save_total_limit = 5", "skip_nonfinite_batches = 2",
+                 "learning_rate = 3e-3"):
+        write(recipe, RECIPE.replace('kind = "pretrain"\n', f'kind = "pretrain"\n{line}\n', 1))
+        changed = _parts(tmp_path)
+        key = line.split(" = ")[0]
+        assert changed["settings"] != base["settings"] or key != "learning_rate"
+        if key == "learning_rate":
+            assert _decided(tmp_path, base, changed) == ("fresh", "settings changed: learning_rate 0.0001 -> 0.003")
+        else:
+            assert key not in changed["settings"] and digest(changed) == digest(base), key
+
+
+def test_quantization_and_library_and_plugin_versions_are_in_the_fingerprint(tmp_path):
+    from importlib import metadata
+
+    from recipes.plugins.registry import get_registry
+
+    plain = _parts(tmp_path)
+    assert plain["versions"]["torch"] == metadata.version("torch")
+    assert plain["versions"]["transformers"] == metadata.version("transformers")
+    assert plain["versions"]["plugin:qwen"] == get_registry().info["qwen"].version
+    older = {**plain, "versions": {**plain["versions"], "peft": "0.1.0"}}
+    assert _decided(tmp_path, older, plain) == (
+        "fresh", f"library versions changed: peft 0.1.0 -> {metadata.version('peft')}")
+    plugin = {**plain, "versions": {**plain["versions"], "plugin:qwen": "0.0.1"}}
+    assert _decided(tmp_path, plugin, plain)[0] == "fresh"
+
+    write(tmp_path / "fp.toml", RECIPE.replace("[[stages]]", '[quantization]\nbackend = "bitsandbytes"\n\n[[stages]]', 1))
+    quantized = _parts(tmp_path)
+    assert quantized["quantization"]["backend"] == "bitsandbytes" and plain["quantization"]["backend"] == "none"
+    assert _decided(tmp_path, plain, quantized) == ("fresh", "quantization changed")

@@ -39,14 +39,12 @@ def test_one_process_never_gets_data_parallel_and_waits_long_at_barriers(tiny_mo
     args = training_arguments(plan.stages[0], "fp32", "cpu", plan.distributed)
     assert args.ddp_timeout == 90 * 60 and timeout(None).total_seconds() == 2 * 3600
 
-    class Args:  # what TrainingArguments reports on a machine with 4 GPUs
-        _n_gpu = 4
-
-        @property
-        def n_gpu(self):
-            return self._n_gpu
-
-    assert single_process_gpus(Args()).n_gpu == 1
+    # the real TrainingArguments as on a machine with 4 GPUs: its n_gpu reads what the device set-up found
+    assert args.n_gpu == 0  # device set-up done: use_cpu, no GPU
+    args._n_gpu = 4
+    assert args.n_gpu == 4  # control: the real property reports the 4, so the call below is what lowers it
+    assert single_process_gpus(args) is args and args.n_gpu == 1
+    # only the CPU branch can run here; the GPU branch (torch.cuda.current_device()) needs a GPU
     assert process_device_map("cpu") == {"": "cpu"}
 
 

@@ -42,6 +42,9 @@ CONTRACT = {
         "tests/test_chunked_loss.py::test_a_plugin_on_the_same_hook_provides_a_loss_and_the_builtins_build",
         "tests/test_hook_docs.py::test_a_third_party_backend_and_loss_train_a_stage",
         "plugins/recipes-liger/tests/test_liger.py::test_a_real_run_on_cpu_is_refused_with_one_line"]),
+    "register_benchmark_scorers": ("scorers", "first_choice", [
+        "tests/test_benchmarks_files.py::test_a_scorer_plugin_scores_into_the_same_rows",
+        "plugins/recipes-lm-eval/tests/test_lm_eval.py::test_lm_eval_scores_the_same_items_in_process"]),
     "register_exporters": ("exporters", "npz", [
         "tests/test_export_formats.py::test_the_documented_exporter_writes_through_recipes_export",
         "tests/test_export_gguf.py::test_q8_0_from_the_demo_run_reads_back_as_qwen2_within_its_bound"]),
@@ -143,6 +146,27 @@ def test_a_third_party_backend_and_loss_train_a_stage(tmp_path, tiny_model):
     plugins = (_example(sections["register_quantization_backends"]), _example(sections["register_loss_functions"]))
     for index, plugin in enumerate(plugins):
         plugin.__name__ = f"doc_example_{index}"
+    # call recorders around the examples' functions (the hooks look them up when they register): the
+    # host must really load through the backend and compute each step's loss with the plugin's function
+    calls = {"half_kwargs": 0, "build_plain": 0, "loss": 0}
+    backend, loss = plugins
+    half_kwargs, build_plain = backend.half_kwargs, loss.build_plain
+
+    def recorded_half_kwargs(options, dtype):
+        calls["half_kwargs"] += 1
+        return half_kwargs(options, dtype)
+
+    def recorded_build_plain(model, options):
+        calls["build_plain"] += 1
+        built = build_plain(model, options)
+
+        def recorded_loss(*args, **kwargs):
+            calls["loss"] += 1
+            return built(*args, **kwargs)
+
+        return recorded_loss
+
+    backend.half_kwargs, loss.build_plain = recorded_half_kwargs, recorded_build_plain
     registry = get_registry(extra_plugins=plugins)
     write(tmp_path / "notes.txt", "Bees keep the hive warm in winter.\n" * 40)
     recipe = write(tmp_path / "r.toml", f"""
@@ -166,6 +190,7 @@ format = "text"
     plan = make_plan(load_recipe(str(recipe), registry), registry, str(tmp_path / "run"))
     [result] = run_plan(plan, Console(file=open(tmp_path / "out.txt", "w")), registry)
     assert result.steps == 2 and result.first_loss is not None
+    assert calls == {"half_kwargs": 1, "build_plain": 1, "loss": 2}, calls  # one stage, two steps
     recorded = json.loads((tmp_path / "run" / "recipe.json").read_text())
     assert recorded["quantization"]["backend"] == "lowmem" and recorded["stages"][0]["settings"]["loss"] == "plain"
 

@@ -129,10 +129,14 @@ def test_report_to_picks_the_callbacks(tmp_path, report_to, callbacks):
     assert recipe.callbacks == callbacks
 
 
-def test_report_to_tensorboard_keeps_the_default_and_wandb_is_said(tmp_path):
-    code, output, _, recipe = imported(tmp_path, {"report_to": ["tensorboard", "wandb"]})
+def test_report_to_tensorboard_keeps_the_default_wandb_is_added_and_swanlab_is_said(tmp_path):
+    from recipes.plugins.registry import get_registry
+
+    code, output, _, recipe = imported(tmp_path, {"report_to": ["tensorboard", "wandb", "swanlab"]})
     assert code == 0, output
-    assert recipe.callbacks is None and "report_to wandb: no equivalent" in output
+    default = [c.name for c in get_registry().callbacks.values() if c.default]
+    assert recipe.callbacks == [*default, "wandb"]  # the recipes-wandb plugin (installed beside the host)
+    assert "report_to swanlab: no equivalent" in output
 
 
 def test_liger_kernels_become_the_liger_loss(tmp_path):

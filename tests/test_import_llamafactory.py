@@ -192,7 +192,8 @@ def test_every_mapped_key_arrives_with_its_value(tmp_path):
              "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "num_train_epochs": 2.0,
              "max_steps": 300, "optim": "adamw_torch", "adam_beta1": 0.8, "adam_beta2": 0.95, "weight_decay": 0.01,
              "max_grad_norm": 0.5, "logging_steps": 5, "save_steps": 100, "save_total_limit": 3, "seed": 7,
-             "per_device_eval_batch_size": 3}
+             "per_device_eval_batch_size": 3, "use_rslora": True, "use_dora": True, "loraplus_lr_ratio": 16.0,
+             "loraplus_lr_embedding": "1e-4", "neftune_noise_alpha": 5.0}
     assert set(given) == set(SETTINGS)  # every key of the table is tried
     config = {"model_name_or_path": "bundled:tiny-qwen2", "stage": "sft", "finetuning_type": "lora",
               "dataset": "identity", "eval_dataset": "alpaca_en_demo", "output_dir": "saves/x", "fp16": True,
@@ -205,7 +206,7 @@ def test_every_mapped_key_arrives_with_its_value(tmp_path):
     [stage] = recipe.stages
     settings = stage.settings(recipe.defaults)
     expected = {SETTINGS[key][0]: value for key, value in given.items() if key != "val_size"}
-    expected.update(learning_rate=2e-5, lora_target=("q_proj", "v_proj"))
+    expected.update(learning_rate=2e-5, lora_target=("q_proj", "v_proj"), embedding_learning_rate=1e-4)
     assert {name: getattr(settings, name) for name in expected} == expected
     assert (settings.precision, settings.packing, settings.gradient_checkpointing) == ("fp16", True, False)
     assert [s.options for s in stage.data] == [{"train_on_prompt": True}]

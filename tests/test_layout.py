@@ -90,6 +90,7 @@ def test_no_import_cycle_among_packages():
     assert _cycle(packages) is None, " -> ".join(_cycle(packages))
 
 
+
 def test_no_module_over_400_lines_and_no_function_over_80():
     long_modules, long_functions = [], []
     for name, path in _modules().items():

@@ -32,9 +32,7 @@ def test_the_same_seed_gives_the_same_order_and_another_seed_another():
     b, _ = mix(sources, [0.7, 0.3], seed=7)
     c, _ = mix(sources, [0.7, 0.3], seed=8)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-    # a resumed stage skips what it has seen and continues the very same order
-    resumed, _ = mix(sources, [0.7, 0.3], seed=7)
-    assert np.array_equal(resumed[100:], a[100:])
+    # (that a resumed stage continues the very same order: tests/test_mix_store.py, on a reopened layout)
 
 
 def test_without_weights_the_sources_are_concatenated():

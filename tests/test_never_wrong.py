@@ -54,13 +54,14 @@ def _manifest(run_dir: Path) -> dict:
     return json.loads((run_dir / "manifest.json").read_text())["stages"]
 
 
-def test_each_stage_reports_one_duration_and_its_own_peak_memory(two_stage):
+def test_each_stage_reports_one_duration_and_a_peak_memory(two_stage):
     import re
 
     _, run_dir = two_stage
     said = re.findall(r"done in ([0-9.]+) s \(training ([0-9.]+) s\)", (run_dir / "run.log").read_text())
+    assert len(said) >= 2, "run.log no longer says each stage's duration"
     report = {row["stage"]: row for row in json.loads((run_dir / "report" / "report.json").read_text())["stages"]}
-    for name, (wall, train) in zip(("pre", "chat"), said[:2]):
+    for name, (wall, train) in zip(("pre", "chat"), said[-2:]):  # the latest run's, as stage.json
         result = json.loads((run_dir / "stages" / name / "stage.json").read_text())
         assert (f"{result['wall_seconds']:.1f}", f"{result['train_seconds']:.1f}") == (wall, train)
         assert result["wall_seconds"] >= result["train_seconds"] > 0

@@ -26,20 +26,20 @@ HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
          if hasattr(fn, "recipes_spec")]
 
 
-def test_every_hook_is_documented_and_implemented_by_a_builtin():
-    assert sorted(HOOKS) == ["register_callbacks", "register_data_formats", "register_exporters",
-                             "register_loss_functions", "register_model_families", "register_quantization_backends",
-                             "register_stage_kinds"]
+def test_every_hook_is_implemented_by_a_builtin():
+    # (each hook's docstring and documentation: tests/test_hook_docs.py)
+    assert sorted(HOOKS) == ["register_benchmark_scorers", "register_callbacks", "register_data_formats",
+                             "register_exporters", "register_loss_functions", "register_model_families",
+                             "register_quantization_backends", "register_stage_kinds"]
     registry = get_registry()
     implemented = {hook for name in registry.info for hook in registry.hooks_of(name)}
     for name in HOOKS:
-        doc = inspect.getdoc(getattr(hookspecs, name))
-        assert doc and len(doc) > 30, f"hook {name} has no docstring"
         assert name in implemented, f"no built-in implements {name}"
     assert {"text", "alpaca", "messages"} <= set(registry.formats)
     assert {"none", "bitsandbytes"} <= set(registry.backends)
     assert {"progress", "metrics_jsonl"} <= set(registry.callbacks)
     assert {"chunked", "standard"} <= set(registry.losses)
+    assert "builtin" in registry.scorers
 
 
 class ShoutOptions(BaseModel):
@@ -147,7 +147,21 @@ def test_entry_point_plugin_is_loaded_and_listed(tmp_path):
     assert "format:bees: bee notes" in result.stdout
     # RECIPES_PLUGINS restricts which entry points load
     result = _cli(tmp_path, "plugins", env_extra={"RECIPES_PLUGINS": ""})
+    assert result.returncode == 0 and "format:text" in result.stdout, result.stdout + result.stderr  # it listed
     assert "bee_format" not in result.stdout
+    # a list loads those entry points and no other
+    _fake_distribution(tmp_path, "wasp_format", textwrap.dedent("""
+        from recipes.plugins.hookspecs import DataFormat, hookimpl
+        @hookimpl
+        def register_data_formats():
+            return [DataFormat("wasps", "documents", lambda path, options: [], description="wasp notes")]
+    """))
+    result = _cli(tmp_path, "plugins")
+    assert result.returncode == 0 and "format:wasps" in result.stdout, result.stdout + result.stderr
+    result = _cli(tmp_path, "plugins", env_extra={"RECIPES_PLUGINS": "qwen, bee_format"})
+    assert result.returncode == 0, result.stderr
+    assert "format:bees" in result.stdout and "family:qwen" in result.stdout
+    assert "wasp" not in result.stdout and "torchao" not in result.stdout
 
 
 def test_a_plugin_that_fails_to_load_is_an_error_naming_it(tmp_path):
@@ -195,3 +209,27 @@ def test_cli_list_and_cp(tmp_path):
     assert load_recipe(str(tmp_path / "mine.toml")).recipe.model.path == "Qwen/Qwen2.5-7B"
     result = runner.invoke(main, ["cp", "domain_qwen", str(tmp_path / "mine.toml")])
     assert result.exit_code == 2 and "already exists" in result.output
+
+
+def test_tryfirst_and_trylast_order_the_providers_through_pluggys_call_loop():
+    """The registration hooks are called through pluggy (manager.hook), so a plugin's tryfirst and
+    trylast hook implementations run first and last: a wrapper sees the results in that order."""
+    import types
+
+    order = []
+    first, last, watcher = (types.ModuleType(name) for name in ("first_plugin", "last_plugin", "watcher"))
+    first.register_data_formats = hookimpl(tryfirst=True)(
+        lambda: [DataFormat("first", "documents", lambda path, options: [])])
+    last.register_data_formats = hookimpl(trylast=True)(
+        lambda: [DataFormat("last", "documents", lambda path, options: [])])
+
+    @hookimpl(wrapper=True)
+    def register_data_formats():
+        results = yield
+        order.extend(provider.name for result in results for provider in result)
+        return results
+
+    watcher.register_data_formats = register_data_formats
+    # registered last and first: registration order alone would call them the other way round
+    get_registry(extra_plugins=(last, watcher, first))
+    assert order[0] == "first" and order[-1] == "last" and "text" in order[1:-1], order

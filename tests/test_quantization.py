@@ -43,14 +43,12 @@ def test_a_backend_option_that_does_not_fit_is_located(tmp_path, options, expect
 
 
 def _load(tiny_model, options: dict, dtype=torch.float32):
-    """The model as stage.py builds it: the backend's kwargs, from_pretrained, the backend's prepare."""
-    from transformers import AutoModelForCausalLM
+    """The model as a stage loads it: through the project's loader and the backend's hook."""
+    from recipes.training.model import load_model
 
     backend = get_registry().backends["bitsandbytes"]
     validated = backend.options_model.model_validate(options)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=dtype, device_map={"": "cpu"},
-                                                 **backend.model_kwargs(validated, dtype))
-    return backend.prepare(model, validated, True)
+    return load_model(str(tiny_model), backend, validated, dtype, {}, "cpu", True)
 
 
 @pytest.mark.parametrize("options,layer", [

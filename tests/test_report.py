@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from click.testing import CliRunner
 
 from recipes.cli import main
@@ -13,8 +14,8 @@ from recipes.outputs.report import cell, read_metrics, read_run, write_report
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_report_of_the_demo_run(demo_run):
-    run_dir, _ = demo_run
+def test_report_of_the_demo_run(demo_run, tmp_path):
+    run_dir = shutil.copytree(demo_run[0], tmp_path / "run")  # the report is rewritten: never the shared run's
     result = CliRunner().invoke(main, ["report", str(run_dir)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     for heading in ("stage", "tokens/s", "final", "loss", "ppl", "before", "after", "peak", "memory"):
@@ -76,14 +77,22 @@ def test_report_of_a_folder_that_is_no_run_is_one_line(tmp_path):
     assert f"error: {tmp_path}: not a run folder (no manifest.json)" in result.output
 
 
-def test_tensorboard_is_a_default_callback_when_installed(demo_run):
+def test_tensorboard_is_a_default_callback_and_logs_each_stages_training_loss(demo_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     from recipes.plugins.registry import get_registry
 
     assert get_registry().callbacks["tensorboard"].default
     run_dir, _ = demo_run
+    metrics = read_metrics(run_dir / "metrics.jsonl")
     for stage in ("domain", "sft"):
-        events = list((run_dir / "tensorboard" / stage).glob("events.out.tfevents.*"))
-        assert events and events[0].stat().st_size > 0
+        events = EventAccumulator(str(run_dir / "tensorboard" / stage))
+        events.Reload()
+        logged = [(row["step"], row["loss"]) for row in metrics[stage]["train"]]
+        assert len(logged) >= 2
+        scalars = [(event.step, event.value) for event in events.Scalars("train/loss")]
+        assert [step for step, _ in scalars] == [step for step, _ in logged]
+        assert [value for _, value in scalars] == pytest.approx([loss for _, loss in logged], rel=1e-6)
 
 
 def test_the_eval_curve_is_the_stages_own_set_never_another_stages():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,13 +32,15 @@ from recipes.run.runner import run_plan
 
 
 class Run:
-    """`recipes run` in a subprocess, its output read as it comes, its manifest polled."""
+    """`recipes run` in a subprocess, its output read as it comes, its manifest polled. The deadlines only
+    turn a hang into a failure: a loaded machine runs the demo many times slower than an idle one."""
 
-    def __init__(self, run_dir: Path, recipe: str = "demo"):
+    def __init__(self, run_dir: Path, recipe: str = "demo", env: dict | None = None):
         self.run_dir, self.lines = run_dir, []
         self.runs_before = self._metrics().count("run_start")
         self.process = subprocess.Popen([sys.executable, "-m", "recipes", "run", recipe, "-o", str(run_dir)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        env={**os.environ, **(env or {})})
         self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
         self.reader.start()
 
@@ -59,7 +62,7 @@ class Run:
             return 0
         return max((row["step"] for row in rows[starts[self.runs_before]:] if "loss" in row), default=0)
 
-    def signal_when(self, condition, sig=signal.SIGKILL, timeout: float = 300) -> dict:
+    def signal_when(self, condition, sig=signal.SIGKILL, timeout: float = 1200, poll: float = 0.005) -> dict:
         """Send ``sig`` as soon as ``condition(stages, output)`` holds; return the stages seen then."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -68,10 +71,10 @@ class Run:
                 self.process.send_signal(sig)
                 return stages
             assert self.process.poll() is None, "".join(self.lines)
-            time.sleep(0.005)
+            time.sleep(poll)
         raise AssertionError("condition never held:\n" + "".join(self.lines))
 
-    def finish(self, timeout: float = 300) -> tuple[int, str]:
+    def finish(self, timeout: float = 1200) -> tuple[int, str]:
         code = self.process.wait(timeout)
         self.reader.join(10)
         return code, "".join(self.lines)
@@ -85,22 +88,48 @@ def checkpoint(stages, name):
     return stages.get(name, {}).get("checkpoint")
 
 
-def test_sigkill_anywhere_then_rerun_completes_without_retraining(demo_run, tmp_path):
+def half_built_stores(cache: Path) -> list[Path]:
+    """The token stores of ``cache`` being built: their lock taken, their store.json not yet written."""
+    return [lock.parent / lock.stem for lock in (cache / "store").glob("*.lock")
+            if not (lock.parent / lock.stem / "store.json").is_file()]
+
+
+def kill_while_preparing(run_dir: Path, tmp_path: Path, tiny_model: Path, attempts: int = 3) -> dict:
+    """SIGKILL the demo while it tokenizes into an empty token store (a cache of its own that holds only
+    the tiny model); the window is short, so a kill that landed after the stores were ready is tried
+    again on a fresh cache. The environment of the runs after it (the same cache)."""
+    for attempt in range(attempts):
+        cache = tmp_path / f"cache{attempt}"
+        cache.mkdir()
+        (cache / tiny_model.name).symlink_to(tiny_model)
+        env = {"RECIPES_CACHE": str(cache)}
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run = Run(run_dir, env=env)
+        # stage 1's two stores ready: too late (stage 2's store comes after its training)
+        run.signal_when(lambda st, out: half_built_stores(cache) or out.count("prepared into the store") >= 2,
+                        poll=0.001)
+        assert run.finish()[0] == -signal.SIGKILL
+        if half_built_stores(cache):  # the kill landed mid-preparation
+            return env
+    raise AssertionError(f"no kill landed while a store was being prepared in {attempts} attempts")
+
+
+def test_sigkill_anywhere_then_rerun_completes_without_retraining(demo_run, tmp_path, tiny_model):
     run_dir = tmp_path / "run"
     reference = demo_run[0]
 
-    # 1. during data preparation
-    run = Run(run_dir)
-    run.signal_when(lambda st, out: "precision:" in out)
-    assert run.finish()[0] == -signal.SIGKILL
-    # 2. mid-way through stage 1, after its first checkpoint
-    run = Run(run_dir)
+    # 1. during data preparation: a store half-written
+    env = kill_while_preparing(run_dir, tmp_path, tiny_model)
+    # 2. mid-way through stage 1, after its first checkpoint (every run from here reads that same cache):
+    #    the half-written store is prepared again
+    run = Run(run_dir, env=env)
     seen = run.signal_when(lambda st, out: checkpoint(st, "domain"))
     assert run.finish()[0] == -signal.SIGKILL
+    assert "prepared into the store" in "".join(run.lines)
     assert "training afresh: it stopped before its first checkpoint" in "".join(run.lines)
     assert seen["domain"]["checkpoint"].endswith("checkpoint-10")
     # 3. while publishing stage 1 (trained, not yet done)
-    run = Run(run_dir)
+    run = Run(run_dir, env=env)
     seen = run.signal_when(lambda st, out: status(st, "domain") == "trained")
     assert run.finish()[0] == -signal.SIGKILL
     assert "resuming from checkpoint-10" in "".join(run.lines)
@@ -108,17 +137,17 @@ def test_sigkill_anywhere_then_rerun_completes_without_retraining(demo_run, tmp_
     merged = run_dir / "stages" / "domain" / "merged"  # killed while publishing: absent, or whole
     assert not merged.exists() or (merged / "config.json").is_file() and any(merged.glob("*.safetensors"))
     # 4. between the stages
-    run = Run(run_dir)
+    run = Run(run_dir, env=env)
     run.signal_when(lambda st, out: status(st, "domain") == "done")
     run.finish()
     assert "resuming from checkpoint-15" in "".join(run.lines)  # the final checkpoint: no step trained again
     finished = run.stages()["domain"]["finished"]
     # 5. mid-way through stage 2
-    run = Run(run_dir)
+    run = Run(run_dir, env=env)
     run.signal_when(lambda st, out: checkpoint(st, "sft"))
     assert run.finish()[0] == -signal.SIGKILL
     # 6. to the end
-    run = Run(run_dir)
+    run = Run(run_dir, env=env)
     code, output = run.finish()
     assert code == 0, output
     assert "done earlier with the same inputs" in output and "resuming from checkpoint-" in output
@@ -181,13 +210,14 @@ def test_ctrl_c_stops_at_a_step_with_a_checkpoint_and_the_run_resumes(tmp_path, 
     recipe, run_dir = small_recipe(tmp_path), tmp_path / "run"
     logged = lambda st, out: run.steps_logged() >= 2
 
-    # twice: stops at once
+    # twice: the second Ctrl-C, sent the moment the first is acknowledged (mid-step or mid-save), stops
+    # at once: the at-once message, never the step-boundary stop that the first alone would give
     run = Run(run_dir, str(recipe))
     run.signal_when(logged, sig=signal.SIGINT)
-    time.sleep(0.2)
-    run.process.send_signal(signal.SIGINT)
+    run.signal_when(lambda st, out: "Ctrl-C: stopping after this step" in out, sig=signal.SIGINT)
     code, output = run.finish()
     assert code == 130 and "Traceback" not in output, output
+    assert "interrupted; run the same command again" in output and "stopped at step" not in output, output
 
     # once: stops after the step, with a checkpoint, and says how to resume
     run = Run(run_dir, str(recipe))
@@ -252,6 +282,26 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     state = json.loads((tmp_path / "run" / manifest["checkpoint"] / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     assert not (tmp_path / "run" / "stages" / "pre" / "adapter").exists()
+
+
+def test_the_last_two_checkpoints_are_kept_by_default(tmp_path, tiny_model):
+    """save_total_limit (default 2): with a checkpoint every step, the stage's checkpoint folder holds the
+    last two while it trains (seen by a callback plugin when step 8 begins)."""
+    from transformers import TrainerCallback
+
+    seen = {}
+
+    class Watch(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            seen[state.global_step] = sorted(p.name for p in Path(args.output_dir).glob("checkpoint-*"))
+
+    class WatchPlugin:
+        @hookimpl
+        def register_callbacks(self):
+            return [CallbackPlugin("watch", lambda context: Watch(), default=True)]
+
+    _run_small(tmp_path, get_registry(extra_plugins=(WatchPlugin(),)), steps=8, save_steps=1)
+    assert seen[7] == ["checkpoint-6", "checkpoint-7"], seen
 
 
 def test_non_finite_batches_can_be_skipped_up_to_a_limit(tmp_path, tiny_model):

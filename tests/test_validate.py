@@ -44,13 +44,6 @@ def test_good_recipe_and_defaults_from_the_seed_plan(recipe_dir):
     assert pre.lora_rank == pre.lora_alpha == 16 and pre.lora_target == "all"
 
 
-def test_unknown_key_is_located_with_a_suggestion(recipe_dir):
-    path = write(recipe_dir / "r.toml", GOOD.replace('kind = "sft"', 'kind = "sft"\nlora_rnak = 8'))
-    [error] = _errors(path)
-    assert error.startswith(f"{path}:17:1: stages[1].lora_rnak: unknown key")
-    assert 'did you mean "lora_rank"?' in error
-
-
 def test_wrong_type_and_range(recipe_dir):
     text = GOOD.replace('name = "domain"', 'name = "domain"\nlearning_rate = "fast"\nlora_dropout = 1.5')
     errors = _errors(write(recipe_dir / "r.toml", text))
@@ -67,37 +60,6 @@ def test_cross_checks_are_all_reported(recipe_dir):
     assert any("stages[0].data[0].format: unknown data format 'txt'; did you mean \"text\"?" in e for e in errors)
     assert any(":17:1: stages[1].base: base 'domian' is not an earlier stage: did you mean \"domain\"?" in e for e in errors)
     assert any("stages[1].data[0].path: 'missing/*.jsonl' matches no file" in e for e in errors)
-
-
-def test_base_must_be_an_earlier_stage_and_names_unique(recipe_dir):
-    text = GOOD.replace('name = "domain"\nkind = "pretrain"', 'name = "domain"\nkind = "pretrain"\nbase = "sft"')
-    assert any("comes later in the plan" in e for e in _errors(write(recipe_dir / "r.toml", text)))
-    text = GOOD.replace('name = "sft"', 'name = "domain"')
-    assert any("stages[1].name: stage name 'domain' is used twice" in e
-               for e in _errors(write(recipe_dir / "r.toml", text)))
-
-
-def test_format_must_fit_the_stage_kind_and_options_are_checked(recipe_dir):
-    text = GOOD.replace('format = "messages"', 'format = "text"\noptions = { splitt = "file" }')
-    errors = _errors(write(recipe_dir / "r.toml", text))
-    assert any("stages[1].data[0].format: format 'text' gives documents, but a sft stage" in e for e in errors)
-    assert any("stages[1].data[0].options.splitt: unknown option 'splitt'; did you mean \"split\"?" in e
-               for e in errors)
-
-
-def test_quantization_options_checked_by_the_backend(recipe_dir):
-    text = GOOD.replace("[[stages]]", '[quantization]\nbackend = "bitsandbytes"\nbits = 3\n\n[[stages]]', 1)
-    [error] = _errors(write(recipe_dir / "r.toml", text))
-    assert ":8:1: quantization.bits:" in error
-    text = GOOD.replace("[[stages]]", '[quantization]\nbackend = "bnb"\n\n[[stages]]', 1)
-    [error] = _errors(write(recipe_dir / "r.toml", text))
-    assert "quantization.backend: unknown quantization backend 'bnb'" in error
-
-
-def test_toml_syntax_error_has_its_line(recipe_dir):
-    path = write(recipe_dir / "r.toml", 'name = "x"\n[model\npath = "a"\n')
-    [error] = _errors(path)
-    assert error.startswith(f"{path}:2:7: TOML syntax error: Expected ']'")
 
 
 def test_cli_prints_one_line_per_problem_and_exits_2(recipe_dir):
@@ -125,10 +87,13 @@ def test_validate_plan_and_help_import_neither_torch_nor_transformers():
     code = ("import sys; from recipes.cli import main\n"
             "for args in (['--help'], ['validate', 'demo'], ['validate', '--json', 'domain_qwen_qlora'], ['schema'], ['list'], ['plugins'],\n"
             "             ['plan', 'qwen7b_lora_r64'], ['plan', '--json', 'domain_qwen_qlora'], ['plan', 'demo']):\n"
-            "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+            "    try:\n        main(args)\n    except SystemExit as e:\n        codes.append(e.code)\n"
+            "    else:\n        codes.append(0)\n"
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules]\n"
-            "print('HEAVY', heavy)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            "print('CODES', codes)\nprint('HEAVY', heavy)")
+    result = subprocess.run([sys.executable, "-c", "codes = []\n" + code], capture_output=True, text=True)
+    # every command did its whole job (one that stopped early on an error would import nothing)
+    assert "CODES [0, 0, 0, 0, 0, 0, 0, 0, 0]" in result.stdout, result.stdout + result.stderr
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr
 
 

@@ -68,6 +68,10 @@ def recipe_reference(schema: dict | None = None) -> str:
         model = defs[_ref_name(top[key])]
         section(f"[{key}]", _cell(model.get("description", "")), model.get("properties", {}), model.get("required", ()))
         _plugin_sections(out, model, defs, f"[{key}]")
+    arrays = {key: _ref_name(_array_items(prop)) for key, prop in top.items() if key != "stages"}
+    for key, name in sorted((k, n) for k, n in arrays.items() if n in defs and "properties" in defs[n]):
+        model = defs[name]  # an array of tables at the top level, e.g. [[benchmarks]]
+        section(f"[[{key}]]", _cell(model.get("description", "")), model.get("properties", {}), model.get("required", ()))
 
     settings = defs.get("Settings", {})
     section("Training settings: [defaults] and each [[stages]]",

@@ -21,6 +21,12 @@ class ChunkedOptions(BaseModel):
 
     chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=1, description=(
         "Positions per chunk: memory for logits is chunk_size x vocabulary x 4 bytes (0.3 GB for Qwen at 512)."))
+    eaft: bool = Field(False, description=(
+        "Entropy-adaptive fine-tuning (arXiv 2601.02151): weight each labelled token's cross-entropy by the "
+        "normalised entropy of its top-k logits, damping confident conflicts (less forgetting). Training only; "
+        "evaluation stays plain cross-entropy."))
+    eaft_alpha: float = Field(1.0, gt=0, description="EAFT: the weight is the normalised entropy to this power.")
+    eaft_top_k: int = Field(20, ge=2, description="EAFT: how many of the largest logits the entropy is taken over.")
 
 
 def build_chunked(model, options: ChunkedOptions):
@@ -29,7 +35,8 @@ def build_chunked(model, options: ChunkedOptions):
     from recipes.training.chunked_loss import chunked_lm_loss, output_layer
 
     output_layer(model)  # refuse a head it cannot reproduce before training starts
-    return partial(chunked_lm_loss, chunk_size=options.chunk_size)
+    eaft = (options.eaft_alpha, options.eaft_top_k) if options.eaft else None
+    return partial(chunked_lm_loss, chunk_size=options.chunk_size, eaft=eaft)
 
 
 def chunked_positions(options: ChunkedOptions, tokens: int) -> int:

@@ -64,6 +64,7 @@ def plugins():
                     **{f"callback:{k}": v.description for k, v in registry.callbacks.items()},
                     **{f"loss:{k}": v.description for k, v in registry.losses.items()},
                     **{f"exporter:{k}": v.description for k, v in registry.exporters.items()},
+                    **{f"scorer:{k}": v.description for k, v in registry.scorers.items()},
                     **{f"kind:{k}": v.description for k, v in registry.kinds.items()}}
     for name, info in registry.info.items():
         console.print(f"[bold]{name}[/] {info.version} ({info.source})")

@@ -32,6 +32,8 @@ def _install_hint(name: str, packages: dict, known: list[str]) -> str:
     package = packages.get(name)
     return (f"the plugin package {package} provides it: pip install -e plugins/{package}" if package
             else did_you_mean(name, known))
+# Callbacks (trackers) that a plugin package shipped with recipes provides
+CALLBACK_PACKAGES = {"mlflow": "recipes-mlflow", "wandb": "recipes-wandb"}
 
 
 def check(loaded: LoadedRecipe, registry: Registry, problems: Collector) -> None:
@@ -44,6 +46,9 @@ def check(loaded: LoadedRecipe, registry: Registry, problems: Collector) -> None
     _check_distributed(recipe, problems)
     _check_attention(recipe, problems)
     _check_val_size(loaded, problems)
+    from recipes.benchmarks.checks import check_benchmarks
+
+    check_benchmarks(loaded, registry, problems)
     if loaded.model is not None:
         _check_against_model(loaded, problems)
     advise(loaded, problems)
@@ -89,8 +94,10 @@ def _check_plugins(recipe: Recipe, registry: Registry, problems: Collector) -> N
                           flat=True)
     for index, name in enumerate(recipe.callbacks or []):
         if name not in registry.callbacks:
-            problems.add(("callbacks", index), f"unknown callback {name!r}; "
-                         f"{did_you_mean(name, sorted(registry.callbacks))}")
+            package = CALLBACK_PACKAGES.get(name)
+            hint = (f"the plugin package {package} provides it: pip install -e plugins/{package}" if package
+                    else did_you_mean(name, sorted(registry.callbacks)))
+            problems.add(("callbacks", index), f"unknown callback {name!r}; {hint}")
 
 
 def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, problems: Collector) -> None:

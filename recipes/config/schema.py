@@ -128,6 +128,23 @@ class Settings(Strict):
     lora_dropout: Optional[float] = Field(None, ge=0, lt=1)
     lora_target: Optional[Union[str, list[str]]] = Field(
         None, description='"all" (every linear layer but the output head), or module names.')
+    use_rslora: Optional[bool] = Field(None, description="Rank-stabilised LoRA: scale by lora_alpha / sqrt(lora_rank) "
+                                       "instead of lora_alpha / lora_rank (peft's use_rslora).")
+    use_dora: Optional[bool] = Field(None, description="Weight-decomposed LoRA (DoRA, peft's use_dora): a trained "
+                                     "magnitude per output row besides A and B; slower, more memory (the plan counts it).")
+    init_lora_weights: Optional[str] = Field(
+        None, description='How A and B start (peft\'s init_lora_weights): "default" (B zero), "gaussian", "pissa", '
+        '"pissa_niter_N" (fast SVD, N iterations), "olora". PiSSA and OLoRA change the base weights; the published '
+        "adapter is converted to a plain LoRA on the original base.")
+    loraplus_lr_ratio: Optional[float] = Field(
+        None, gt=0, description="LoRA+: the B matrices learn at learning_rate x this ratio (peft's "
+        "create_loraplus_optimizer; the paper suggests 16).")
+    embedding_learning_rate: Optional[float] = Field(
+        None, gt=0, lt=1, description="The learning rate of the trained token rows (train_tokens) and of LoRA on "
+        "embedding layers; default: learning_rate.")
+    neftune_noise_alpha: Optional[float] = Field(
+        None, gt=0, description="SFT: NEFTune noise on the input embeddings while training (transformers' "
+        "neftune_noise_alpha; the paper uses 5). Ignored by pre-training stages when set in [defaults].")
     # how a stage starts from an earlier stage
     chaining: Optional[Literal["merge", "continue", "stack"]] = Field(
         None, description="merge: the earlier adapter merged into the base (16/32-bit, never 4-bit), a new "
@@ -203,6 +220,16 @@ class Settings(Strict):
             raise ValueError('give "all" or at least one module name')
         return value
 
+    @field_validator("init_lora_weights")
+    @classmethod
+    def _init(cls, value):
+        if value is None or value in LORA_INITS or re.fullmatch(r"pissa_niter_[1-9][0-9]*", value):
+            return value
+        if value == "loftq":
+            raise ValueError('"loftq" is not supported: its adapter only fits the LoftQ-quantized base it was '
+                             'built on; use "pissa" or QLoRA')
+        raise ValueError('give "default", "gaussian", "pissa", "pissa_niter_N" (N a positive number) or "olora"')
+
     @field_validator("train_tokens", mode="before")
     @classmethod
     def _train_tokens(cls, value):
@@ -213,9 +240,13 @@ class Settings(Strict):
         return value
 
 
+LORA_INITS = ("default", "gaussian", "pissa", "olora")
+
 # The seed plan (shared/reference/seed-plan.md), per stage kind.
 _PRETRAIN_DEFAULTS: dict[str, Any] = dict(
-    lora_rank=16, lora_alpha=16.0, lora_dropout=0.05, lora_target="all", train_tokens="auto", cutoff_len=2048,
+    lora_rank=16, lora_alpha=16.0, lora_dropout=0.05, lora_target="all", use_rslora=False, use_dora=False,
+    init_lora_weights="default", loraplus_lr_ratio=None, embedding_learning_rate=None, neftune_noise_alpha=None,
+    train_tokens="auto", cutoff_len=2048,
     learning_rate=1e-4, lr_scheduler_type="cosine", warmup_steps=None, warmup_ratio=0.03,
     per_device_train_batch_size=4, gradient_accumulation_steps=8, num_train_epochs=2.0,
     max_steps=None, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0,
@@ -256,6 +287,7 @@ class Stage(Settings):
     samples: Optional[list[SamplePrompt]] = Field(
         None, description="This stage's sample prompts instead of the recipe's `samples` (`[]`: none for this "
         "stage). A pre-training stage continues them as text, an SFT stage answers them as chat.")
+    benchmarks: bool = Field(True, description="false: the recipe's [[benchmarks]] are not scored after this stage.")
 
     @field_validator("name")
     @classmethod
@@ -266,12 +298,19 @@ class Stage(Settings):
             raise ValueError(f'"{MODEL_REF}" is reserved for the recipe\'s [model]; pick another name')
         return value
 
+    @model_validator(mode="after")
+    def _noise_for_sft(self):
+        if self.neftune_noise_alpha is not None and self.kind == "pretrain":
+            raise ValueError("neftune_noise_alpha: NEFTune is for SFT stages; remove it from this pre-training stage")
+        return self
+
     # the seed settings of the stage's kind, from its plugin (set when the recipe is checked against
     # the registry); None: the built-in table
     _kind_defaults: Optional[dict] = PrivateAttr(None)
 
     def settings(self, defaults: Settings) -> "StageSettings":
-        """The stage's complete settings: stage, then [defaults], then the seed plan for its kind."""
+        """The stage's complete settings: stage, then [defaults], then the seed plan for its kind
+        (NEFTune from [defaults] reaches SFT stages only)."""
         kind = self._kind_defaults
         merged = {**SEED_PLAN, **(kind if kind is not None else KIND_DEFAULTS.get(self.kind, {}))}
         for source in (defaults, self):
@@ -279,6 +318,8 @@ class Stage(Settings):
                 value = getattr(source, key)
                 if value is not None:
                     merged[key] = value
+        if self.kind == "pretrain":
+            merged["neftune_noise_alpha"] = None
         return StageSettings(**merged)
 
 
@@ -292,6 +333,12 @@ class StageSettings(BaseModel):
     lora_alpha: float
     lora_dropout: float
     lora_target: Union[str, tuple[str, ...]]
+    use_rslora: bool
+    use_dora: bool
+    init_lora_weights: str
+    loraplus_lr_ratio: Optional[float]
+    embedding_learning_rate: Optional[float]
+    neftune_noise_alpha: Optional[float]
     train_tokens: Union[Literal["auto", False], tuple[str, ...]]
     chaining: Literal["merge", "continue", "stack"]
     loss: str
@@ -354,6 +401,41 @@ class Distributed(Strict):
                                  "(rank 0 tokenizes and merges alone meanwhile); NCCL's default is 10 minutes.")
 
 
+class Benchmark(Strict):
+    """A multiple-choice benchmark scored on the starting model and after every stage: files read as the
+    benchmark ships them (C-Eval, CMMLU, MMLU folders, or records), no download (docs/benchmarks.md)."""
+
+    name: str = Field(description="Names the benchmark in the run log, stage.json and the report.")
+    path: str = Field(description="The benchmark's folder as it ships (C-Eval, CMMLU, MMLU), or a records file or "
+                      "folder (jsonl/json/parquet); relative to the recipe file; `bundled:NAME` names a sample "
+                      "shipped with qwen_recipes.")
+    layout: Literal["auto", "ceval", "cmmlu", "mmlu", "records"] = Field(
+        "auto", description="How the files are laid out; auto: told from the folder.")
+    shots: int = Field(5, ge=0, le=25, description="Worked examples from the subject's dev split before each "
+                       "question (few-shot).")
+    split: Optional[str] = Field(None, description="The split scored: default val for C-Eval (its test answers are "
+                                 "not public), test for CMMLU, MMLU and records.")
+    max_per_subject: Optional[int] = Field(None, gt=0, description="Score at most N questions per subject: a fixed "
+                                           "subset chosen with the recipe's seed, stored in the run folder, so "
+                                           "every row scores the same items.")
+    subjects: Optional[list[str]] = Field(None, min_length=1, description="Only these subjects (default: all).")
+    chat: bool = Field(False, description="Also score each question through the tokenizer's chat template, as "
+                       "its own entry NAME/chat (the plain completion prompt is always scored).")
+    language: Literal["auto", "en", "zh"] = Field(
+        "auto", description="The prompt's language; auto: Chinese for C-Eval and CMMLU, English otherwise.")
+    batch_size: int = Field(8, gt=0, description="Questions per forward pass.")
+    scorer: str = Field("builtin", description="Who scores it: builtin (letter logits after a completion prompt), "
+                        "or a scorer plugin's name, e.g. lm-eval (plugins/recipes-lm-eval).")
+    options: dict[str, Any] = Field(default_factory=dict, description="The scorer plugin's own options.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError("use letters, digits, '_', '-' or '.', starting with a letter or digit")
+        return value
+
+
 class Recipe(Strict):
     """A whole plan: one model, optional quantization, shared defaults, ordered stages."""
 
@@ -375,6 +457,9 @@ class Recipe(Strict):
     callbacks: Optional[list[str]] = Field(
         None, description="Callback plugins to use; default: every callback marked default.")
     distributed: Distributed = Field(default_factory=Distributed)
+    benchmarks: list[Benchmark] = Field(
+        default_factory=list, description="Multiple-choice benchmarks ([[benchmarks]] tables) scored on the "
+        "starting model and after every stage, as part of the evaluation matrix (eval_matrix = false: not scored).")
     defaults: Settings = Field(default_factory=Settings)
     stages: list[Stage] = Field(min_length=1)
 

@@ -106,10 +106,12 @@ def read_run(run_dir: Path) -> dict:
 
     results = {name: stage_result(run_dir, name, entries[name]) for name in names}
     samples = report_samples(run_dir, results)
+    from recipes.benchmarks.report import read_benchmarks
     from recipes.outputs.matrix import read_matrix, read_mixes
 
     return {"run_dir": str(run_dir.resolve()), "stages": rows, "samples": samples,
-            "eval_matrix": read_matrix(results), "mix": read_mixes(results), "preference": read_preference(results),
+            "eval_matrix": read_matrix(results), "benchmarks": read_benchmarks(results), "mix": read_mixes(results),
+            "preference": read_preference(results),
             "curves": {name: {**{kind: [[r["step"], r["loss" if kind == "train" else "eval_loss"]] for r in rows]
                                  for kind, rows in c.items()}, **source_curves(c.get("train", []))}
                        for name, c in curves.items()}}
@@ -219,6 +221,7 @@ def report_table(report: dict):
 
 
 def report_markdown(report: dict, images: list[str]) -> str:
+    from recipes.benchmarks.report import IMAGE, benchmarks_markdown
     from recipes.outputs.handoff import handoff_markdown
     from recipes.outputs.matrix import matrix_markdown
 
@@ -226,13 +229,14 @@ def report_markdown(report: dict, images: list[str]) -> str:
              "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(key, row[key]) for key, _ in COLUMNS) + " |" for row in report["stages"]]
     matrix_image = next((image for image in images if image == MATRIX_IMAGE), None)
-    lines += [""] + [f"![{Path(image).stem}]({image})" for image in images if image != MATRIX_IMAGE]
+    lines += [""] + [f"![{Path(image).stem}]({image})" for image in images if image not in (MATRIX_IMAGE, IMAGE)]
     if report.get("preference"):
         lines += ["", "## Preference", "", "On each preference stage's held-out pairs, before and after the stage: "
                   "the share of pairs whose chosen answer gets the higher implicit reward, and the mean reward "
                   "margin (chosen minus rejected).", ""]
         lines += [f"- {line}" for line in preference_lines(report["preference"])]
     lines += matrix_markdown(report.get("eval_matrix"), report.get("mix") or {}, matrix_image)
+    lines += benchmarks_markdown(report.get("benchmarks"), IMAGE if IMAGE in images else None)
     lines += samples_markdown(report.get("samples") or [])
     lines += handoff_markdown(report)
     return "\n".join(lines) + "\n"
@@ -275,6 +279,10 @@ def write_report(run_dir, console=None) -> Path:
         from recipes.outputs.matrix import draw_matrix
 
         images.append(draw_matrix(report["eval_matrix"], folder / MATRIX_IMAGE))
+    if report.get("benchmarks"):
+        from recipes.benchmarks.report import IMAGE, draw_benchmarks
+
+        images.append(draw_benchmarks(report["benchmarks"], folder / IMAGE))
     (folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (folder / "report.md").write_text(report_markdown(report, [p.name for p in images]), encoding="utf-8")
     if console is not None:
@@ -283,6 +291,10 @@ def write_report(run_dir, console=None) -> Path:
             from recipes.outputs.matrix import print_matrix
 
             print_matrix(report["eval_matrix"], console)
+        if report.get("benchmarks"):
+            from recipes.benchmarks.report import print_benchmarks
+
+            print_benchmarks(report["benchmarks"], console)
         for line in preference_lines(report.get("preference") or []):
             console.print(line, markup=False)
         for stage, lines in (report.get("mix") or {}).items():

@@ -20,7 +20,7 @@ from recipes.errors import RecipeError
 from recipes.config.counting import BYTES_PER_TOKEN
 from recipes.config.loaded import LoadedRecipe
 from recipes.config.mix_budget import repeat_warnings, targets
-from recipes.planning.memory import estimate_memory, shard
+from recipes.planning.memory import adapter_parameters, estimate_memory, shard
 from recipes.planning.plan import Plan, StagePlan
 
 # ChatML wraps each message in <|im_start|>role\n ... <|im_end|>\n: 5 tokens around its text.
@@ -74,14 +74,21 @@ def recipe_estimate(loaded: LoadedRecipe, plan: Plan, device: str = "cuda", toke
         "distributed": {**plan.distributed.model_dump(mode="json"), "processes": processes},
         "tokens_from": "tokenizer" if tokenize else f"data size ({BYTES_PER_TOKEN} bytes per token)",
         "stages": stages,
+        "benchmarks": _benchmarks(plan, shape, device, stages, tokenizer),
     }
+
+
+def _benchmarks(plan: Plan, shape, device: str, stages: list[dict], tokenizer) -> list[dict]:
+    from recipes.benchmarks.estimate import benchmarks_estimate
+
+    return benchmarks_estimate(plan, shape, device, stages, tokenizer)
 
 
 def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tokenizer=None,
                    distributed=None, processes: int = 1, bytes_per_weight=None) -> dict:
     s = stage.settings
     base = shape.total_parameters
-    lora = shape.lora_parameters(s.lora_target, s.lora_rank)
+    lora = adapter_parameters(shape, s)
     wrapped = shape.targeted(s.lora_target)
     through = stage.kind_provider.sequences_per_example if stage.kind_provider is not None else 1
     # a preference pair puts its chosen and its rejected answer through the model together
@@ -279,4 +286,7 @@ def estimate_lines(estimate: dict) -> list[str]:
                              f"tokens = {x['sampled_tokens']:,} ({ratio:.2f}x its tokens"
                              + (", over-sampled)" if ratio > 1.0005 else ", under-sampled)" if ratio < 0.9995 else ")"))
         lines += [f"   note: {note}" for note in d.get("notes", [])]
+    from recipes.benchmarks.estimate import benchmark_lines
+
+    lines.extend(benchmark_lines(estimate.get("benchmarks") or [], _size))
     return lines

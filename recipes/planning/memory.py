@@ -168,6 +168,24 @@ def logits_bytes(shape: Shape, tokens: int, positions: int | None = None) -> int
     return tokens * shape.vocab * LOSS_BYTES_PER_LOGIT
 
 
+def adapter_parameters(shape: Shape, settings: StageSettings) -> int:
+    """The adapter's trained parameters: LoRA's A and B, and with DoRA a magnitude per output row of
+    each wrapped layer."""
+    lora = shape.lora_parameters(settings.lora_target, settings.lora_rank)
+    if settings.use_dora:
+        lora += shape.layers * sum(layer.fan_out for layer in shape.targeted(settings.lora_target))
+    return lora
+
+
+def dora_bytes(wrapped, width: int) -> tuple[int, int]:
+    """DoRA's extra (bytes kept per token per layer, bytes alive at once): peft's DoRA forward keeps
+    each wrapped layer's base output and LoRA output (its magnitude scaling multiplies both), and builds
+    the whole adapted weight W + BA to take its row norms, one layer at a time, in fp32 at most."""
+    kept = sum(2 * width * layer.fan_out for layer in wrapped)
+    transient = max((layer.fan_in * layer.fan_out for layer in wrapped), default=0) * 4
+    return kept, transient
+
+
 def estimate_memory(shape: Shape, settings: StageSettings, quantization: dict | None = None,
                     device: str = "cuda", logit_positions=None, bytes_per_weight=None) -> MemoryEstimate:
     """The estimate for one stage: ``settings`` are its resolved settings (``StagePlan.settings``);
@@ -175,10 +193,11 @@ def estimate_memory(shape: Shape, settings: StageSettings, quantization: dict | 
     ``bytes_per_weight(precision)`` is a plugin backend's own count (see ``weight_bytes``)."""
     precision = resolve_precision(settings.precision, device)
     width = BYTES[precision]
-    lora = shape.lora_parameters(settings.lora_target, settings.lora_rank)
+    lora = adapter_parameters(shape, settings)
+    dora_layer, dora_transient = dora_bytes(shape.targeted(settings.lora_target), width) if settings.use_dora else (0, 0)
     tokens = settings.per_device_train_batch_size * settings.cutoff_len
     eval_tokens = (settings.per_device_eval_batch_size or settings.per_device_train_batch_size) * settings.cutoff_len
-    layer = layer_activation_bytes(shape, settings.lora_target, settings.lora_dropout, width)
+    layer = layer_activation_bytes(shape, settings.lora_target, settings.lora_dropout, width) + dora_layer
     final_norm = NORM_BYTES_PER_WIDTH * shape.hidden
     without = tokens * (shape.layers * layer + final_norm)
     with_checkpointing = tokens * (shape.layers * width * shape.hidden + layer + final_norm)
@@ -187,9 +206,9 @@ def estimate_memory(shape: Shape, settings: StageSettings, quantization: dict | 
         lora_weights=lora * 4,
         gradients=lora * 4,
         optimizer=lora * optimizer_bytes_per_parameter(settings.optim),
-        activations=with_checkpointing if settings.gradient_checkpointing else without,
-        activations_without_checkpointing=without,
-        activations_with_checkpointing=with_checkpointing,
+        activations=(with_checkpointing if settings.gradient_checkpointing else without) + dora_transient,
+        activations_without_checkpointing=without + dora_transient,
+        activations_with_checkpointing=with_checkpointing + dora_transient,
         logits_and_loss=logits_bytes(shape, tokens, logit_positions(tokens) if logit_positions else None),
         overhead=CUDA_OVERHEAD_BYTES if device == "cuda" else CPU_OVERHEAD_BYTES,
         tokens=tokens, precision=precision, device=device,

@@ -51,6 +51,7 @@ class StagePlan:
     loss: LossFunction | None = None  # the loss plugin's provider
     loss_options: BaseModel | None = None  # validated by its options model
     samples: tuple[str, ...] = ()  # prompts answered after the stage (continued as text, or as chat)
+    benchmarks: bool = True  # the plan's benchmarks are scored after this stage
     kind_provider: StageKind | None = None  # the stage kind's plugin provider
     kind_options: BaseModel | None = None  # the stage's kind_options, validated by its options model
 
@@ -104,6 +105,7 @@ class Plan:
     losses: dict = field(default_factory=dict)  # loss name -> LossFunction provider
     samples_max_new_tokens: int = 64
     eval_matrix: bool = True  # every stage's evaluation sets on the starting model and after each stage
+    benchmarks: list = field(default_factory=list)  # BenchmarkPlan per [[benchmarks]] (none without eval_matrix)
 
     def stage(self, name: str) -> StagePlan:
         return next(s for s in self.stages if s.name == name)
@@ -170,7 +172,7 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
         stages.append(StagePlan(index, stage.name, stage.kind, base, settings, sources,
                                 run_dir / "stages" / stage.name, eval_sources, loss,
                                 loss.options_model.model_validate(settings.loss_options),
-                                tuple(recipe.stage_samples(index)), kind,
+                                tuple(recipe.stage_samples(index)), stage.benchmarks, kind,
                                 kind.options_model.model_validate(stage.kind_options)))
     model_path = recipe.model.path
     if not model_path.startswith("bundled:"):
@@ -192,7 +194,19 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
     return Plan(loaded.name, loaded.path, run_dir, model_path, recipe.model.revision,
                 recipe.model.trust_remote_code, backend, backend_options, callbacks, stages,
                 json.dumps(resolved, indent=2, ensure_ascii=False), recipe.distributed, dict(registry.losses),
-                recipe.samples_max_new_tokens, recipe.eval_matrix)
+                recipe.samples_max_new_tokens, recipe.eval_matrix, _benchmarks(loaded, registry))
+
+
+def _benchmarks(loaded: LoadedRecipe, registry: Registry) -> list:
+    """The recipe's benchmarks, paths resolved, with the recipe's seed (what draws their subsets)."""
+    from recipes.benchmarks.selection import plan_benchmark
+    from recipes.config.schema import KIND_DEFAULTS
+
+    recipe = loaded.recipe
+    if not recipe.eval_matrix:
+        return []
+    seed = recipe.defaults.seed if recipe.defaults.seed is not None else KIND_DEFAULTS["pretrain"]["seed"]
+    return [plan_benchmark(spec, loaded.path.resolve().parent, seed, registry) for spec in recipe.benchmarks]
 
 
 def _source(resolved, registry: Registry, spec) -> Source:

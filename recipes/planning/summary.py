@@ -39,7 +39,23 @@ def summarize(loaded: LoadedRecipe) -> dict:
                   "context": info.context if info else None, "config": info.source if info else None},
         "quantization": recipe.quantization.backend if recipe.quantization else "none",
         "stages": stages,
+        "benchmarks": _benchmarks(loaded),
     }
+
+
+def _benchmarks(loaded: LoadedRecipe) -> list[dict]:
+    """Each benchmark as it will be scored (validate has read its files already)."""
+    from recipes.benchmarks.selection import chosen_items, plan_benchmark
+
+    out = []
+    for spec in loaded.recipe.benchmarks:
+        chosen = chosen_items(plan_benchmark(spec, loaded.path.resolve().parent, 0))
+        if chosen is None:  # a scorer plugin's own task files
+            continue
+        out.append({"name": spec.name, "layout": chosen.layout, "split": chosen.split, "subjects": len(chosen.shots),
+                    "questions": chosen.available, "shots": spec.shots, "max_per_subject": spec.max_per_subject,
+                    "chat": spec.chat})
+    return out
 
 
 def summary_lines(summary: dict) -> list[str]:
@@ -58,4 +74,8 @@ def summary_lines(summary: dict) -> list[str]:
             mix = f"; weight {source['weight']:g}: {source['share']:.0%} of the training tokens" if source["weight"] else ""
             caps = "".join(f", at most {source[k]:,} {k[4:]}" for k in ("max_samples", "max_tokens") if source[k])
             lines.append(f"   data {source['path']} ({source['format']}): {source['files']} file(s){records}{caps}{mix}")
+    for b in summary.get("benchmarks") or []:
+        cap = f", at most {b['max_per_subject']} per subject" if b["max_per_subject"] else ""
+        lines.append(f"benchmark {b['name']}: {b['questions']:,} questions in {b['subjects']} subject(s) ({b['layout']} "
+                     f"layout, split {b['split']}), {b['shots']}-shot{cap}" + (", plain and chat prompts" if b["chat"] else ""))
     return lines

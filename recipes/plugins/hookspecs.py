@@ -7,7 +7,7 @@ below. Third-party plugins are found through the entry-point group ``recipes.plu
     my_format = "my_package.plugin"
 
 Each hook returns a list of *provider objects* (``DataFormat``, ``QuantizationBackend``,
-``CallbackPlugin``, ``LossFunction``, ``Exporter``, ``StageKind``): the host collects them from every plugin (pluggy's collect-all call), indexes
+``CallbackPlugin``, ``LossFunction``, ``Exporter``, ``BenchmarkScorer``, ``StageKind``): the host collects them from every plugin (pluggy's collect-all call), indexes
 them by name, and refuses two providers of the same name. Collect-all rather than
 ``firstresult`` because validation needs the whole set of names: to suggest "did you mean", to list
 them in ``recipes plugins`` and to put each provider's options model into ``recipes schema``.
@@ -313,6 +313,59 @@ class Exporter:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class BenchmarkScorer:
+    """A way to score a ``[[benchmarks]]`` table (``scorer = NAME`` in it). The built-in ``builtin``,
+    the default, reads letter logits after a completion prompt; ``recipes-lm-eval`` provides
+    ``lm-eval``: lm-evaluation-harness, in-process.
+
+    ``score(request)`` is called with a ``BenchmarkRequest`` on the starting model (the first stage,
+    before it trains) and on each stage's trained model, on every process of the run, under
+    ``torch.inference_mode`` left to the scorer. It returns ``{entry name: row}``, each row made with
+    ``recipes.api.benchmark_row`` (accuracy, interval, letter shares, per-subject accuracy, and per item
+    whether it was right, which the report's paired test reads). Entry names are the benchmark's name
+    or ``NAME/SOMETHING``. It raises ``RecipeError`` for bad input it finds only then.
+
+    ``reads_files(options)``: whether the benchmark's ``path`` is a benchmark folder the host reads
+    (layouts, subset, shots; ``recipes validate`` checks every row) and hands over as
+    ``request.chosen``; false when ``path`` is the scorer's own (a folder of task files): then
+    ``request.chosen`` is None. The table's ``options`` are validated against ``options_model``.
+    """
+
+    name: str
+    score: Callable[[Any], dict]
+    options_model: type[BaseModel] = NoOptions
+    reads_files: Callable[[BaseModel], bool] = lambda options: True
+    description: str = ""
+
+
+@dataclass
+class BenchmarkRequest:
+    """What a ``BenchmarkScorer`` scores: the benchmark (``name``, resolved ``path``, ``shots``,
+    ``batch_size``, the recipe's ``seed``, validated ``options``; ``table``: every key of its
+    ``[[benchmarks]]`` table, e.g. ``chat``), the items the host chose from its
+    files (``chosen``: ``items`` with ``subject``, ``key``, ``question``, ``choices``, ``answer``;
+    ``shots`` per subject; ``language``; ``chance``; ``digest``; or None), the loaded ``model`` (a peft
+    model, maybe on a 4-bit base) and its ``tokenizer``, a private ``work_dir`` for files, and ``say``
+    (a line to the console and run.log); ``autocast_dtype``: the dtype to compute in under
+    ``torch.autocast`` (a half-precision stage on GPU, whose 4-bit model keeps an fp32 output
+    layer), else None."""
+
+    name: str
+    path: Any
+    shots: int
+    batch_size: int
+    seed: int
+    options: BaseModel
+    chosen: Any
+    model: Any
+    tokenizer: Any
+    work_dir: Any
+    say: Callable[[str], None]
+    table: dict
+    autocast_dtype: Any = None
+
+
 @hookspec
 def register_data_formats() -> list[DataFormat]:
     """Return the data formats this plugin provides (a list of ``DataFormat``)."""
@@ -337,6 +390,11 @@ def register_loss_functions() -> list[LossFunction]:
 def register_exporters() -> list[Exporter]:
     """Return the export formats this plugin provides (a list of ``Exporter``): what ``recipes
     export --format NAME:VARIANT`` writes from a finished stage's merged model."""
+
+
+@hookspec
+def register_benchmark_scorers() -> list[BenchmarkScorer]:
+    """Return the benchmark scorers this plugin provides (a list of ``BenchmarkScorer``)."""
 
 
 @hookspec

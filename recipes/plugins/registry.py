@@ -16,7 +16,8 @@ import pluggy
 
 from recipes.plugins import hookspecs
 from recipes.errors import RecipeError
-from recipes.plugins.hookspecs import CallbackPlugin, DataFormat, Exporter, LossFunction, QuantizationBackend, StageKind
+from recipes.plugins.hookspecs import (BenchmarkScorer, CallbackPlugin, DataFormat, Exporter, LossFunction,
+                                       QuantizationBackend, StageKind)
 
 ENTRY_POINT_GROUP = "recipes.plugins"
 BUILTIN_PLUGINS = (
@@ -24,6 +25,7 @@ BUILTIN_PLUGINS = (
     "recipes.builtin.quantization",
     "recipes.builtin.callbacks",
     "recipes.builtin.losses",
+    "recipes.builtin.scorers",
     "recipes.builtin.kinds",
 )
 
@@ -45,6 +47,7 @@ class Registry:
     callbacks: dict[str, CallbackPlugin] = field(default_factory=dict)
     losses: dict[str, LossFunction] = field(default_factory=dict)
     exporters: dict[str, Exporter] = field(default_factory=dict)
+    scorers: dict[str, BenchmarkScorer] = field(default_factory=dict)
     families: dict[str, object] = field(default_factory=dict)  # name -> recipes.family.ModelFamily
     kinds: dict[str, StageKind] = field(default_factory=dict)
     info: dict[str, PluginInfo] = field(default_factory=dict)
@@ -75,6 +78,7 @@ TABLES = (
     ("callback", "register_callbacks", "callbacks"),
     ("loss", "register_loss_functions", "losses"),
     ("exporter", "register_exporters", "exporters"),
+    ("scorer", "register_benchmark_scorers", "scorers"),
     ("family", "register_model_families", "families"),
     ("kind", "register_stage_kinds", "kinds"),
 )
@@ -129,7 +133,8 @@ def load_entry_points(manager: pluggy.PluginManager, info: dict[str, PluginInfo]
 
 
 WHAT = {"format": "data format", "backend": "quantization backend", "callback": "callback",
-        "loss": "loss function", "exporter": "export format", "family": "model family", "kind": "stage kind"}
+        "loss": "loss function", "exporter": "export format", "scorer": "benchmark scorer", "family": "model family",
+        "kind": "stage kind"}
 
 
 def build_registry(manager: pluggy.PluginManager, info: dict[str, PluginInfo]) -> Registry:

@@ -59,6 +59,7 @@ def _all_done(plan: Plan, console, registry, restart: tuple[str, ...]) -> bool:
         console.rule(f"stage {stage.index + 1}/{len(plan.stages)}: {stage.name} ({stage.kind})")
         plan_run.say(f"done earlier with the same inputs (fingerprint {plan_run.own[stage.name][:12]}): skipped")
         plan_run.say(f"merged model: {stage.merged_dir}")
+        plan_run.say_stale_benchmarks(stage)
     console.rule("done")
     console.print(f"Run folder: {plan.run_dir.resolve()}")
     console.print(f"Final model: {plan.stages[-1].merged_dir.resolve()}")
@@ -118,6 +119,13 @@ class PlanRun:
         self.console.print(f"  {message}", highlight=False)
         log.info(message)
 
+    def say_stale_benchmarks(self, stage) -> None:
+        from recipes.benchmarks.evaluate import stale_note
+
+        note = stale_note(self.plan, stage)
+        if note:
+            self.say(note)
+
     def run(self) -> list:
         results = []
         for stage in self.plan.stages:
@@ -150,6 +158,7 @@ class PlanRun:
                 shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)  # left by a crash after publishing
             self.say(f"done earlier with the same inputs (fingerprint {fingerprint[:12]}): skipped")
             self.say(f"merged model: {stage.merged_dir}")
+            self.say_stale_benchmarks(stage)
             return None
         self.rerun_from = self.rerun_from or stage.name
         if self.main:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +122,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, chunk_size: int, want_grads: bool, index=None, rows=None,
-                grad_scale: float = 1.0):
+                grad_scale: float = 1.0, eaft=None):
         need_h, need_w, need_b = (want_grads and flag for flag in ctx.needs_input_grad[:3])
         need_r = rows is not None and want_grads and ctx.needs_input_grad[7]
         ctx.rows_dtype = rows.dtype if rows is not None else None
@@ -142,10 +143,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if rows is not None:
                 logits[:, index] = F.linear(h, rows, bias[index] if bias is not None else None).float()
             picked = logits.gather(1, t[:, None]).squeeze(1)
+            weight_each = entropy_weight(logits, *eaft) if eaft is not None else None  # before the in-place ops
             top = logits.amax(dim=1, keepdim=True)
             exp = logits.sub_(top).exp_()  # exp(logits - max), as logsumexp computes it
             norm = exp.sum(dim=1, keepdim=True)
             each = top.squeeze(1) + norm.squeeze(1).log() - picked
+            if weight_each is not None:
+                each = each * weight_each
             total += each.sum()
             if sink is not None:
                 sink.append(each.detach())
@@ -154,6 +158,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 continue
             grad = exp.div_(norm)  # softmax
             grad[torch.arange(len(t), device=t.device), t] -= 1.0  # d(sum CE)/d logits
+            if weight_each is not None:  # the weight is a constant (detached): it scales each row's gradient
+                grad.mul_(weight_each[:, None])
             if need_b:
                 grad_b += grad.sum(0)
             if grad_scale != 1.0:  # fp16 GEMMs: scale while still fp32 (undone in backward)
@@ -186,23 +192,37 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 (grad_w * prescaled).to(weight_dtype) if grad_w is not None else None,
                 (grad_b * scale).to(bias_dtype) if grad_b is not None else None,
                 None, None, None, None,
-                (grad_r * prescaled).to(ctx.rows_dtype) if grad_r is not None else None, None)
+                (grad_r * prescaled).to(ctx.rows_dtype) if grad_r is not None else None, None, None)
+
+
+def entropy_weight(logits: torch.Tensor, alpha: float, top_k: int) -> torch.Tensor:
+    """EAFT's per-position weight (entropy-adaptive fine-tuning, arXiv 2601.02151): the entropy of the
+    softmax over the ``top_k`` largest logits, divided by its maximum log(top_k), to the power ``alpha``.
+    A position where the model is confident (low entropy) but the label disagrees is a "confident
+    conflict": its gradient is what overwrites prior knowledge, and a low weight damps it. No gradient
+    flows through the weight."""
+    k = min(top_k, logits.shape[1])
+    log_p = logits.detach().topk(k, dim=1).values.float().log_softmax(dim=1)
+    entropy = -(log_p.exp() * log_p).sum(dim=1)
+    return (entropy / math.log(k)).clamp_min(0.0).pow(alpha) if k > 1 else torch.ones_like(entropy)
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         targets: torch.Tensor, chunk_size: int, rows=None, grad_scale: float = 1.0) -> torch.Tensor:
+                         targets: torch.Tensor, chunk_size: int, rows=None, grad_scale: float = 1.0,
+                         eaft: tuple[float, int] | None = None) -> torch.Tensor:
     """The summed cross-entropy of ``hidden @ weight.T + bias`` ([N, H] by [V, H]) against ``targets``
     ([N], no ignored entries), never holding more than ``chunk_size`` rows of logits. ``rows``:
     (index, [K, H] trainable rows) that replace ``weight[index]``; their gradient is K x H, not V x H.
     ``grad_scale``: the expected incoming gradient (fp16: loss scale / divisor), applied before the
-    gradient's cast."""
+    gradient's cast. ``eaft``: (alpha, top_k): each position's cross-entropy weighted by
+    ``entropy_weight``."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
     if not grad_scale > 0:
         grad_scale = 1.0
     index, row_weight = rows if rows is not None else (None, None)
     return _LinearCrossEntropy.apply(hidden, weight, bias, targets, chunk_size, torch.is_grad_enabled(), index,
-                                     row_weight, grad_scale)
+                                     row_weight, grad_scale, eaft)
 
 
 def _hidden_states(model, head: torch.nn.Module, inputs: dict) -> torch.Tensor:
@@ -226,14 +246,16 @@ def _hidden_states(model, head: torch.nn.Module, inputs: dict) -> torch.Tensor:
 
 
 def chunked_lm_loss(model, inputs: dict, num_items_in_batch=None, *,
-                    chunk_size: int) -> torch.Tensor:
+                    chunk_size: int, eaft: tuple[float, int] | None = None) -> torch.Tensor:
     """The causal-LM loss of ``inputs`` (``input_ids``, ``labels`` and the model's other inputs:
     ``attention_mask``, ``position_ids``...), equal to ``model(**inputs, num_items_in_batch=...).loss``.
 
     ``num_items_in_batch``: what ``Trainer.compute_loss`` receives (the label count of the whole
     accumulated batch); None divides by this batch's label count, as transformers' mean does.
     ``shift_labels`` (already shifted labels, as padding-free collators send) is honoured like
-    transformers honours it."""
+    transformers honours it. ``eaft`` (alpha, top_k): the training loss is EAFT's entropy-weighted
+    cross-entropy; without gradients (evaluation) the plain cross-entropy, so that perplexities stay
+    perplexities."""
     head = output_layer(model)
     inputs = dict(inputs)
     labels = inputs.pop("labels")
@@ -260,7 +282,7 @@ def chunked_lm_loss(model, inputs: dict, num_items_in_batch=None, *,
     grad_scale = loss_scale / max(float(divisor), 1.0) if gemm_dtype == torch.float16 else 1.0
     with torch.autocast(device_type, dtype=dtype) if autocast else contextlib.nullcontext():
         total = linear_cross_entropy(hidden[keep].to(weight.dtype), weight, bias, shift_labels[keep], chunk_size,
-                                     rows, grad_scale)
+                                     rows, grad_scale, eaft if torch.is_grad_enabled() else None)
     if torch.is_tensor(divisor):
         divisor = divisor.to(total.device)
     return total / divisor

@@ -52,8 +52,32 @@ def lora_config(settings, extra: dict | None = None):
     from peft import LoraConfig
 
     targets = "all-linear" if settings.lora_target == "all" else list(settings.lora_target)
+    init = True if settings.init_lora_weights == "default" else settings.init_lora_weights
     return LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM", **(extra or {}))
+                      target_modules=targets, task_type="CAUSAL_LM", use_rslora=settings.use_rslora,
+                      use_dora=settings.use_dora, init_lora_weights=init, **(extra or {}))
+
+
+def changes_base(settings) -> bool:
+    """Whether the LoRA initialisation rewrites the base weights (PiSSA and OLoRA move the top singular
+    directions, or a QR factor, out of W into A and B): such an adapter fits only the rewritten base,
+    so it is published converted into a plain LoRA of the original base (``save_adapter``)."""
+    return settings.init_lora_weights.startswith("pissa") or settings.init_lora_weights == "olora"
+
+
+def save_initial_adapter(model, folder: Path) -> None:
+    """The adapter as initialised, before any step: what peft's conversion subtracts at publishing.
+    Kept across a resume (the same seed gives the same initialisation, but the first copy is the one
+    the checkpoints started from)."""
+    if (folder / "adapter_config.json").exists():
+        return
+    config = model.peft_config["default"]
+    init = config.init_lora_weights
+    config.init_lora_weights = True  # loading it must not run the SVD again on the rewritten base
+    try:
+        model.save_pretrained(str(folder), selected_adapters=["default"])
+    finally:
+        config.init_lora_weights = init
 
 
 def attach_adapters(model, lora, adapters: list[Path], chaining: str, stage, say):
@@ -158,8 +182,11 @@ def end_turns(model, tokenizer) -> None:
             model.generation_config.pad_token_id = text_id if text_id is not None else turn_id
 
 
-def save_adapter(model, tokenizer, folder: Path) -> None:
-    model.save_pretrained(str(folder), selected_adapters=["default"])
+def save_adapter(model, tokenizer, folder: Path, initial: Path | None = None) -> None:
+    """The trained adapter in PEFT format; with ``initial`` (a PiSSA or OLoRA adapter as initialised)
+    converted by peft into a plain LoRA of twice the rank on the original base weights."""
+    extra = {"path_initial_model_for_weight_conversion": str(initial)} if initial is not None else {}
+    model.save_pretrained(str(folder), selected_adapters=["default"], **extra)
     tokenizer.save_pretrained(str(folder))
 
 

@@ -51,6 +51,8 @@ class StageResult:
     # stage only) and after this stage
     eval_matrix: dict | None = None
     mix: list | None = None  # per training source: examples, tokens and share of the stage's mix
+    # the recipe's benchmarks: on the starting model (the first stage only) and after this stage
+    benchmarks: dict | None = None
     source_losses: dict | None = None  # per training source: the last logged training loss
     # a quantizing backend publishes the adapter merged into the unquantized base, which is not the
     # model that trained: the held-out set's loss on the published merged model, and its difference
@@ -91,8 +93,10 @@ class StageRun:
         self.attach_adapters()
         self.build_trainer()
         self.before = self.evaluate_before()
+        self.benchmarks_start = self.score_benchmarks(start=True)
         self.train()
         self.after = self.evaluate_after()
+        self.benchmarks_after = self.score_benchmarks(start=False)
         return self.result()
 
     def prepare_data(self) -> None:
@@ -175,7 +179,7 @@ class StageRun:
         """LoRA on the model (and the earlier stages' adapters, as ``chaining`` says), with the chat
         tokens' rows where the starting model does not know them (``train_tokens``)."""
         from recipes.training import token_rows
-        from recipes.training.model import attach_adapters, lora_config
+        from recipes.training.model import attach_adapters, changes_base, lora_config, save_initial_adapter
 
         s = self.settings
         rows = token_rows.decide(s.train_tokens, self.stage.kind, self.model, self.tokenizer, self.base_path,
@@ -183,10 +187,18 @@ class StageRun:
         self.say(rows.describe())
         lora = lora_config(s, token_rows.lora_arguments(self.model, rows))
         self.model, self.frozen = attach_adapters(self.model, lora, self.adapters, s.chaining, self.stage, self.say)
+        self.initial_adapter = None
+        fresh = not (self.adapters and s.chaining == "continue")  # a continued adapter keeps its own init
+        if fresh and changes_base(s):
+            self.initial_adapter = self.stage.checkpoint_dir / "initial-adapter"
+            save_initial_adapter(self.model, self.initial_adapter)
+            self.say(f"init_lora_weights {s.init_lora_weights}: the base weights are rewritten; the adapter is "
+                     "published converted to a plain LoRA (rank x 2) of the original base")
         token_rows.lean_forward(self.model)  # trained rows without a copy of the whole embedding
         self.trainable, self.total = self.model.get_nb_trainable_parameters()
         targets = "all-linear" if s.lora_target == "all" else ", ".join(s.lora_target)
-        self.say(f"model: {self.base_path} ({self.plan.backend.name} backend) + LoRA r={s.lora_rank} "
+        variant = "".join(f" {v}" for v, on in (("rsLoRA", s.use_rslora), ("DoRA", s.use_dora)) if on)
+        self.say(f"model: {self.base_path} ({self.plan.backend.name} backend) + LoRA{variant} r={s.lora_rank} "
                  f"alpha={s.lora_alpha:g} on {targets}: {self.trainable:,} trainable of {self.total:,} parameters "
                  f"({100 * self.trainable / self.total:.3f}%)")
 
@@ -228,6 +240,7 @@ class StageRun:
             data_collator=collator, processing_class=self.tokenizer,
             callbacks=[*callbacks, StageGuard(self.progress.checkpoint_saved)],
             lm_loss=stage.loss.build(self.model, stage.loss_options), skip_limit=s.skip_nonfinite_batches,
+            loraplus_lr_ratio=s.loraplus_lr_ratio, embedding_learning_rate=s.embedding_learning_rate,
             eval_collator=lambda dataset: collator if isinstance(dataset, PackedDataset) else padded,
             channels=Channels([m["name"] for m in self.data.mix]) if len(self.data.mix) > 1 else None)
         for quiet in (PrinterCallback, ProgressCallback):
@@ -339,6 +352,13 @@ class StageRun:
             self.say("eval after:  " + describe_eval(self.after_row))
         return own_sets(self.after_row, self.stage.name)
 
+    def score_benchmarks(self, start: bool) -> dict | None:
+        """The recipe's multiple-choice benchmarks on the model as loaded: the starting model's row
+        (the first stage, before training) or this stage's (recipes.benchmarks)."""
+        from recipes.benchmarks.evaluate import stage_benchmarks
+
+        return stage_benchmarks(self, start)
+
     def result(self) -> StageResult:
         losses = [row["loss"] for row in self.trainer.state.log_history if "loss" in row]
         data, stage = self.data, self.stage
@@ -354,7 +374,9 @@ class StageRun:
                 "packing_efficiency": data.packing.efficiency if data.packing else None},
             eval_before=self.before, eval_after=self.after, peak_memory_bytes=self.peak.stop(),
             eval_matrix=own_kind.matrix_rows(self) if self.after_row else None,
-            mix=getattr(data, "mix", None), source_losses=getattr(self, "source_losses", None), **headline_eval(self.before, self.after))
+            mix=getattr(data, "mix", None), source_losses=getattr(self, "source_losses", None),
+            benchmarks={"start": self.benchmarks_start, "after": self.benchmarks_after}
+            if self.benchmarks_start or self.benchmarks_after else None, **headline_eval(self.before, self.after))
 
     def publish(self, adapter_dir: Path, merged_dir: Path, result: StageResult | None = None) -> None:
         """Write the adapter (PEFT format) and the merged model (HF format, safetensors) into the two
@@ -362,7 +384,7 @@ class StageRun:
         the merged model's evaluation (``eval_loss_merged``)."""
         from recipes.training.model import end_turns, merged_model, point_adapter_at, save_adapter, save_merged
 
-        save_adapter(self.model, self.tokenizer, adapter_dir)
+        save_adapter(self.model, self.tokenizer, adapter_dir, getattr(self, "initial_adapter", None))
         if self.settings.chaining == "stack":  # the new adapter applies on the earlier stage's merged model
             point_adapter_at(adapter_dir, self.plan.stage(self.stage.base).merged_dir)
         merged = merged_model(self.model, self.plan.backend, self.base_path, self.dtype, self.load_kwargs,

@@ -55,9 +55,11 @@ class StageTrainer(Trainer):
     ``lm_loss``: ``loss(model, inputs, num_items_in_batch)`` from ``LossFunction.build`` (None keeps
     the Trainer's own loss); ``skip_limit``: how many non-finite batches may be skipped."""
 
-    def __init__(self, *args, lm_loss=None, skip_limit: int = 0, eval_collator=None, channels=None, **kwargs):
+    def __init__(self, *args, lm_loss=None, skip_limit: int = 0, eval_collator=None, channels=None,
+                 loraplus_lr_ratio: float | None = None, embedding_learning_rate: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.lm_loss, self.skip_limit, self.skipped = lm_loss, skip_limit, 0
+        self.loraplus_lr_ratio, self.embedding_learning_rate = loraplus_lr_ratio, embedding_learning_rate
         self.eval_collator = eval_collator  # dataset -> its collator (packed rows or padded sequences)
         self.channels = channels  # recipes.training.channels.Channels: the per-source loss, or None
         trainer = weakref.ref(self)  # a closure over self would keep the finished trainer in a cycle
@@ -102,6 +104,27 @@ class StageTrainer(Trainer):
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         return loss
 
+
+    def create_optimizer(self, *args, **kwargs):
+        """The Trainer's optimizer, or with ``loraplus_lr_ratio`` peft's LoRA+ optimizer (B matrices at
+        learning_rate x ratio); then the trained token rows in a group of their own at
+        ``embedding_learning_rate``. The scheduler, built after this, scales every group alike."""
+        if self.optimizer is None and self.loraplus_lr_ratio is not None:
+            from peft.optimizers import create_loraplus_optimizer
+
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            optimizer_kwargs.pop("lr", None)
+            # peft's own default for LoRA on embedding layers is 1e-6 whatever learning_rate is: never left implicit
+            self.optimizer = create_loraplus_optimizer(
+                self.model, optimizer_cls, lr=self.args.learning_rate, loraplus_lr_ratio=self.loraplus_lr_ratio,
+                loraplus_weight_decay=self.args.weight_decay,
+                loraplus_lr_embedding=self.embedding_learning_rate or self.args.learning_rate, **optimizer_kwargs)
+        optimizer = super().create_optimizer(*args, **kwargs)
+        if self.embedding_learning_rate is not None:
+            rows_in_group(optimizer, [p for n, p in self.model.named_parameters()
+                                      if p.requires_grad and "trainable_tokens_delta" in n],
+                          self.embedding_learning_rate)
+        return optimizer
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         """The Trainer's, with the per-source losses beside each logged training loss."""
@@ -190,6 +213,21 @@ class StageTrainer(Trainer):
             dist.all_reduce(total)
             dist.all_reduce(count)
         return (float(total / count) if int(count) else float("nan")), int(count)
+
+
+def rows_in_group(optimizer, rows: list, lr: float) -> None:
+    """Move ``rows`` (parameters) out of the optimizer's groups into one of their own at ``lr``, with
+    the weight decay of the group they were in. Before the first step: no optimizer state moves."""
+    if not rows:
+        return
+    ids = {id(p) for p in rows}
+    decay = 0.0
+    for group in optimizer.param_groups:
+        if any(id(p) in ids for p in group["params"]):
+            decay = group.get("weight_decay", 0.0)
+            group["params"] = [p for p in group["params"] if id(p) not in ids]
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+    optimizer.add_param_group({"params": rows, "lr": lr, "weight_decay": decay})
 
 
 def active_scaler(accelerator):
@@ -327,6 +365,7 @@ def training_arguments(stage, precision: str, device: str, distributed_settings=
         "save_steps": s.save_steps,
         "save_total_limit": s.save_total_limit,
         "report_to": [],
+        "neftune_noise_alpha": s.neftune_noise_alpha,
         "seed": s.seed,
         "use_cpu": device == "cpu",
         "dataloader_pin_memory": device == "cuda",

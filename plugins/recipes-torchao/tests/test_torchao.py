@@ -92,14 +92,49 @@ def test_plan_counts_its_bytes_per_weight_next_to_bitsandbytes(tmp_path):
     assert bnb < ao < bf16, (bnb, ao, bf16)
 
 
+def inspector(seen: dict):
+    """A callback plugin that records, when each stage begins training, the base layer LoRA wraps."""
+    from transformers import TrainerCallback
+
+    from recipes.api import CallbackPlugin, hookimpl
+
+    class Inspect(TrainerCallback):
+        def __init__(self, stage):
+            self.stage = stage
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
+            weight = q_proj.base_layer.weight
+            seen[self.stage] = {"weight": type(weight).__module__.split(".")[0],
+                                "int8": str(getattr(getattr(weight, "qdata", None), "dtype", None)),
+                                "frozen": not weight.requires_grad}
+
+    class InspectPlugin:
+        @hookimpl
+        def register_callbacks(self):
+            return [CallbackPlugin("inspect", lambda context: Inspect(context.stage_name), default=True)]
+
+    return InspectPlugin()
+
+
 def test_the_demo_trains_both_stages_on_torchao_layers_and_merges_plain_weights(tmp_path):
     import torch
+    from rich.console import Console
     from transformers import AutoModelForCausalLM
 
-    run_dir = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", str(demo_recipe(tmp_path)), "--output-dir", str(run_dir)])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    assert result.output.count("(torchao backend)") == 2
+    from recipes.config.load import load_recipe  # host internals: a run with an inspecting plugin
+    from recipes.planning.plan import make_plan
+    from recipes.run.runner import run_plan
+
+    run_dir, seen = tmp_path / "run", {}
+    registry = get_registry(extra_plugins=(inspector(seen),))
+    plan = make_plan(load_recipe(str(demo_recipe(tmp_path)), registry), registry, str(run_dir))
+    with open(tmp_path / "out.txt", "w") as out:
+        run_plan(plan, Console(file=out, width=200), registry)
+    assert (tmp_path / "out.txt").read_text().count("(torchao backend)") == 2
+    # LoRA trains on torchao's int8 tensors in both stages (not on plain weights)
+    expected = {"weight": "torchao", "int8": "torch.int8", "frozen": True}
+    assert seen == {"domain": expected, "sft": expected}, seen
     stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
     assert {name: entry["status"] for name, entry in stages.items()} == {"domain": "done", "sft": "done"}
     for name, entry in stages.items():

@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 
 from recipes.config.importing.llamafactory_keys import (CHECK_BY_HAND, FRACTIONAL_STEPS, HANDLED, LEFT_OUT,
-                                                        NO_DEFAULT, NOT_IN_PRETRAINING, NOT_TRAINING, SECRETS,
-                                                        SETTINGS, V1_KEYS)
+                                                        NO_DEFAULT, NOT_IN_PRETRAINING, NOT_TRAINING, PISSA_ITERATIONS,
+                                                        SECRETS, SETTINGS, V1_KEYS)
 from recipes.config.importing import llamafactory_recipe as whole
 from recipes.config.importing.llamafactory_recipe import Config, Imported, StageDraft
 from recipes.config.importing.toml_out import comment_lines, toml_value
@@ -64,7 +64,7 @@ def import_llamafactory(paths: list[Path], out: Path, dataset_dir: Path | None =
         raise RecipeError(Problem("no training config among them (one with stage: pt or sft)", file=str(paths[0])))
     checks: list[str] = []
     stages = [_draft(c, out, dataset_dir, checks) for c in training]
-    _name_stages(stages)
+    whole.name_stages(stages)
     _chain(stages, exports, checks)
     stages = _ordered(stages)
     model = whole.model(stages)
@@ -176,6 +176,11 @@ def _settings(config: Config, kind: str, comments: list[str], checks: list[str])
     out["precision"] = "bf16" if keys.get("bf16") or keys.get("pure_bf16") else "fp16" if keys.get("fp16") else "auto"
     if keys.get("disable_gradient_checkpointing"):
         out["gradient_checkpointing"] = False
+    if keys.get("pissa_init"):
+        iterations = int(keys.get("pissa_iter", PISSA_ITERATIONS))
+        out["init_lora_weights"] = "pissa" if iterations < 0 else f"pissa_niter_{iterations}"
+    if kind == "pretrain":
+        out.pop("neftune_noise_alpha", None)
     return out
 
 
@@ -321,18 +326,6 @@ def _left_out(config: Config, kind: str, checks: list[str]) -> list[str]:
 
 def _shown(value) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _name_stages(stages: list[StageDraft]) -> None:
-    taken: set[str] = {"model"}
-    for stage in stages:
-        output = stage.config.path_of("output_dir")
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(output).name if output else "").lstrip("-._") or stage.kind
-        candidate, number = name, 2
-        while candidate in taken:
-            candidate, number = f"{name}-{number}", number + 1
-        stage.name = candidate
-        taken.add(candidate)
 
 
 def _chain(stages: list[StageDraft], exports: list[Config], checks: list[str]) -> None:

@@ -44,7 +44,16 @@ SETTINGS: dict[str, tuple[str, object]] = {
     "save_steps": ("save_steps", NO_DEFAULT),
     "save_total_limit": ("save_total_limit", NO_DEFAULT),
     "seed": ("seed", 42),
+    "use_rslora": ("use_rslora", NO_DEFAULT),
+    "use_dora": ("use_dora", NO_DEFAULT),
+    "loraplus_lr_ratio": ("loraplus_lr_ratio", NO_DEFAULT),
+    "loraplus_lr_embedding": ("embedding_learning_rate", NO_DEFAULT),
+    "neftune_noise_alpha": ("neftune_noise_alpha", NO_DEFAULT),
 }
+
+# PiSSA: pissa_init turns it on, pissa_iter (LLaMA-Factory's default 16; -1: an exact SVD) picks the
+# fast SVD's iterations; recipes always publishes the adapter converted (pissa_convert)
+PISSA_ITERATIONS = 16
 
 # step counts that transformers reads as a share of all steps when below 1; a recipe takes a count
 FRACTIONAL_STEPS = ("logging_steps", "save_steps", "eval_steps")
@@ -82,8 +91,11 @@ HANDLED: dict[str, str] = {
                   "auto: ours (auto); fa3: flash_attention_2 and a check line",
     "enable_liger_kernel": "stage `loss = \"liger\"` (the recipes-liger plugin: Liger's fused linear "
                            "cross-entropy; its other kernels have no equivalent)",
-    "report_to": "top-level `callbacks`: none -> progress and metrics_jsonl; tensorboard: the default; mlflow: "
-                 "adds the recipes-mlflow plugin's callback; others: no equivalent",
+    "report_to": "top-level `callbacks`: none -> progress and metrics_jsonl; tensorboard: the default; mlflow, "
+                 "wandb: adds the recipes-mlflow / recipes-wandb plugin's callback; others: no equivalent",
+    "pissa_init": "stage `init_lora_weights = \"pissa_niter_N\"` (N: `pissa_iter`, default 16; -1: \"pissa\")",
+    "pissa_iter": "with `pissa_init`: the N of `init_lora_weights = \"pissa_niter_N\"` (-1: an exact SVD, \"pissa\")",
+    "pissa_convert": "always on: a PiSSA adapter is published converted to a plain LoRA of the original base",
     "quantization_bit": "`[quantization] backend = \"bitsandbytes\"`, `bits` (4-bit: `quant_storage` = the "
                         "precision's dtype, as LLaMA-Factory loads it)",
     "quantization_method": "bnb / bitsandbytes; hqq and eetq are refused",
@@ -119,10 +131,6 @@ LEFT_OUT: dict[str, str] = {
     "eval_strategy": "evaluation runs before and after a stage, and every eval_steps when set",
     "do_eval": "evaluation runs whenever the stage has val_size or eval_data",
     "use_unsloth": "no Unsloth",
-    "use_rslora": "plain LoRA scaling (alpha / r) only",
-    "use_dora": "no DoRA",
-    "pissa_init": "no PiSSA initialisation",
-    "loraplus_lr_ratio": "one learning rate for every LoRA matrix",
     "streaming": "data is tokenized once into a cache, not streamed",
     "tokenized_path": "the tokenization cache is kept by recipes ($RECIPES_CACHE)",
     "enable_thinking": "SFT text is rendered by the model's own chat template (the nearest: the messages "
@@ -140,8 +148,7 @@ LEFT_OUT: dict[str, str] = {
 }
 
 # left-out keys that change what is trained: also listed among the things to check by hand
-CHECK_BY_HAND = ("additional_target", "use_rslora", "use_dora", "pissa_init", "loraplus_lr_ratio",
-                 "enable_thinking", "default_system", "tool_format", "rope_scaling")
+CHECK_BY_HAND = ("additional_target", "enable_thinking", "default_system", "tool_format", "rope_scaling")
 
 # credentials: dropped, their values written nowhere (not in the recipe, not in what is printed)
 SECRETS: dict[str, str] = {
@@ -159,6 +166,7 @@ NOT_IN_PRETRAINING: dict[str, str] = {
     "train_on_prompt": "pre-training trains on every token",
     "mask_history": "pre-training trains on every token",
     "template": "pre-training reads plain text, no chat template",
+    "neftune_noise_alpha": "NEFTune is for SFT stages here",
 }
 
 # keys that mark a file as something other than a training config (first match wins) -> what it is, what to do

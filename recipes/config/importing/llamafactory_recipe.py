@@ -114,12 +114,12 @@ def callbacks(stages: list[StageDraft], checks: list[str]) -> list[str] | None:
                 wanted += [n for n in default if n not in wanted]
             elif tracker in registry.callbacks:
                 wanted += [n for n in ("progress", "metrics_jsonl", tracker) if n not in wanted]
-            elif tracker == "mlflow":
-                checks.append(f"{stage.config.path}: report_to mlflow: install the recipes-mlflow plugin (pip install "
-                              "-e plugins/recipes-mlflow) and add \"mlflow\" to the recipe's callbacks")
+            elif tracker in ("mlflow", "wandb"):
+                checks.append(f"{stage.config.path}: report_to {tracker}: install the recipes-{tracker} plugin (pip "
+                              f"install -e plugins/recipes-{tracker}) and add \"{tracker}\" to the recipe's callbacks")
             else:
                 checks.append(f"{stage.config.path}: report_to {tracker}: no equivalent; recipes logs to "
-                              "metrics.jsonl (and TensorBoard, MLflow)")
+                              "metrics.jsonl (and TensorBoard, MLflow, W&B)")
     if not given:
         return None
     chosen = [n for n in ("progress", "metrics_jsonl") if n not in wanted] + wanted
@@ -247,3 +247,15 @@ def stage_lines(stage: StageDraft) -> list[str]:
         for source in sources:
             lines += ["", f"[[stages.{table}]]", *assignments(source)]
     return lines
+
+
+def name_stages(stages: list[StageDraft]) -> None:
+    taken: set[str] = {"model"}
+    for stage in stages:
+        output = stage.config.path_of("output_dir")
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(output).name if output else "").lstrip("-._") or stage.kind
+        candidate, number = name, 2
+        while candidate in taken:
+            candidate, number = f"{name}-{number}", number + 1
+        stage.name = candidate
+        taken.add(candidate)

@@ -1,0 +1,1 @@
+"""lm-evaluation-harness as a recipes benchmark scorer (see plugin.py)."""
