@@ -18,7 +18,7 @@ SCORER_PACKAGES = {"lm-eval": "recipes-lm-eval"}
 
 def check_benchmarks(loaded: LoadedRecipe, registry, problems: Collector) -> None:
     from recipes.benchmarks.selection import choose, plan_benchmark
-    from recipes.config.checks import check_options
+    from recipes.config.plugin_options import check_options
     from recipes.config.schema import did_you_mean
 
     recipe = loaded.recipe

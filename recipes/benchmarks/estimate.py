@@ -21,7 +21,7 @@ def benchmarks_estimate(plan, shape, device: str, stages: list[dict], tokenizer=
     """Per benchmark of ``plan``: ``stages`` are recipe_estimate's stage entries (their memory)."""
     from recipes.benchmarks.prompts import chat_prompt, completion_prompt
     from recipes.benchmarks.selection import chosen_items
-    from recipes.planning.estimate import BYTES_PER_TOKEN
+    from recipes.config.counting import BYTES_PER_TOKEN
 
     rows = 1 + sum(1 for stage in plan.stages if stage.benchmarks)
     precision = resolve_precision(plan.stages[0].settings.precision, device)

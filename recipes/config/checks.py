@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+
 
 from recipes.config.advice import advise, setting_path
 from recipes.config.collector import Collector
+from recipes.config.plugin_options import check_options
 from recipes.config.counting import BYTES_PER_TOKEN, count_all
 from recipes.config.loaded import (BUNDLED_PREFIX, SOURCE_GROUPS, LoadedRecipe, ResolvedSource, match_files,
-                          resolve_data_path, short)
+                          resolve_data_path)
 from recipes.config.model_info import is_hub_id, local_model_folder, model_info
 from recipes.config.optimizers import check_optimizer
 from recipes.config.sources import check_sources, held_count
@@ -221,23 +222,6 @@ def _resolve_source(source, base_dir: Path, at: tuple, problems: Collector) -> R
     if not files:
         problems.add(at + ("path",), f"{source.path!r} matches no file (looked for {pattern})")
     return ResolvedSource(source.format, dict(source.options), files)
-
-
-def check_options(model: type[BaseModel], options: dict, where: tuple, problems: Collector,
-                  flat: bool = False) -> None:
-    """A plugin's options, validated by the model the plugin supplies."""
-    try:
-        model.model_validate(options)
-    except ValidationError as exc:
-        for error in exc.errors():
-            key = error["loc"][0] if error["loc"] else None
-            path = where + ((key,) if key is not None else ())
-            if error["type"] == "extra_forbidden":
-                known = sorted(model.model_fields) + (["backend"] if flat else [])
-                problems.add(path, f"unknown option {key!r}; " + (did_you_mean(str(key), known) if known
-                                                                  else "this takes no options"))
-            else:
-                problems.add(path, f"{error['msg']} (got {short(error.get('input'))})")
 
 
 def _check_distributed(recipe: Recipe, problems: Collector) -> None:

@@ -14,6 +14,11 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from recipes.config.data_source import DataSource  # noqa: F401 (re-exported)
+from recipes.config.strict import Strict
+# the recipe's run-wide tables, re-exported: code and plugins name them from here
+from recipes.config.tables import FSDP2_RESHARD_AFTER_FORWARD, Benchmark, Distributed  # noqa: F401
+
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 # precision names -> torch dtype names (the one table; ``recipes.training.precision.torch_dtype``)
 TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -32,10 +37,6 @@ def _nonblank_sample(value: str) -> str:
 
 
 SamplePrompt = Annotated[str, AfterValidator(_nonblank_sample)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ModelSource(Strict):
@@ -57,62 +58,6 @@ class Quantization(BaseModel):
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
-
-
-class DataSource(Strict):
-    """One data source of a stage: files, how to read them, and the format's own options; or an entry
-    of a LLaMA-Factory ``dataset_info.json`` (which names the files, format and columns itself)."""
-
-    path: Optional[str] = Field(None, description="A file, folder or glob; relative to the recipe file. "
-                                "`bundled:NAME` names a sample file shipped with qwen_recipes.")
-    format: Optional[str] = Field(None, description="A data format provided by a plugin (`recipes plugins` lists them).")
-    dataset_info: Optional[str] = Field(None, description="A LLaMA-Factory dataset_info.json (relative to the "
-                                        "recipe file); with `dataset`, instead of path and format.")
-    dataset: Optional[str] = Field(None, description="The entry of `dataset_info` to use.")
-    options: dict[str, Any] = Field(default_factory=dict, description="The format's own options (they add to "
-                                    "and override what a dataset_info entry sets).")
-    name: Optional[str] = Field(None, description="Names the source in the shares, the per-source losses and the "
-                                "evaluation matrix; default: the file's stem (a folder's or glob's folder name, "
-                                "the dataset entry). Two sources of a stage cannot share a name.")
-    weight: Optional[float] = Field(None, gt=0, description="Training data only: this source's share of the "
-                                    "stage's training tokens (normalised over the stage's sources, so shares need "
-                                    "not sum to 1); a source is over- or under-sampled, seeded. Give every source "
-                                    "of the stage a weight, or none (concatenation). One epoch is one pass over the "
-                                    "stage's main source (see `main`); the others are sampled to their shares "
-                                    "around it.")
-    main: Optional[bool] = Field(None, description="Weighted training data only: one epoch of the stage is one "
-                                 "pass over this source (default: the source with the largest weight).")
-    max_samples: Optional[int] = Field(None, gt=0, description="Use at most the first N examples of this source "
-                                       "(LLaMA-Factory's max_samples; pre-training: blocks of cutoff_len).")
-    max_tokens: Optional[int] = Field(None, gt=0, description="Use at most the first examples of this source "
-                                      "that hold this many tokens.")
-
-    @model_validator(mode="after")
-    def _one_way(self):
-        if self.dataset_info is not None or self.dataset is not None:
-            if self.dataset_info is None or self.dataset is None:
-                raise ValueError("give both dataset_info and dataset (a LLaMA-Factory index and its entry)")
-            if self.path is not None or self.format is not None:
-                raise ValueError("give either path and format, or dataset_info and dataset, not both")
-        elif self.path is None or self.format is None:
-            raise ValueError("give path and format (or dataset_info and dataset)")
-        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
-            raise ValueError("name: use letters, digits, '_', '-' or '.', starting with a letter or digit")
-        return self
-
-    def default_name(self) -> str:
-        """The source's name: ``name``, else the file's stem, a folder's or glob's last plain part, or
-        the dataset entry."""
-        if self.name is not None:
-            return self.name
-        if self.dataset is not None:
-            return self.dataset
-        spec = self.path.split(":", 1)[1] if self.path.startswith("bundled:") else self.path
-        plain = [part for part in re.split(r"[\\/]", spec) if part and not re.search(r"[*?\[]", part)]
-        last = plain[-1] if plain else "data"
-        for suffix in (".gz", ".zst", ".bz2", ".xz"):
-            last = last[:-len(suffix)] if last.endswith(suffix) else last
-        return last.rsplit(".", 1)[0] if "." in last.lstrip(".") else last
 
 
 class Settings(Strict):
@@ -376,64 +321,6 @@ class StageSettings(BaseModel):
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: for recipe.json and the fingerprint."""
         return self.model_dump(mode="json")
-
-
-# transformers 5 trains FSDP as FSDP2 (torch's fully_shard): each fsdp_sharding we accept is one of its
-# reshard_after_forward settings. FSDP1's hybrid_shard has no counterpart there (transformers raises;
-# `recipes validate` refuses it first), and FSDP1's use_orig_params does not exist in FSDP2 (which
-# always trains the original parameters), so neither is passed.
-FSDP2_RESHARD_AFTER_FORWARD = {"full_shard": True, "shard_grad_op": False}
-
-
-class Distributed(Strict):
-    """How several processes (`recipes run --nproc N`, torchrun, accelerate launch) share the work.
-    The Trainer's own FSDP and DeepSpeed integrations do it; recipes writes none of its own."""
-
-    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
-        "ddp", description="ddp: every process holds the whole model; fsdp: parameters, gradients and "
-        "optimizer state sharded (FSDP); deepspeed: ZeRO stage 2 or 3.")
-    fsdp_sharding: Optional[Literal["full_shard", "hybrid_shard", "shard_grad_op"]] = Field(
-        None, description="fsdp (FSDP2): what is sharded (default full_shard: parameters, gradients and optimizer "
-        "state; shard_grad_op: gradients and optimizer state). hybrid_shard is FSDP1's and is refused.")
-    zero_stage: Optional[Literal[2, 3]] = Field(None, description="deepspeed: ZeRO stage (default 2).")
-    cpu_offload: bool = Field(False, description="fsdp: parameters to CPU; deepspeed: optimizer state to CPU.")
-    timeout_minutes: int = Field(120, gt=0, description="How long a process waits for the others at a barrier "
-                                 "(rank 0 tokenizes and merges alone meanwhile); NCCL's default is 10 minutes.")
-
-
-class Benchmark(Strict):
-    """A multiple-choice benchmark scored on the starting model and after every stage: files read as the
-    benchmark ships them (C-Eval, CMMLU, MMLU folders, or records), no download (docs/benchmarks.md)."""
-
-    name: str = Field(description="Names the benchmark in the run log, stage.json and the report.")
-    path: str = Field(description="The benchmark's folder as it ships (C-Eval, CMMLU, MMLU), or a records file or "
-                      "folder (jsonl/json/parquet); relative to the recipe file; `bundled:NAME` names a sample "
-                      "shipped with qwen_recipes.")
-    layout: Literal["auto", "ceval", "cmmlu", "mmlu", "records"] = Field(
-        "auto", description="How the files are laid out; auto: told from the folder.")
-    shots: int = Field(5, ge=0, le=25, description="Worked examples from the subject's dev split before each "
-                       "question (few-shot).")
-    split: Optional[str] = Field(None, description="The split scored: default val for C-Eval (its test answers are "
-                                 "not public), test for CMMLU, MMLU and records.")
-    max_per_subject: Optional[int] = Field(None, gt=0, description="Score at most N questions per subject: a fixed "
-                                           "subset chosen with the recipe's seed, stored in the run folder, so "
-                                           "every row scores the same items.")
-    subjects: Optional[list[str]] = Field(None, min_length=1, description="Only these subjects (default: all).")
-    chat: bool = Field(False, description="Also score each question through the tokenizer's chat template, as "
-                       "its own entry NAME/chat (the plain completion prompt is always scored).")
-    language: Literal["auto", "en", "zh"] = Field(
-        "auto", description="The prompt's language; auto: Chinese for C-Eval and CMMLU, English otherwise.")
-    batch_size: int = Field(8, gt=0, description="Questions per forward pass.")
-    scorer: str = Field("builtin", description="Who scores it: builtin (letter logits after a completion prompt), "
-                        "or a scorer plugin's name, e.g. lm-eval (plugins/recipes-lm-eval).")
-    options: dict[str, Any] = Field(default_factory=dict, description="The scorer plugin's own options.")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
-            raise ValueError("use letters, digits, '_', '-' or '.', starting with a letter or digit")
-        return value
 
 
 class Recipe(Strict):

@@ -11,9 +11,8 @@ from __future__ import annotations
 import errno
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Protocol
 
 from recipes.errors import Interrupted, TrainingError
 from recipes.training import distributed, own_kind
@@ -21,55 +20,7 @@ from recipes.training.evaluate import describe_eval, evaluate, headline_eval, ow
 from recipes.training.interrupts import STOP
 from recipes.training.memory_peak import StagePeak
 from recipes.training.precision import device, pick_precision, torch_dtype
-
-
-@dataclass
-class StageResult:
-    name: str
-    kind: str
-    base: str
-    precision: str
-    steps: int
-    first_loss: float | None
-    final_loss: float | None
-    train_seconds: float
-    tokens_seen: int
-    trainable_params: int
-    total_params: int
-    adapter_dir: str
-    merged_dir: str
-    data: dict
-    eval_before: dict | None = None  # per evaluation set: loss and perplexity
-    eval_after: dict | None = None
-    eval_loss_before: float | None = None  # of the held-out set (or the first evaluation set)
-    eval_loss_after: float | None = None
-    eval_perplexity_before: float | None = None
-    eval_perplexity_after: float | None = None
-    peak_memory_bytes: int | None = None  # the stage's own (recipes.training.memory_peak)
-    wall_seconds: float | None = None  # from the stage's start to its outputs published ("done in")
-    # the plan's evaluation matrix: every stage's sets (STAGE/SET) on the starting model (the first
-    # stage only) and after this stage
-    eval_matrix: dict | None = None
-    mix: list | None = None  # per training source: examples, tokens and share of the stage's mix
-    # the recipe's benchmarks: on the starting model (the first stage only) and after this stage
-    benchmarks: dict | None = None
-    source_losses: dict | None = None  # per training source: the last logged training loss
-    # a quantizing backend publishes the adapter merged into the unquantized base, which is not the
-    # model that trained: the held-out set's loss on the published merged model, and its difference
-    # from eval_loss_after (measured on the quantized weights)
-    eval_loss_merged: float | None = None
-    eval_loss_merged_change: float | None = None
-
-
-class StageProgress(Protocol):
-    """What a stage tells the run while it trains (the runner keeps it in the manifest)."""
-
-    def checkpoint_saved(self, folder: Path, step: int) -> None: ...
-    def last_checkpoint(self) -> Path | None: ...
-    def eval_before(self) -> dict | None: ...
-    def evaluated_before(self, results: dict) -> None: ...
-    def failed(self, error: str) -> None: ...
-    def training_started(self) -> None: ...
+from recipes.training.stage_result import StageProgress, StageResult
 
 
 class StageRun:
@@ -102,17 +53,14 @@ class StageRun:
     def prepare_data(self) -> None:
         """Tokenizer and data first: a data mistake surfaces before the model is loaded. The first
         process of each node prepares the token store; the others poll for its ready marker (no
-        collective call that a timeout could end). A kind with its own training prepares its data
-        through its plugin (``StageKind.prepare``)."""
+        collective call that a timeout could end). A kind with its own training: its plugin's."""
         from transformers import AutoTokenizer
 
         from recipes.data.prepare import prepare
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_path, **self.load_kwargs)
         if not self.stage.language_modelling:
-            self.data = own_kind.prepare_data(self)
-            self.matrix_sets = self._matrix_sets()
-            return
+            return own_kind.prepare_data(self)
         self.data = prepare(self.stage, self.tokenizer, self.say)  # one process per node prepares the store
         stats, s = self.data.stats, self.settings
         for note in stats.notes:
@@ -138,9 +86,7 @@ class StageRun:
         from recipes.data.prepare import prepare
 
         sets = {}
-        for other in self.plan.stages:
-            if not other.language_modelling:
-                continue  # its sets are its kind's own (StageKind.build's evaluate), evaluated by its stage
+        for other in (o for o in self.plan.stages if o.language_modelling):  # a kind's own sets: its evaluate
             if other is self.stage:
                 evals = self.data.evals
             elif not self.plan.eval_matrix:
@@ -203,8 +149,7 @@ class StageRun:
                  f"({100 * self.trainable / self.total:.3f}%)")
 
     def build_trainer(self) -> None:
-        """The Trainer with the stage's loss, guards, collator and the plugins' callbacks (for a kind
-        with its own training, the Trainer its plugin builds with them)."""
+        """The Trainer with the stage's loss, guards, collator and the plugins' callbacks."""
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         from recipes.data.layout import PackedDataset
@@ -221,11 +166,8 @@ class StageRun:
                                stage_count=len(plan.stages), console=self.console,
                                metrics_path=plan.run_dir / "metrics.jsonl")
         callbacks = [cb for cb in (plugin.build(context) for plugin in plan.callbacks) if cb is not None]
-        self.kind_evaluate = None
-        if not stage.language_modelling:
-            self.trainer, self.kind_evaluate = own_kind.build_trainer(self, args, [*callbacks, StageGuard(
-                self.progress.checkpoint_saved)])
-            return
+        if not stage.language_modelling:  # the Trainer its kind's plugin builds
+            return own_kind.build_trainer(self, args, [*callbacks, StageGuard(self.progress.checkpoint_saved)])
         if self.data.packing is not None:
             from recipes.data.collate import packed_collator
             from recipes.data.packing import check_packable
@@ -259,7 +201,7 @@ class StageRun:
         own = self.data.evals if self.stage.language_modelling else {}
         sets = self.matrix_sets if start else {f"{self.stage.name}/{n}": d for n, d in own.items()}
         self.start_row = None
-        if not sets and self.kind_evaluate is None:
+        if not sets and getattr(self, "kind_evaluate", None) is None:
             return None
         results = self.progress.eval_before()
         if results is None:
