@@ -20,6 +20,12 @@ Internal modules (``recipes.data.*``, ``recipes.training.*``, ...) may change in
   the stage's bad-record policy), ``read_text_file``, ``field`` and ``json_field`` (typed fields, named
   errors), ``RECORD_SUFFIXES``; for conversation formats ``ConversationOptions`` (the masking options
   every conversation format takes), ``conversation`` (builds a checked record) and ``tool_call``.
+- ``hold_out(examples, val_size, seed, stage)``: (train, held out) as a stage's ``val_size`` splits.
+- ``conversation_tokens``: one conversation's token ids and labels, chat-templated and masked as an
+  SFT stage's are (for a stage kind's own data).
+- Stage kinds: ``StageKind`` with the ``KindData`` its ``prepare`` receives, the ``KindTraining`` its
+  ``build`` receives and the ``KindTrainer`` it returns; ``sequence_log_probs`` (each sequence's
+  answer log-probability from the chunked loss path, never the full logits).
 - ``file_sha256(path)``: a file's sha256 (hex), for a plugin checking what it downloaded.
 - Benchmark scorers: ``BenchmarkScorer`` (with the ``BenchmarkRequest`` its ``score`` receives),
   ``benchmark_row`` (a row as the report reads it), and the built-in prompt's parts for a scorer that
@@ -33,13 +39,15 @@ from __future__ import annotations
 from recipes.benchmarks.evaluate import benchmark_row
 from recipes.benchmarks.prompts import LETTER_PREFIX, prompt_header, question_text
 from recipes.data.conversations import ConversationOptions, conversation, tool_call
+from recipes.data.prepare import split as hold_out
+from recipes.data.tokenization import IGNORE_INDEX, conversation_tokens
 from recipes.data.records import RECORD_SUFFIXES, convert_records, field, json_field, read_table, read_text_file
 from recipes.errors import Problem, RecipeError
 from recipes.family import BundledModel, ModelFamily
 from recipes.hashing import file_sha256
 from recipes.plugins.hookspecs import (API_VERSION, BenchmarkRequest, BenchmarkScorer, CallbackPlugin, DataFormat,
-                                       Exporter, ExportContext, LossFunction, NoOptions, QuantizationBackend, RunContext,
-                                       StageContext, hookimpl)
+                                       Exporter, ExportContext, KindData, KindTrainer, KindTraining, LossFunction,
+                                       NoOptions, QuantizationBackend, RunContext, StageContext, StageKind, hookimpl)
 
 __all__ = [
     "API_VERSION", "hookimpl",
@@ -48,6 +56,22 @@ __all__ = [
     "BundledModel", "NoOptions",
     "read_table", "read_text_file", "convert_records", "field", "json_field", "RECORD_SUFFIXES",
     "ConversationOptions", "conversation", "tool_call",
+    "conversation_tokens", "IGNORE_INDEX", "hold_out",
+    "StageKind", "KindData", "KindTraining", "KindTrainer", "sequence_log_probs",
     "BenchmarkScorer", "BenchmarkRequest", "benchmark_row", "question_text", "prompt_header", "LETTER_PREFIX",
     "RecipeError", "Problem", "file_sha256",
 ]
+
+
+def sequence_log_probs(model, input_ids, attention_mask, completion_mask, chunk_size: int = 1024,
+                       compute_dtype=None):
+    """(log-probabilities [batch], answer token counts [batch]) of each row: the sum over the positions
+    where ``completion_mask`` is 1 of log p(token | the tokens before it), computed through the chunked
+    loss path (the output layer applied ``chunk_size`` positions at a time, never the full logits),
+    differentiable. ``compute_dtype``: the torch dtype of mixed-precision training (the output layer's
+    matmuls run in it when the layer is fp32, as under QLoRA). Imports torch when called."""
+    from recipes.training.chunked_loss import chunk_precision
+    from recipes.training.sequence_logps import sequence_log_probs as compute
+
+    with chunk_precision(input_ids.device.type, compute_dtype):
+        return compute(model, input_ids, attention_mask, completion_mask, chunk_size)

@@ -71,8 +71,6 @@ def test_local_pretraining_corpora_load_as_text(tokenizer, entry, suffix):
 
 @pytest.mark.parametrize("entry, message", [
     ("mllm_demo", r"the column 'images' is not supported \(recipes trains on text, not images\)"),
-    ("dpo_en_demo", r"ranking \(preference\) data is for DPO"),
-    ("kto_en_demo", r"the column 'kto_tag' is not supported \(recipes trains on text, not KTO labels\)"),
     ("alpaca_en", r"on the Hugging Face hub \(hf_hub_url = 'llamafactory/alpaca_en'\).*no data from the network.*"
                   r"hf download llamafactory/alpaca_en --repo-type dataset.*\"file_name\""),
     ("deepctrl", r"on ModelScope \(ms_hub_url"),
@@ -90,7 +88,8 @@ def index(tmp_path, **entries) -> Path:
 
 
 @pytest.mark.parametrize("attrs, message", [
-    ({"file_name": "data.json", "ranking": True}, "ranking .*DPO"),
+    ({"file_name": "data.json", "ranking": True, "formatting": "sharegpt", "columns": {"messages": "m", "images": "i"}},
+     "the column 'images' is not supported"),
     ({"file_name": "data.json", "formatting": "sharegpt", "columns": {"messages": "m", "images": "i"}},
      "the column 'images' is not supported"),
     ({"file_name": "data.json", "colums": {}}, "unknown key 'colums'; did you mean \"columns\""),

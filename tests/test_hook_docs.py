@@ -50,6 +50,10 @@ CONTRACT = {
         "tests/test_export_gguf.py::test_q8_0_from_the_demo_run_reads_back_as_qwen2_within_its_bound"]),
     "register_model_families": ("families", "chatml-demo", [
         "tests/test_hook_docs.py::test_the_family_comes_from_its_plugin_and_a_second_one_is_refused"]),
+    "register_stage_kinds": ("kinds", "textbook", [
+        "tests/test_stage_kinds.py::test_the_documented_third_party_kind_registers_and_runs_a_stage",
+        "tests/test_stage_kinds.py::test_the_builtin_kinds_are_plugins_and_plugins_lists_them",
+        "plugins/recipes-trl/tests/test_preference_run.py::test_pretrain_sft_dpo_runs_on_llamafactory_ranking_data"]),
 }
 
 

@@ -30,7 +30,7 @@ def test_every_hook_is_implemented_by_a_builtin():
     # (each hook's docstring and documentation: tests/test_hook_docs.py)
     assert sorted(HOOKS) == ["register_benchmark_scorers", "register_callbacks", "register_data_formats",
                              "register_exporters", "register_loss_functions", "register_model_families",
-                             "register_quantization_backends"]
+                             "register_quantization_backends", "register_stage_kinds"]
     registry = get_registry()
     implemented = {hook for name in registry.info for hook in registry.hooks_of(name)}
     for name in HOOKS:

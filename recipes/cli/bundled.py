@@ -64,7 +64,8 @@ def plugins():
                     **{f"callback:{k}": v.description for k, v in registry.callbacks.items()},
                     **{f"loss:{k}": v.description for k, v in registry.losses.items()},
                     **{f"exporter:{k}": v.description for k, v in registry.exporters.items()},
-                    **{f"scorer:{k}": v.description for k, v in registry.scorers.items()}}
+                    **{f"scorer:{k}": v.description for k, v in registry.scorers.items()},
+                    **{f"kind:{k}": v.description for k, v in registry.kinds.items()}}
     for name, info in registry.info.items():
         console.print(f"[bold]{name}[/] {info.version} ({info.source})")
         console.print(f"  hooks: {', '.join(registry.hooks_of(name)) or 'none'}")

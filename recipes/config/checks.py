@@ -18,13 +18,21 @@ from recipes.config.loaded import (BUNDLED_PREFIX, SOURCE_GROUPS, LoadedRecipe, 
 from recipes.config.model_info import is_hub_id, local_model_folder, model_info
 from recipes.config.optimizers import check_optimizer
 from recipes.config.sources import check_sources, held_count
-from recipes.plugins.hookspecs import RECORDS_FOR_KIND
 from recipes.plugins.registry import Registry
 from recipes.config.schema import FSDP2_RESHARD_AFTER_FORWARD, MODEL_REF, Recipe, did_you_mean
 
 
-# Formats that a plugin package shipped with recipes (plugins/) provides, for an install hint
-PLUGIN_PACKAGES = {"dolly": "recipes-dolly-format", "qa_markdown": "recipes-qa-markdown"}
+# Formats and stage kinds that a plugin package shipped with recipes (plugins/) provides, for an install hint
+PLUGIN_PACKAGES = {"dolly": "recipes-dolly-format", "qa_markdown": "recipes-qa-markdown",
+                   **dict.fromkeys(("preference", "sharegpt_preference", "alpaca_preference", "kto", "sharegpt_kto",
+                                    "alpaca_kto"), "recipes-trl")}
+KIND_PACKAGES = {"dpo": "recipes-trl", "kto": "recipes-trl"}
+
+
+def _install_hint(name: str, packages: dict, known: list[str]) -> str:
+    package = packages.get(name)
+    return (f"the plugin package {package} provides it: pip install -e plugins/{package}" if package
+            else did_you_mean(name, known))
 # Callbacks (trackers) that a plugin package shipped with recipes provides
 CALLBACK_PACKAGES = {"mlflow": "recipes-mlflow", "wandb": "recipes-wandb"}
 
@@ -110,7 +118,21 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
                 hint = did_you_mean(stage.base, [MODEL_REF, *seen])
             problems.add(where + ("base",), f"base {stage.base!r} is not an earlier stage: {hint}")
         seen.append(stage.name)
-        wanted = RECORDS_FOR_KIND[stage.kind]
+        kind = registry.kinds.get(stage.kind)
+        if kind is None:
+            problems.add(where + ("kind",), f"unknown stage kind {stage.kind!r}; "
+                         + _install_hint(stage.kind, KIND_PACKAGES, sorted(registry.kinds)))
+        else:
+            stage._kind_defaults = dict(kind.defaults)  # the seed settings every later stage.settings() starts from
+            check_options(kind.options_model, stage.kind_options, where + ("kind_options",), problems)
+            _check_kind_settings(kind, recipe, index, problems)
+            base = recipe.base_of(index)
+            parent = next((s for s in recipe.stages[:index] if s.name == base), None)
+            if kind.follows and parent is not None and parent.kind not in kind.follows:
+                problems.warn(where + ("base",) if stage.base else where + ("kind",), f"this {stage.kind} stage "
+                              f"starts from {parent.kind} stage {base!r}; a {stage.kind} stage is meant to follow "
+                              + " or ".join(repr(k) for k in kind.follows) + "; check base")
+        wanted = kind.records if kind is not None else None
         for group in SOURCE_GROUPS:
             for source_index, source in enumerate(getattr(stage, group)):
                 at = where + (group, source_index)
@@ -122,7 +144,10 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
                 if fmt is None:
                     problems.add(at + ("format",), unknown_format(resolved.format, registry))
                     continue
-                if fmt.yields != wanted and group == "data":
+                if group == "eval_data" and fmt.yields not in ("documents", "conversations"):
+                    problems.add(at + ("format",), f"format {resolved.format!r} gives {fmt.yields}; eval_data sets "
+                                 "are evaluated as text (perplexity): give documents or conversations")
+                if wanted is not None and fmt.yields != wanted and group == "data":
                     problems.add(at + ("format",) if source.format else at + ("dataset",), f"format "
                                  f"{resolved.format!r} gives {fmt.yields}, but a {stage.kind} stage trains on "
                                  f"{wanted}; pick a format that gives {wanted}")
@@ -149,12 +174,21 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
                          "into full blocks; remove it")
 
 
+def _check_kind_settings(kind, recipe: Recipe, index: int, problems: Collector) -> None:
+    """The settings a stage kind cannot run with (``StageKind.check``), at the setting's line."""
+    if kind.check is None:
+        return
+    try:
+        options = kind.options_model.model_validate(recipe.stages[index].kind_options)
+    except ValidationError:
+        return  # reported with the options
+    for key, message in kind.check(recipe.stages[index].settings(recipe.defaults), options) or []:
+        problems.add(setting_path(recipe, index, key), message)
+
+
 def unknown_format(name: str, registry: Registry) -> str:
     """The message for a data format no plugin provides (with an install hint for ours)."""
-    package = PLUGIN_PACKAGES.get(name)
-    hint = (f"the plugin package {package} provides it: pip install -e plugins/{package}"
-            if package else did_you_mean(name, sorted(registry.formats)))
-    return f"unknown data format {name!r}; {hint}"
+    return f"unknown data format {name!r}; " + _install_hint(name, PLUGIN_PACKAGES, sorted(registry.formats))
 
 
 def check_raw_formats(data: dict, registry: Registry, problems: Collector) -> None:
@@ -318,10 +352,10 @@ def _check_val_size(loaded: LoadedRecipe, problems: Collector) -> None:
             held = int(held) if held >= 1 else round(count * held)
             if 0 < held < count:
                 continue
-            what = ("records" if stage.kind == "sft" else "blocks of cutoff_len (estimated from its size)")
+            what = ("blocks of cutoff_len (estimated from its size)" if stage.kind == "pretrain" else "records")
             of = f" of source {stage.data[j].default_name()!r}" if len(counts) > 1 else ""
             message = (f"val_size {s.val_size:g} holds out {held} of the {count} {what}{of}: set it so that both "
                        "the training and the evaluation set keep at least one (a count of 1 or more, or a larger "
                        "share)")
             at = setting_path(recipe, index, "val_size")
-            (problems.add if stage.kind == "sft" else problems.warn)(at, message)
+            (problems.warn if stage.kind == "pretrain" else problems.add)(at, message)

@@ -5,9 +5,12 @@ Users arrive with a ``data/`` folder and its ``dataset_info.json``; translating 
 into our format options is where mistakes creep in. ``resolve_dataset`` reads an entry the way
 LLaMA-Factory does (``formatting``, ``columns``, ``tags``, ``file_name`` as a file or folder) and maps
 it onto the built-in ``alpaca``, ``sharegpt`` and ``text`` formats, whose option names are
-LLaMA-Factory's. What we cannot honour is refused with a message that says why and what to do,
-never dropped: hub data sets (nothing is downloaded here), preference data (``ranking``), images and
-other media, sampling. Pure Python: ``recipes validate`` may call it.
+LLaMA-Factory's; preference data (``ranking: true``: ``chosen``/``rejected`` columns) onto the
+``sharegpt_preference`` and ``alpaca_preference`` formats and KTO data (a ``kto_tag`` column) onto
+``sharegpt_kto`` and ``alpaca_kto``, which the recipes-trl plugin provides with the same option
+names. What we cannot honour is refused with a message that says why and what to do, never dropped:
+hub data sets (nothing is downloaded here), images and other media, sampling. Pure Python:
+``recipes validate`` may call it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from recipes.errors import Problem, RecipeError
 
@@ -25,10 +27,11 @@ KNOWN_KEYS = ("file_name", "formatting", "columns", "tags", "ranking", "split", 
               "file_sha1", "script_url", "cloud_file_name", *HUB_KEYS)
 ALPACA_COLUMNS = ("prompt", "query", "response", "history", "system", "tools")
 SHAREGPT_COLUMNS = ("messages", "system", "tools")
+RANKING_COLUMNS = ("chosen", "rejected")  # preference pairs (ranking: true)
+KTO_COLUMNS = ("kto_tag",)  # a desirable/undesirable label per example
 SHAREGPT_TAGS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag",
                  "system_tag")
-UNSUPPORTED_COLUMNS = {"images": "images", "videos": "videos", "audios": "audio", "chosen": "preference pairs",
-                       "rejected": "preference pairs", "kto_tag": "KTO labels", "loss_weight": None}
+UNSUPPORTED_COLUMNS = {"images": "images", "videos": "videos", "audios": "audio", "loss_weight": None}
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,10 @@ class ResolvedDataset:
     for its ``options_model``)."""
 
     entry: str
-    format_name: Literal["text", "alpaca", "sharegpt"]
+    format_name: str  # text, alpaca, sharegpt; or a preference format of the recipes-trl plugin
     options: dict
     files: list[Path]
-    yields: Literal["documents", "conversations"]
+    yields: str  # documents, conversations, preferences or unpaired_preferences
 
 
 def resolve_dataset(info_path: Path, entry: str) -> ResolvedDataset:
@@ -68,18 +71,24 @@ def resolve_dataset(info_path: Path, entry: str) -> ResolvedDataset:
     columns = _mapping(attrs, "columns", where)
     tags = _mapping(attrs, "tags", where)
     formatting = attrs.get("formatting", "alpaca")
+    # the preference columns a ranking entry must and a KTO entry may name; LLaMA-Factory's defaults otherwise
+    extra, flavour, yields = (), "", "conversations"
+    if attrs.get("ranking"):
+        extra, flavour, yields = RANKING_COLUMNS, "_preference", "preferences"
+    elif "kto_tag" in columns:
+        extra, flavour, yields = KTO_COLUMNS, "_kto", "unpaired_preferences"
     if formatting == "sharegpt":
-        _only(columns, SHAREGPT_COLUMNS, "columns", where)
+        _only(columns, SHAREGPT_COLUMNS + extra, "columns", where)
         _only(tags, SHAREGPT_TAGS, "tags", where)
-        return ResolvedDataset(entry, "sharegpt", {**columns, **tags}, files, "conversations")
+        return ResolvedDataset(entry, "sharegpt" + flavour, {**columns, **tags}, files, yields)
     if formatting != "alpaca":
         raise RecipeError(f"{where}: formatting {formatting!r} is not supported; use \"alpaca\" or \"sharegpt\"")
     if tags:
         raise RecipeError(f"{where}: 'tags' apply to sharegpt data; this entry's formatting is alpaca")
-    _only(columns, ALPACA_COLUMNS, "columns", where)
-    if set(columns) == {"prompt"}:  # LLaMA-Factory's pre-training corpora: one text column
+    _only(columns, ALPACA_COLUMNS + extra, "columns", where)
+    if set(columns) == {"prompt"} and not flavour:  # LLaMA-Factory's pre-training corpora: one text column
         return ResolvedDataset(entry, "text", {"text_field": columns["prompt"]}, files, "documents")
-    return ResolvedDataset(entry, "alpaca", columns, files, "conversations")
+    return ResolvedDataset(entry, "alpaca" + flavour, columns, files, yields)
 
 
 def _read_index(info_path: Path) -> dict:
@@ -121,9 +130,6 @@ def _why_not_local(attrs: dict) -> str:
 
 
 def _refuse_unsupported(attrs: dict, where: str) -> None:
-    if attrs.get("ranking"):
-        raise RecipeError(f"{where}: ranking (preference) data is for DPO or reward-model training; recipes "
-                          "trains with pre-training and SFT only")
     for key in ("subset", "folder"):
         if attrs.get(key):
             raise RecipeError(f"{where}: {key!r} selects part of a hub data set; with a local file_name, point "

@@ -1,8 +1,9 @@
 """The JSON Schema of the recipe format, with the loaded plugins' own options, for editors.
 
 Built from the pydantic models: the recipe's, then each quantization backend's and each data
-format's and each loss function's options model, attached with if/then on the `backend`, `format`
-and `loss` values, so that an editor completes and checks those options too.
+format's and each loss function's options model and each stage kind's ``kind_options`` model, attached
+with if/then on the `backend`, `format`, `loss` and `kind` values, so that an editor completes and
+checks those options too.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def recipe_schema(registry: Registry) -> dict:
         settings["allOf"] = [
             _when("loss", name, {"properties": {"loss_options": _options(loss.options_model, defs)}})
             for name, loss in sorted(registry.losses.items())]
+
+    stage = defs["Stage"]  # a stage's kind_options follow its kind
+    stage["properties"]["kind"]["enum"] = sorted(registry.kinds)
+    stage["allOf"] = stage.get("allOf", []) + [
+        _when("kind", name, {"properties": {"kind_options": _options(kind.options_model, defs)}})
+        for name, kind in sorted(registry.kinds.items())]
 
     callbacks = schema["properties"]["callbacks"]
     for branch in callbacks.get("anyOf", [callbacks]):

@@ -2,7 +2,8 @@
 
 Training keys follow LLaMA-Factory's names (lora_rank, lora_alpha, cutoff_len, learning_rate, ...).
 Every training key may appear in ``[defaults]`` (shared by all stages) or in a stage; a key left out
-everywhere takes the seed plan's value for the stage's kind (``KIND_DEFAULTS``).
+everywhere takes the seed plan's value for the stage's kind (``SEED_PLAN`` under the defaults of the
+stage kind's plugin, ``StageKind.defaults``).
 This module imports neither torch nor transformers: ``recipes validate`` depends on it.
 """
 
@@ -11,14 +12,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from recipes.config.data_source import DataSource  # noqa: F401 (re-exported)
 from recipes.config.strict import Strict
 # the recipe's run-wide tables, re-exported: code and plugins name them from here
 from recipes.config.tables import FSDP2_RESHARD_AFTER_FORWARD, Benchmark, Distributed  # noqa: F401
 
-StageKind = Literal["pretrain", "sft"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 # precision names -> torch dtype names (the one table; ``recipes.training.precision.torch_dtype``)
 TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -204,6 +204,7 @@ _PRETRAIN_DEFAULTS: dict[str, Any] = dict(
 # computes the same attention, within float rounding).
 OPERATIONAL_SETTINGS = ("logging_steps", "save_steps", "save_total_limit", "skip_nonfinite_batches", "eval_steps",
                         "attn_implementation", "per_device_eval_batch_size")
+SEED_PLAN = _PRETRAIN_DEFAULTS  # what a stage kind's own defaults (``StageKind.defaults``) start from
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": _PRETRAIN_DEFAULTS,
     # SFT differs in: no dropout, shorter sequences, half the rate, effective batch 16, one epoch
@@ -216,7 +217,11 @@ class Stage(Settings):
     """One stage of the plan."""
 
     name: str = Field(description="Unique name; also the stage's folder in the run folder.")
-    kind: StageKind
+    kind: str = Field(description='"pretrain", "sft", or a stage kind a plugin provides (`recipes plugins` '
+                      'lists them; "dpo" and "kto" come with plugins/recipes-trl).')
+    kind_options: dict[str, Any] = Field(
+        default_factory=dict, description="The stage kind's own settings, e.g. {beta = 0.1} for dpo "
+        "(`recipes schema` lists each kind's).")
     base: Optional[str] = Field(
         None, description='"model" (the recipe\'s [model]) or the name of an earlier stage. '
         "Default: the previous stage, or the model for the first stage.")
@@ -244,10 +249,15 @@ class Stage(Settings):
             raise ValueError("neftune_noise_alpha: NEFTune is for SFT stages; remove it from this pre-training stage")
         return self
 
+    # the seed settings of the stage's kind, from its plugin (set when the recipe is checked against
+    # the registry); None: the built-in table
+    _kind_defaults: Optional[dict] = PrivateAttr(None)
+
     def settings(self, defaults: Settings) -> "StageSettings":
         """The stage's complete settings: stage, then [defaults], then the seed plan for its kind
         (NEFTune from [defaults] reaches SFT stages only)."""
-        merged = dict(KIND_DEFAULTS[self.kind])
+        kind = self._kind_defaults
+        merged = {**SEED_PLAN, **(kind if kind is not None else KIND_DEFAULTS.get(self.kind, {}))}
         for source in (defaults, self):
             for key in Settings.model_fields:
                 value = getattr(source, key)

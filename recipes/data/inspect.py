@@ -21,6 +21,8 @@ def inspect_stage(stage, tokenizer, count: int, say=lambda message: None) -> dic
     from recipes.data.prepare import prepare
 
     s = stage.settings
+    if not stage.language_modelling:
+        return _inspect_own_kind(stage, tokenizer, count, say)
     data = prepare(stage, tokenizer, say)
     stats, store = data.stats, data.store
     train = examples_of(data.train)
@@ -42,6 +44,49 @@ def inspect_stage(stage, tokenizer, count: int, say=lambda message: None) -> dic
     if data.packing is not None:
         out["packing"] = {"rows": data.packing.rows, "efficiency": data.packing.efficiency}
     return out
+
+
+def _inspect_own_kind(stage, tokenizer, count: int, say) -> dict:
+    """A stage kind with its own data (``StageKind.inspect``): its counts and examples, each example's
+    parts (e.g. chosen and rejected) side by side with the trained tokens marked."""
+    from recipes.data.prepare import kind_data
+    from recipes.errors import RecipeError
+
+    if stage.kind_provider.inspect is None:
+        raise RecipeError(f"stage {stage.name!r}: the plugin of the {stage.kind!r} kind does not show its data")
+    found = stage.kind_provider.inspect(kind_data(stage, tokenizer, say), count)
+    return {"stage": stage.name, "kind": stage.kind, "cutoff_len": stage.settings.cutoff_len, "own_kind": True,
+            "counts": found.get("counts", {}),
+            "examples": [{part: segments(tokenizer, example) for part, example in parts.items()}
+                         for parts in found.get("examples", [])]}
+
+
+def _print_own_kind(r: dict, console, width: int | None) -> None:
+    from rich.table import Table
+
+    console.rule(f"{r['stage']} ({r['kind']}), cutoff_len {r['cutoff_len']}")
+    console.print(", ".join(f"{key.replace('_', ' ')} {value:,}" if isinstance(value, int) else f"{key} {value}"
+                            for key, value in r["counts"].items()), markup=False)
+    for number, parts in enumerate(r["examples"], start=1):
+        table = Table(title=f"example {number} (trained tokens in bold green)", show_lines=False, expand=True)
+        for part in parts:
+            table.add_column(part, ratio=1, overflow="fold")
+        table.add_row(*(_marked(pieces, width) for pieces in parts.values()))
+        console.print(table)
+
+
+def _marked(pieces: list[dict], width: int | None) -> str:
+    """An example's pieces as rich markup, trained ones bold green, clipped at ``width`` characters
+    (None: whole)."""
+    from rich.markup import escape
+
+    shown, text = 0, ""
+    whole = sum(len(piece["text"]) for piece in pieces)
+    for piece in pieces:
+        part = piece["text"] if width is None else piece["text"][: max(width - shown, 0)]
+        shown += len(part)
+        text += f"[bold green]{escape(part)}[/]" if piece["trained"] else f"[dim]{escape(part)}[/]"
+    return text + (f" [dim]... ({whole - shown:,} more characters; --full shows them)[/]" if shown < whole else "")
 
 
 def _example(examples, index: int) -> dict:
@@ -87,9 +132,9 @@ def segments(tokenizer, example: dict) -> list[dict]:
 
 def print_inspection(report: dict, console, width: int | None = 1200) -> None:
     """The report as text; each example clipped at ``width`` characters (None: whole)."""
-    from rich.markup import escape
-
     r = report
+    if r.get("own_kind"):
+        return _print_own_kind(r, console, width)
     console.rule(f"{r['stage']} ({r['kind']}), cutoff_len {r['cutoff_len']}"
                  + (" - from the prepared store" if r["cached"] else ""))
     share = r["supervised_tokens"] / r["tokens"] if r["tokens"] else 0
@@ -110,14 +155,7 @@ def print_inspection(report: dict, console, width: int | None = 1200) -> None:
         console.print(padded)
     for number, pieces in enumerate(r["examples"], start=1):
         console.print(f"[bold]example {number}[/] ([bold green]trained[/], [dim]not trained[/]):")
-        shown, text = 0, ""
-        whole = sum(len(piece["text"]) for piece in pieces)
-        for piece in pieces:
-            part = piece["text"] if width is None else piece["text"][: max(width - shown, 0)]
-            shown += len(part)
-            text += f"[bold green]{escape(part)}[/]" if piece["trained"] else f"[dim]{escape(part)}[/]"
-        clipped = f" [dim]... ({whole - shown:,} more characters; --full shows them)[/]" if shown < whole else ""
-        console.print(text + clipped, soft_wrap=True)
+        console.print(_marked(pieces, width), soft_wrap=True)
 
 
 def mix_lines(mix: list[dict]) -> list[str]:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from recipes.data.tokenization import DataStats
-from recipes.plugins.hookspecs import RECORDS_FOR_KIND
 from recipes.errors import RecipeError
 from recipes.hashing import digest, file_sha256
 
@@ -49,7 +48,7 @@ def prepare(stage, tokenizer, say, workers: int | None = None) -> StageData:
     from recipes.data.packing import PackingStats
 
     s = stage.settings
-    kind = RECORDS_FOR_KIND[stage.kind]
+    kind = stage.records
     notes = ensure_chat_template(tokenizer) if kind == "conversations" else []
     identity = tokenizer_identity(tokenizer)
     stores, infos, keys, hits = [], [], [], []
@@ -81,6 +80,35 @@ def prepare(stage, tokenizer, say, workers: int | None = None) -> StageData:
         data.packing = PackingStats(train["examples"], train["rows"], train["tokens"], s.cutoff_len)
     stats.notes += [f"warning: {line}" for line in repeat_lines(info["mix"], s, len(data.train))]
     return data
+
+
+def kind_data(stage, tokenizer, say):
+    """What a stage kind with its own data preparation reads (``StageKind.prepare`` and ``inspect``):
+    the stage's settings, kind options, sources and tokenizer (with the family's chat template when the
+    kind is a chat kind and the tokenizer has none)."""
+    from recipes.plugins.hookspecs import KindData
+
+    if stage.kind_provider.chat:
+        for note in ensure_chat_template(tokenizer):
+            say(f"data: {note}")
+    sources = tuple((src.format, src.options, list(src.files), src.name) for src in stage.sources)
+    return KindData(stage.name, stage.settings, stage.kind_options, sources, tokenizer, say,
+                    lambda: _records_under_policy(sources, stage.settings, say))
+
+
+def _records_under_policy(sources, s, say):
+    from recipes.bad_records import BadRecords, policy
+
+    bad, count = BadRecords(s.on_bad_record == "skip", s.max_bad_records), 0
+    with policy(bad):
+        for fmt, options, files, _ in sources:
+            for path in files:
+                for record in fmt.read(Path(path), options):
+                    count += 1
+                    yield record
+    bad.check_share(count + bad.count)
+    if bad.count:
+        say(f"data: {bad.describe()}")
 
 
 def repeat_lines(mix: list[dict], s, sequences: int) -> list[str]:

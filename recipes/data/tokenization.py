@@ -187,6 +187,16 @@ def label_tokens(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[li
     return ids + tail, labels + [IGNORE_INDEX] * len(tail)
 
 
+def conversation_tokens(tokenizer, messages: list[dict], tools: list[dict] | None = None,
+                        where: str = "a record") -> tuple[list[int], list[int]]:
+    """(token ids, labels) of one conversation rendered with the tokenizer's chat template, labels on
+    its trained messages (``"train": true``, else the assistant turns), as an SFT stage tokenizes it;
+    an invalid conversation raises ``RecipeError`` naming ``where``."""
+    check_conversation(messages, where)
+    text, spans = render_conversation(tokenizer, messages, tools, where)
+    return label_tokens(tokenizer, text, spans)
+
+
 def sft_examples(records: list[dict], tokenizer, cutoff_len: int, stats: DataStats,
                  overlong: str = "truncate") -> list[dict]:
     """Tokens and labels per conversation. One longer than ``cutoff_len`` is truncated (``overlong =

@@ -32,6 +32,7 @@ from recipes.errors import RecipeError
 from recipes.run.manifest import MANIFEST_NAME, Manifest, inside
 from recipes.outputs.run_folder import recorded_recipe, stage_order
 from recipes.run.publish import MARKER, matches, publishing
+from recipes.plugins.registry import chat_kind
 from recipes.config.schema import MODEL_REF, TORCH_DTYPE_NAMES, did_you_mean
 
 WHATS = ("merged", "adapter", "ollama")
@@ -53,7 +54,7 @@ class ExportRequest:
 
     run_dir: Path
     stage: str
-    kind: str  # "pretrain" or "sft"
+    kind: str  # "pretrain", "sft" or a plugin's kind (recipes.plugins.registry.chat_kind)
     base: str  # "model" or an earlier stage
     what: str  # "merged" or "adapter"
     source: Path
@@ -140,7 +141,7 @@ def export_request(run_dir: Path, to: Path | None, stage: str | None = None, wha
     recipe = recorded_recipe(run_dir)
     if what == "ollama" or exporter is not None:
         _refuse_quantized(source, name)
-        if kind == "sft":
+        if chat_kind(kind):
             _need_ollama_template()
     if exporter is not None:
         exporter.check(variant, source)
@@ -247,7 +248,7 @@ def _modelfile(request: ExportRequest, merged: Path):
     from recipes.family import family
     from recipes.outputs.modelfile import default_system, modelfile, trained_context
 
-    chat = request.kind == "sft"
+    chat = chat_kind(request.kind)  # an SFT or preference stage answers as chat
     system = request.system
     if chat and system is None:
         system = default_system(AutoTokenizer.from_pretrained(merged))
@@ -291,7 +292,7 @@ def _write_merged(request: ExportRequest, folder: Path) -> list[str]:
     dtype = torch_dtype(request.dtype) if request.dtype else "auto"
     model = AutoModelForCausalLM.from_pretrained(request.source, dtype=dtype)
     tokenizer = _tokenizer(request)
-    if request.kind == "sft":
+    if chat_kind(request.kind):
         end_turns(model, tokenizer)
     model.config.use_cache = True
     model.save_pretrained(folder, max_shard_size=request.max_shard_bytes)
@@ -305,7 +306,7 @@ def _write_adapter(request: ExportRequest, folder: Path) -> list[str]:
     from recipes.training.model import end_turns
 
     tokenizer = _tokenizer(request)
-    if request.kind == "sft":
+    if chat_kind(request.kind):
         end_turns(None, tokenizer)
     for path in request.source.iterdir():
         if path.is_file() and path.name in ("adapter_model.safetensors", "adapter_model.bin", "README.md"):

@@ -24,6 +24,8 @@ def read_matrix(results: dict[str, dict]) -> dict | None:
         matrix = (result or {}).get("eval_matrix") or {}
         if matrix.get("start") and not rows:
             rows.append({"after": START, "results": matrix["start"]})
+        if matrix.get("before") and rows:  # a stage kind's own sets on the model it started from
+            rows[-1] = {**rows[-1], "results": {**matrix["before"], **rows[-1]["results"]}}
         if matrix.get("after"):
             rows.append({"after": name, "results": matrix["after"]})
     if not rows:
@@ -50,6 +52,10 @@ def matrix_cells(matrix: dict) -> list[list[str]]:
             value = row["results"].get(name)
             if value is None:
                 cells.append("-")
+                continue
+            if "perplexity" not in value:  # a stage kind's own metrics (preference accuracy and margin)
+                shown = {k: v for k, v in value.items() if k in ("accuracy", "margin")} or value
+                cells.append(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
                 continue
             ppl = value["perplexity"]
             base = first.setdefault(name, ppl)
@@ -103,7 +109,8 @@ def matrix_markdown(matrix: dict | None, mixes: dict[str, list[str]], image: str
                   "Perplexity of every stage's evaluation sets on the starting model and after each stage (in "
                   "brackets: the change from the first row). A domain set's perplexity should fall; a general "
                   "set's should hold within a few percent, else the stage forgets (raise the general source's "
-                  "`weight`, or lower the learning rate).", "",
+                  "`weight`, or lower the learning rate). A preference stage's own set shows its preference "
+                  "accuracy and reward margin instead.", "",
                   "| model | " + " | ".join(matrix["sets"]) + " |", "|---|" + "---|" * len(matrix["sets"])]
         lines += ["| " + " | ".join(cells) + " |" for cells in matrix_cells(matrix)]
         if image:
@@ -126,7 +133,7 @@ def draw_matrix(matrix: dict, path: Path) -> Path:
     figure, axes = pyplot.subplots(figsize=(max(5, 1.6 * len(labels) + 3), 3.8))
     for name in matrix["sets"]:
         points = [(i, row["results"][name]["perplexity"]) for i, row in enumerate(matrix["rows"])
-                  if name in row["results"]]
+                  if "perplexity" in row["results"].get(name, {})]
         if points:
             xs, ys = zip(*points)
             axes.plot(xs, ys, marker="o", label=name)

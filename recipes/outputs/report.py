@@ -111,9 +111,36 @@ def read_run(run_dir: Path) -> dict:
 
     return {"run_dir": str(run_dir.resolve()), "stages": rows, "samples": samples,
             "eval_matrix": read_matrix(results), "benchmarks": read_benchmarks(results), "mix": read_mixes(results),
+            "preference": read_preference(results),
             "curves": {name: {**{kind: [[r["step"], r["loss" if kind == "train" else "eval_loss"]] for r in rows]
                                  for kind, rows in c.items()}, **source_curves(c.get("train", []))}
                        for name, c in curves.items()}}
+
+
+def read_preference(results: dict[str, dict]) -> list[dict]:
+    """Per evaluation set of a stage whose own evaluation measures preferences (accuracy: how often the
+    chosen answer's implicit reward beats the rejected one's; margin: their mean difference), the
+    figures before and after the stage."""
+    out = []
+    for name, result in results.items():
+        before, after = (result or {}).get("eval_before") or {}, (result or {}).get("eval_after") or {}
+        for set_name in dict.fromkeys([*before, *after]):
+            if "accuracy" in before.get(set_name, {}) or "accuracy" in after.get(set_name, {}):
+                out.append({"stage": name, "set": set_name, "before": before.get(set_name), "after": after.get(set_name)})
+    return out
+
+
+def preference_lines(preference: list[dict]) -> list[str]:
+    def shown(figures: dict | None, key: str, form: str) -> str:
+        return format(figures[key], form) if figures and key in figures else "-"
+
+    def counted(figures: dict | None) -> str:
+        unit = "pairs" if figures and "pairs" in figures else "examples"
+        return f"{shown(figures, unit, ',')} {unit}"
+
+    return [f"{p['stage']} ({p['set']}, {counted(p['after'] or p['before'])}): preference accuracy "
+            f"{shown(p['before'], 'accuracy', '.3f')} -> {shown(p['after'], 'accuracy', '.3f')}, reward margin "
+            f"{shown(p['before'], 'margin', '+.4f')} -> {shown(p['after'], 'margin', '+.4f')}" for p in preference]
 
 
 def source_curves(rows: list[dict]) -> dict:
@@ -203,6 +230,11 @@ def report_markdown(report: dict, images: list[str]) -> str:
     lines += ["| " + " | ".join(cell(key, row[key]) for key, _ in COLUMNS) + " |" for row in report["stages"]]
     matrix_image = next((image for image in images if image == MATRIX_IMAGE), None)
     lines += [""] + [f"![{Path(image).stem}]({image})" for image in images if image not in (MATRIX_IMAGE, IMAGE)]
+    if report.get("preference"):
+        lines += ["", "## Preference", "", "On each preference stage's held-out pairs, before and after the stage: "
+                  "the share of pairs whose chosen answer gets the higher implicit reward, and the mean reward "
+                  "margin (chosen minus rejected).", ""]
+        lines += [f"- {line}" for line in preference_lines(report["preference"])]
     lines += matrix_markdown(report.get("eval_matrix"), report.get("mix") or {}, matrix_image)
     lines += benchmarks_markdown(report.get("benchmarks"), IMAGE if IMAGE in images else None)
     lines += samples_markdown(report.get("samples") or [])
@@ -242,7 +274,8 @@ def write_report(run_dir, console=None) -> Path:
     folder = Path(run_dir) / REPORT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     images = draw_curves(report["curves"], folder)
-    if report.get("eval_matrix"):
+    if report.get("eval_matrix") and any("perplexity" in value for row in report["eval_matrix"]["rows"]
+                                         for value in row["results"].values()):
         from recipes.outputs.matrix import draw_matrix
 
         images.append(draw_matrix(report["eval_matrix"], folder / MATRIX_IMAGE))
@@ -262,6 +295,8 @@ def write_report(run_dir, console=None) -> Path:
             from recipes.benchmarks.report import print_benchmarks
 
             print_benchmarks(report["benchmarks"], console)
+        for line in preference_lines(report.get("preference") or []):
+            console.print(line, markup=False)
         for stage, lines in (report.get("mix") or {}).items():
             console.print(f"data mix of {stage}:", markup=False)
             for line in lines:

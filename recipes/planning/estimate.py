@@ -90,7 +90,12 @@ def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tok
     base = shape.total_parameters
     lora = adapter_parameters(shape, s)
     wrapped = shape.targeted(s.lora_target)
-    memory = estimate_memory(shape, s, quantization, device, stage.logit_positions, bytes_per_weight)
+    through = stage.kind_provider.sequences_per_example if stage.kind_provider is not None else 1
+    # a preference pair puts its chosen and its rejected answer through the model together
+    counted = s if through == 1 else s.model_copy(update={
+        "per_device_train_batch_size": s.per_device_train_batch_size * through,
+        "per_device_eval_batch_size": (s.per_device_eval_batch_size or s.per_device_train_batch_size) * through})
+    memory = estimate_memory(shape, counted, quantization, device, stage.logit_positions, bytes_per_weight)
     if distributed is not None:
         memory = shard(memory, distributed.strategy, processes, distributed.fsdp_sharding, distributed.zero_stage,
                        distributed.cpu_offload)
@@ -103,8 +108,9 @@ def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tok
             "lora_modules": [layer.path for layer in wrapped],
             "lora_layers": len(wrapped) * shape.layers,
         },
-        "memory": {**memory.as_dict(), "batch": s.per_device_train_batch_size, "cutoff_len": s.cutoff_len,
-                   "eval_batch": s.per_device_eval_batch_size or s.per_device_train_batch_size,
+        "memory": {**memory.as_dict(), "batch": counted.per_device_train_batch_size, "sequences_per_example": through,
+                   "cutoff_len": s.cutoff_len,
+                   "eval_batch": counted.per_device_eval_batch_size or counted.per_device_train_batch_size,
                    "gradient_checkpointing": s.gradient_checkpointing, "optim": s.optim},
         "data": data_estimate(stage, tokenizer),
     }
@@ -113,7 +119,15 @@ def stage_estimate(stage: StagePlan, shape, quantization: dict, device: str, tok
 def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
     """Records, tokens per epoch, sequences, optimizer steps and warmup steps of one stage."""
     s = stage.settings
-    if tokenizer is not None:  # exactly what the stage will train on: tokenized, split, packed
+    if tokenizer is not None and not stage.language_modelling:  # the kind's own preparation, as a run does it
+        from recipes.data.prepare import kind_data
+
+        data = stage.kind_provider.prepare(kind_data(stage, tokenizer, lambda message: None))
+        sequences, tokens, record_count = len(data.train), data.stats.get("tokens", 0), data.stats.get("records", 0)
+        # the kind reads its sources together: one entry for them all
+        sources = [{"name": "+".join(source.name for source in stage.sources), "weight": None, "tokens": tokens,
+                    "sampled_tokens": tokens, "share": 1.0}]
+    elif tokenizer is not None:  # exactly what the stage will train on: tokenized, split, packed
         from recipes.data.prepare import prepare
 
         data = prepare(stage, tokenizer, lambda message: None)
@@ -129,8 +143,8 @@ def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
             count = size = 0
             for records, scale in sample_records([source]):
                 count += round(len(records) * scale)
-                size += round(_tokens_from_size(records, stage.kind, s.cutoff_len)[0] * scale)
-            size = _capped(size, count, source, stage.kind, s.cutoff_len)
+                size += round(_tokens_from_size(records, stage.records, s.cutoff_len)[0] * scale)
+            size = _capped(size, count, source, stage.records, s.cutoff_len)
             sources.append({"name": source.name, "weight": source.weight, "tokens": size, "records": count})
             record_count, tokens = record_count + count, tokens + size
         # an epoch: one pass over the main source, the others at their weight's share (recipes.config.mix_budget)
@@ -143,7 +157,7 @@ def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
         trained_records = sum(x["records"] * given / x["tokens"] if x["tokens"] else 0 for x, given in zip(sources, wanted))
         # tokens_per_epoch stays what the sources hold (as the tokenized count gives it); sequences and
         # steps follow what an epoch trains
-        sequences = math.ceil(trained / s.cutoff_len) if stage.kind == "pretrain" else round(trained_records)
+        sequences = math.ceil(trained / s.cutoff_len) if stage.records == "documents" else round(trained_records)
         if s.val_size:
             held = int(s.val_size) if s.val_size >= 1 else round(sequences * s.val_size)
             sequences -= held
@@ -166,9 +180,9 @@ def data_estimate(stage: StagePlan, tokenizer=None) -> dict:
 
 
 def _capped(tokens: int, records: int, source, kind: str, cutoff_len: int) -> int:
-    """A source's tokens under its ``max_tokens`` and ``max_samples`` (pre-training: blocks)."""
+    """A source's tokens under its ``max_tokens`` and ``max_samples`` (documents: blocks)."""
     if source.max_samples is not None:
-        per = cutoff_len if kind == "pretrain" else tokens / max(records, 1)
+        per = cutoff_len if kind == "documents" else tokens / max(records, 1)
         tokens = min(tokens, round(source.max_samples * per))
     return min(tokens, source.max_tokens) if source.max_tokens is not None else tokens
 
@@ -178,8 +192,22 @@ def _capped(tokens: int, records: int, source, kind: str, cutoff_len: int) -> in
 PACKING_FILL = 0.92
 
 
+def _text_bytes(value) -> int:
+    """The UTF-8 size of every string in a record (a stage kind's own records: whatever their shape)."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8"))
+    if isinstance(value, dict):
+        return sum(_text_bytes(v) for k, v in value.items() if not str(k).startswith("_"))
+    if isinstance(value, (list, tuple)):
+        return sum(_text_bytes(v) for v in value)
+    return 0
+
+
 def _tokens_from_size(records: list[dict], kind: str, cutoff_len: int) -> tuple[int, int]:
-    if kind == "pretrain":
+    """(tokens, sequences) of records that yield ``kind`` (documents, conversations or a stage kind's own)."""
+    if kind not in ("documents", "conversations"):
+        return sum(round(_text_bytes(r) / BYTES_PER_TOKEN) for r in records), len(records)
+    if kind == "documents":
         size = sum(len(r["text"].encode("utf-8")) for r in records)
         tokens = round(size / BYTES_PER_TOKEN) + len(records)  # + one <|endoftext|> per document
         return tokens, math.ceil(tokens / cutoff_len)
@@ -229,7 +257,9 @@ def estimate_lines(estimate: dict) -> list[str]:
         from recipes.planning.trainable import extra_lines
 
         lines.extend(extra_lines(stage))
-        lines.append(f"   memory {where} ({m['precision']}, batch {m['batch']} x {m['cutoff_len']} tokens, "
+        pairs = f" ({m['batch'] // m['sequences_per_example']} examples x {m['sequences_per_example']} sequences)" \
+            if m.get("sequences_per_example", 1) > 1 else ""
+        lines.append(f"   memory {where} ({m['precision']}, batch {m['batch']}{pairs} x {m['cutoff_len']} tokens, "
                      f"optim {m['optim']}, gradient checkpointing {'on' if m['gradient_checkpointing'] else 'off'}):")
         rows = [("weights", m["weights"]), ("LoRA weights (fp32)", m["lora_weights"]),
                 ("gradients", m["gradients"]), ("optimizer state", m["optimizer"]),

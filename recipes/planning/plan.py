@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from recipes.plugins.hookspecs import CallbackPlugin, LossFunction, QuantizationBackend
+from recipes.plugins.hookspecs import CallbackPlugin, LossFunction, QuantizationBackend, StageKind
 from recipes.config.loaded import LoadedRecipe
 from recipes.plugins.registry import Registry
 from recipes.config.schema import StageSettings
@@ -52,6 +52,18 @@ class StagePlan:
     loss_options: BaseModel | None = None  # validated by its options model
     samples: tuple[str, ...] = ()  # prompts answered after the stage (continued as text, or as chat)
     benchmarks: bool = True  # the plan's benchmarks are scored after this stage
+    kind_provider: StageKind | None = None  # the stage kind's plugin provider
+    kind_options: BaseModel | None = None  # the stage's kind_options, validated by its options model
+
+    @property
+    def records(self) -> str:
+        """What the stage's data formats yield (``StageKind.records``)."""
+        return self.kind_provider.records
+
+    @property
+    def language_modelling(self) -> bool:
+        """Whether the host trains it (token store, the stage's loss, perplexity); else its kind's plugin."""
+        return self.kind_provider.build is None
 
     def logit_positions(self, tokens: int) -> int | None:
         """How many positions' logits the stage's loss holds at once (None: every position)."""
@@ -156,11 +168,12 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
         settings = stage.settings(recipe.defaults)
         if native:  # trains as its native conversion (Qwen v1 as Qwen2): LoRA names become the native ones
             settings = settings.model_copy(update={"lora_target": family().native_targets(settings.lora_target)[0]})
-        loss = registry.losses[settings.loss]
+        loss, kind = registry.losses[settings.loss], registry.kinds[stage.kind]
         stages.append(StagePlan(index, stage.name, stage.kind, base, settings, sources,
                                 run_dir / "stages" / stage.name, eval_sources, loss,
                                 loss.options_model.model_validate(settings.loss_options),
-                                tuple(recipe.stage_samples(index)), stage.benchmarks))
+                                tuple(recipe.stage_samples(index)), stage.benchmarks, kind,
+                                kind.options_model.model_validate(stage.kind_options)))
     model_path = recipe.model.path
     if not model_path.startswith("bundled:"):
         local = Path(model_path).expanduser()
@@ -174,6 +187,7 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
         "callbacks": [c.name for c in callbacks],
         "distributed": recipe.distributed.model_dump(mode="json"),
         "stages": [{"name": st.name, "kind": st.kind, "base": st.base, "settings": st.settings.as_dict(),
+                    "kind_options": st.kind_options.model_dump(mode="json"),
                     "data": _sources_json(st.sources), "eval_data": _sources_json(st.eval_sources)}
                    for st in stages],
     }

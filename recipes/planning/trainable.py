@@ -11,7 +11,9 @@ CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")  # recipes.training.token_rows.CHAT
 def token_rows_estimate(settings, kind: str, shape) -> dict:
     """The rows ``train_tokens`` may train: how many parameters they add, and whether it is decided now."""
     setting = settings.train_tokens
-    if setting is False or (setting == "auto" and kind != "sft"):
+    from recipes.plugins.registry import chat_kind
+
+    if setting is False or (setting == "auto" and not chat_kind(kind)):
         tokens, when = [], "train_tokens = false" if setting is False else "auto: a pre-training stage"
     elif setting == "auto":
         tokens, when = list(CHAT_TOKENS), ("auto: decided when the stage loads its model: on if it does not "

@@ -7,7 +7,7 @@ below. Third-party plugins are found through the entry-point group ``recipes.plu
     my_format = "my_package.plugin"
 
 Each hook returns a list of *provider objects* (``DataFormat``, ``QuantizationBackend``,
-``CallbackPlugin``, ``LossFunction``, ``Exporter``, ``BenchmarkScorer``): the host collects them from every plugin (pluggy's collect-all call), indexes
+``CallbackPlugin``, ``LossFunction``, ``Exporter``, ``BenchmarkScorer``, ``StageKind``): the host collects them from every plugin (pluggy's collect-all call), indexes
 them by name, and refuses two providers of the same name. Collect-all rather than
 ``firstresult`` because validation needs the whole set of names: to suggest "did you mean", to list
 them in ``recipes plugins`` and to put each provider's options model into ``recipes schema``.
@@ -20,26 +20,21 @@ libraries inside the provider's functions, which run only when a stage runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import pluggy
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
+
+# the stage kinds' provider classes and the empty options model live in modules of their own (this
+# module would be too long to read); they are part of the contract and named from here
+from recipes.plugins.no_options import NoOptions
+from recipes.plugins.stage_kinds import KindData, KindTrainer, KindTraining, StageKind  # noqa: F401 (re-exported)
 
 PROJECT = "recipes"
 # The version of the plugin contract and of recipes.api; a plugin sets REQUIRES_RECIPES_API to the one it needs
 API_VERSION = 1
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
-
-
-# What each stage kind trains on: the ``yields`` of the data formats its ``data`` sources may use.
-RECORDS_FOR_KIND = {"pretrain": "documents", "sft": "conversations"}
-
-
-class NoOptions(BaseModel):
-    """The options model of a provider that takes none: any key is an error."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass(frozen=True)
@@ -49,6 +44,8 @@ class DataFormat:
     ``yields`` says what the records are:
 
     - ``"documents"``: ``{"text": str}`` each, for ``pretrain`` stages;
+    - a stage kind's own records (``StageKind.records``), for example ``"preferences"`` for the
+      ``dpo`` kind of the recipes-trl plugin: their shape is that kind's contract;
     - ``"conversations"``: ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str},
       ...], "tools": [...]}`` each (``tools`` optional), for ``sft`` stages. An assistant message may
       carry ``"tool_calls": [{"type": "function", "function": {"name", "arguments": {...}}}]``. Any
@@ -65,7 +62,7 @@ class DataFormat:
     """
 
     name: str
-    yields: Literal["documents", "conversations"]
+    yields: str
     read: Callable[[Any, BaseModel], Iterable[dict]]
     options_model: type[BaseModel] = NoOptions
     description: str = ""
@@ -310,3 +307,11 @@ def register_model_families() -> list:
     the special tokens, chat template, module names, shapes, shipped configs, bundled models,
     recipes and data of a family of models. ``qwen_recipes`` provides Qwen's. An installation uses
     exactly one family: a second one is an error naming both plugins."""
+
+
+@hookspec
+def register_stage_kinds() -> list[StageKind]:
+    """Return the stage kinds this plugin provides (a list of ``StageKind``): a name a stage's ``kind``
+    can take, the records its data must yield, its seed settings and options model, and, for a kind
+    that does not train a language-modelling loss on the host's token store, how to prepare its data
+    and build its trainer and evaluation. The built-ins provide ``pretrain`` and ``sft``."""

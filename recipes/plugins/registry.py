@@ -16,7 +16,8 @@ import pluggy
 
 from recipes.plugins import hookspecs
 from recipes.errors import RecipeError
-from recipes.plugins.hookspecs import BenchmarkScorer, CallbackPlugin, DataFormat, Exporter, LossFunction, QuantizationBackend
+from recipes.plugins.hookspecs import (BenchmarkScorer, CallbackPlugin, DataFormat, Exporter, LossFunction,
+                                       QuantizationBackend, StageKind)
 
 ENTRY_POINT_GROUP = "recipes.plugins"
 BUILTIN_PLUGINS = (
@@ -25,6 +26,7 @@ BUILTIN_PLUGINS = (
     "recipes.builtin.callbacks",
     "recipes.builtin.losses",
     "recipes.builtin.scorers",
+    "recipes.builtin.kinds",
 )
 
 
@@ -47,6 +49,7 @@ class Registry:
     exporters: dict[str, Exporter] = field(default_factory=dict)
     scorers: dict[str, BenchmarkScorer] = field(default_factory=dict)
     families: dict[str, object] = field(default_factory=dict)  # name -> recipes.family.ModelFamily
+    kinds: dict[str, StageKind] = field(default_factory=dict)
     info: dict[str, PluginInfo] = field(default_factory=dict)
 
     @property
@@ -77,6 +80,7 @@ TABLES = (
     ("exporter", "register_exporters", "exporters"),
     ("scorer", "register_benchmark_scorers", "scorers"),
     ("family", "register_model_families", "families"),
+    ("kind", "register_stage_kinds", "kinds"),
 )
 
 
@@ -129,7 +133,8 @@ def load_entry_points(manager: pluggy.PluginManager, info: dict[str, PluginInfo]
 
 
 WHAT = {"format": "data format", "backend": "quantization backend", "callback": "callback",
-        "loss": "loss function", "exporter": "export format", "scorer": "benchmark scorer", "family": "model family"}
+        "loss": "loss function", "exporter": "export format", "scorer": "benchmark scorer", "family": "model family",
+        "kind": "stage kind"}
 
 
 def build_registry(manager: pluggy.PluginManager, info: dict[str, PluginInfo]) -> Registry:
@@ -165,6 +170,14 @@ def _failing(manager: pluggy.PluginManager, hook_name: str) -> str:
 
 
 _cached: Registry | None = None
+
+
+def chat_kind(kind: str) -> bool:
+    """Whether a stage of ``kind`` trains on chat-templated data (``StageKind.chat``): its samples are
+    answered as chat and its merged model ends turns with the family's turn end. A kind no loaded
+    plugin provides (a run folder read without its plugin) counts as chat unless it is ``pretrain``."""
+    provider = get_registry().kinds.get(kind)
+    return provider.chat if provider is not None else kind != "pretrain"
 
 
 def get_registry(extra_plugins: tuple = ()) -> Registry:

@@ -21,6 +21,9 @@ def prepare_recipe(recipe: str, stage_name: str | None, workers: int | None, say
     registry = get_registry()
     plan = make_plan(load_recipe(recipe, registry), registry)
     stages = plan.selected(stage_name)
+    for stage in (s for s in stages if not s.language_modelling):  # its kind reads its data in memory when it runs
+        say(f"stage {stage.name} ({stage.kind}): nothing to store; the stage prepares its data when it runs")
+    stages = [s for s in stages if s.language_modelling]
     records = [remembered(plan, stage, registry) for stage in stages]
     if all(records):
         for record in records:

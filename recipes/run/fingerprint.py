@@ -19,7 +19,6 @@ from pathlib import Path
 from recipes.config.schema import OPERATIONAL_SETTINGS
 from recipes.hashing import digest, file_sha256
 from recipes.versions import versions
-from recipes.plugins.hookspecs import RECORDS_FOR_KIND
 from recipes.training import distributed
 
 
@@ -54,6 +53,7 @@ def stage_parts(plan, stage, base_fingerprint: str, registry, base_folder: str |
     return {
         "kind": stage.kind,
         "settings": settings,
+        **_kind_options(stage),
         "base": {"name": stage.base, "fingerprint": base_fingerprint},
         "data": _sources(stage.sources),
         "eval_data": _sources(stage.eval_sources),
@@ -63,6 +63,13 @@ def stage_parts(plan, stage, base_fingerprint: str, registry, base_folder: str |
         "quantization": {"backend": plan.backend.name, **plan.backend_options.model_dump(mode="json")},
         "versions": versions(registry),
     }
+
+
+def _kind_options(stage) -> dict:
+    """The stage kind's own settings (a kind without any adds nothing, so earlier runs keep their
+    fingerprints)."""
+    options = stage.kind_options.model_dump(mode="json") if stage.kind_options is not None else {}
+    return {"kind_options": options} if options else {}
 
 
 def _sources(sources: list) -> list:
@@ -87,7 +94,7 @@ def chat_template_fallback(stage, base_folder: str | Path | None) -> dict | None
     """Where the stage renders conversations with a tokenizer that has no chat template, the family's
     template it falls back to (its name and digest); None where the tokenizer's own is used or the
     stage renders no conversation."""
-    chat = RECORDS_FOR_KIND[stage.kind] == "conversations" or any(
+    chat = stage.kind_provider.chat or any(
         fmt.yields == "conversations" for fmt, _, _ in [*stage.sources, *stage.eval_sources])
     if not chat or base_folder is None or has_chat_template(Path(base_folder)):
         return None

@@ -33,15 +33,19 @@ def own_sets(results: dict | None, stage: str) -> dict | None:
 
 
 def describe_eval(results: dict) -> str:
-    return ", ".join(f"{name} loss {r['loss']:.4f} (perplexity {r['perplexity']:,.1f})" for name, r in results.items())
+    """One line: each set's loss and perplexity, or the metrics a stage kind's own evaluation gives."""
+    return ", ".join(f"{name} loss {r['loss']:.4f} (perplexity {r['perplexity']:,.1f})" if "perplexity" in r else
+                     f"{name} " + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items())
+                     for name, r in results.items())
 
 
 def headline_eval(before: dict | None, after: dict | None) -> dict:
     """The held-out set's figures (else the first set's) as the run report's columns."""
     out = {}
     for when, results in (("before", before), ("after", after)):
-        if results:
-            first = results.get("val") or next(iter(results.values()))
+        perplexities = {name: r for name, r in (results or {}).items() if "perplexity" in r}
+        if perplexities:
+            first = perplexities.get("val") or next(iter(perplexities.values()))
             out[f"eval_loss_{when}"], out[f"eval_perplexity_{when}"] = first["loss"], first["perplexity"]
     return out
 

@@ -27,7 +27,9 @@ class Generator:
 
     def mode(self, kind: str) -> str:
         """How a stage of ``kind`` is prompted: "chat" (SFT, with a chat template) or "text"."""
-        return CHAT if kind == "sft" and getattr(self.tokenizer, "chat_template", None) else TEXT
+        from recipes.plugins.registry import chat_kind
+
+        return CHAT if chat_kind(kind) and getattr(self.tokenizer, "chat_template", None) else TEXT
 
 
 def device_and_precision(trained: str | None) -> tuple[str, str, str | None]:

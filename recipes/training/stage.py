@@ -15,11 +15,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from recipes.errors import Interrupted, TrainingError
-from recipes.training import distributed
+from recipes.training import distributed, own_kind
 from recipes.training.evaluate import describe_eval, evaluate, headline_eval, own_sets
 from recipes.training.interrupts import STOP
 from recipes.training.memory_peak import StagePeak
 from recipes.training.precision import device, pick_precision, torch_dtype
+from recipes.training.restore import restore_finished
 from recipes.training.stage_result import StageProgress, StageResult
 
 
@@ -53,12 +54,17 @@ class StageRun:
     def prepare_data(self) -> None:
         """Tokenizer and data first: a data mistake surfaces before the model is loaded. The first
         process of each node prepares the token store; the others poll for its ready marker (no
-        collective call that a timeout could end)."""
+        collective call that a timeout could end). A kind with its own training prepares its data
+        through its plugin (``StageKind.prepare``)."""
         from transformers import AutoTokenizer
 
         from recipes.data.prepare import prepare
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_path, **self.load_kwargs)
+        if not self.stage.language_modelling:
+            self.data = own_kind.prepare_data(self)
+            self.matrix_sets = self._matrix_sets()
+            return
         self.data = prepare(self.stage, self.tokenizer, self.say)  # one process per node prepares the store
         stats, s = self.data.stats, self.settings
         for note in stats.notes:
@@ -85,6 +91,8 @@ class StageRun:
 
         sets = {}
         for other in self.plan.stages:
+            if not other.language_modelling:
+                continue  # its sets are its kind's own (StageKind.build's evaluate), evaluated by its stage
             if other is self.stage:
                 evals = self.data.evals
             elif not self.plan.eval_matrix:
@@ -126,7 +134,8 @@ class StageRun:
         from recipes.training.model import attach_adapters, changes_base, lora_config, save_initial_adapter
 
         s = self.settings
-        rows = token_rows.decide(s.train_tokens, self.stage.kind, self.model, self.tokenizer, self.base_path)
+        rows = token_rows.decide(s.train_tokens, self.stage.kind, self.model, self.tokenizer, self.base_path,
+                                 chat=self.stage.kind_provider.chat)
         self.say(rows.describe())
         lora = lora_config(s, token_rows.lora_arguments(self.model, rows))
         self.model, self.frozen = attach_adapters(self.model, lora, self.adapters, s.chaining, self.stage, self.say)
@@ -146,7 +155,8 @@ class StageRun:
                  f"({100 * self.trainable / self.total:.3f}%)")
 
     def build_trainer(self) -> None:
-        """The Trainer with the stage's loss, guards, collator and the plugins' callbacks."""
+        """The Trainer with the stage's loss, guards, collator and the plugins' callbacks (for a kind
+        with its own training, the Trainer its plugin builds with them)."""
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         from recipes.data.layout import PackedDataset
@@ -163,6 +173,11 @@ class StageRun:
                                stage_count=len(plan.stages), console=self.console,
                                metrics_path=plan.run_dir / "metrics.jsonl")
         callbacks = [cb for cb in (plugin.build(context) for plugin in plan.callbacks) if cb is not None]
+        self.kind_evaluate = None
+        if not stage.language_modelling:
+            self.trainer, self.kind_evaluate = own_kind.build_trainer(self, args, [*callbacks, StageGuard(
+                self.progress.checkpoint_saved)])
+            return
         if self.data.packing is not None:
             from recipes.data.collate import packed_collator
             from recipes.data.packing import check_packable
@@ -193,16 +208,20 @@ class StageRun:
         """The evaluation sets on the starting point, once (a resumed stage keeps the first figures):
         the first stage evaluates the whole matrix there (the starting model's row)."""
         start = self.stage.index == 0 and self.plan.eval_matrix
-        sets = self.matrix_sets if start else {f"{self.stage.name}/{n}": d for n, d in self.data.evals.items()}
+        own = self.data.evals if self.stage.language_modelling else {}
+        sets = self.matrix_sets if start else {f"{self.stage.name}/{n}": d for n, d in own.items()}
         self.start_row = None
-        if not sets:
+        if not sets and self.kind_evaluate is None:
             return None
         results = self.progress.eval_before()
         if results is None:
-            results = self._evaluate(sets)
+            results = own_kind.with_own_sets(self, self._evaluate(sets) if sets else None)
+            if results is None:
+                return None
             self.progress.evaluated_before(results)
             self.say(("eval on the starting model: " if start else "eval before: ") + describe_eval(results))
         self.start_row = results if start else None
+        self.before_row = results
         return own_sets(results, self.stage.name)
 
     def train(self) -> None:
@@ -212,7 +231,7 @@ class StageRun:
             self.say(f"resuming from {self.resume_from.name} (optimizer, scheduler, RNG state and data position)")
         started = time.monotonic()
         self.progress.training_started()  # the stage's time across processes counts from here
-        if self.resume_from is None or not _restore_finished(self.trainer, self.resume_from):
+        if self.resume_from is None or not restore_finished(self.trainer, self.resume_from):
             self._train_guarded()
         self.seconds = time.monotonic() - started
         self._say_source_losses()
@@ -223,7 +242,7 @@ class StageRun:
                               "to resume from it")
 
     def _say_source_losses(self) -> None:
-        channels = self.trainer.channels
+        channels = getattr(self.trainer, "channels", None)
         if channels is not None and channels.missing:
             self.say(f"note: the {self.settings.loss!r} loss gives no per-token losses, so no per-source training loss")
         from recipes.training.channels import PREFIX
@@ -274,12 +293,13 @@ class StageRun:
         logged = {name[len(prefix):] if name.startswith(prefix) else name: name for name in sets}
         if len(logged) < len(sets):  # a short name equal to another stage's STAGE/SET: keep them whole
             logged = {name: name for name in sets}
-        results = evaluate(self.trainer, {short: sets[name] for short, name in logged.items()})
+        trainer = self.trainer if self.stage.language_modelling else own_kind.lm_trainer(self)
+        results = evaluate(trainer, {short: sets[name] for short, name in logged.items()})
         return {logged[short]: value for short, value in results.items()}
 
     def evaluate_after(self) -> dict | None:
         """Every set of the matrix (or the stage's own) on the trained model."""
-        self.after_row = self._evaluate(self.matrix_sets) if self.matrix_sets else None
+        self.after_row = own_kind.with_own_sets(self, self._evaluate(self.matrix_sets) if self.matrix_sets else None)
         if self.after_row:
             self.say("eval after:  " + describe_eval(self.after_row))
         return own_sets(self.after_row, self.stage.name)
@@ -301,12 +321,12 @@ class StageRun:
             tokens_seen=int(getattr(self.trainer.state, "num_input_tokens_seen", 0) or 0),
             trainable_params=self.trainable, total_params=self.total, adapter_dir=str(stage.adapter_dir),
             merged_dir=str(stage.merged_dir),
-            data={**asdict(data.stats), "cached": data.cached,
-                  "packed_rows": data.packing.rows if data.packing else None,
-                  "packing_efficiency": data.packing.efficiency if data.packing else None},
+            data=dict(data.stats) if not stage.language_modelling else {
+                **asdict(data.stats), "cached": data.cached, "packed_rows": data.packing.rows if data.packing else None,
+                "packing_efficiency": data.packing.efficiency if data.packing else None},
             eval_before=self.before, eval_after=self.after, peak_memory_bytes=self.peak.stop(),
-            eval_matrix={"start": self.start_row, "after": self.after_row} if self.after_row else None,
-            mix=data.mix, source_losses=getattr(self, "source_losses", None),
+            eval_matrix=own_kind.matrix_rows(self) if self.after_row else None,
+            mix=getattr(data, "mix", None), source_losses=getattr(self, "source_losses", None),
             benchmarks={"start": self.benchmarks_start, "after": self.benchmarks_after}
             if self.benchmarks_start or self.benchmarks_after else None, **headline_eval(self.before, self.after))
 
@@ -321,9 +341,9 @@ class StageRun:
             point_adapter_at(adapter_dir, self.plan.stage(self.stage.base).merged_dir)
         merged = merged_model(self.model, self.plan.backend, self.base_path, self.dtype, self.load_kwargs,
                               [*self.frozen, adapter_dir], self.device)
-        if self.plan.backend.quantizes and result is not None:
+        if self.plan.backend.quantizes and result is not None and self.stage.language_modelling:
             self.evaluate_merged(merged, result)
-        if self.stage.kind == "sft":
+        if self.stage.kind_provider.chat:
             end_turns(merged, self.tokenizer)
         save_merged(merged, self.tokenizer, merged_dir)
         from recipes.training.token_rows import carry_source
@@ -363,8 +383,9 @@ class StageRun:
         on the model (undone here), and the trainer's guard callback asks the trainer for its scaler
         (held weakly, recipes.training.trainer). The accelerator's own lists of prepared objects go
         with the trainer, which alone holds it."""
-        trainer = self.__dict__.pop("trainer", None)
-        if trainer is not None:
+        for trainer in (self.__dict__.pop("trainer", None), self.__dict__.pop("_lm_eval", None)):  # own_kind's too
+            if trainer is None:
+                continue
             for model in {id(m): m for m in (trainer.model, trainer.model_wrapped, self.__dict__.get("model"))
                           if m is not None}.values():
                 for patched in ("forward", "_original_forward"):
@@ -372,18 +393,3 @@ class StageRun:
             trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
         for held in ("model", "data", "matrix_sets", "frozen"):
             self.__dict__.pop(held, None)
-
-
-def _restore_finished(trainer, checkpoint: Path) -> bool:
-    """Load a checkpoint saved after the last step (a stage killed while publishing) without training:
-    the Trainer would run one more step past max_steps when resumed from it."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-    from transformers import TrainerState
-
-    state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
-    if not state.max_steps or state.global_step < state.max_steps:
-        return False
-    set_peft_model_state_dict(trainer.model, load_file(checkpoint / "adapter_model.safetensors"))
-    trainer.state = state
-    return True

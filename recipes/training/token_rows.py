@@ -108,7 +108,7 @@ def carry_source(base_path: str, merged: Path, kind: str) -> None:
     (Path(merged) / family().conversion_record).write_text(json.dumps(record, indent=2))
 
 
-def decide(setting, kind: str, model, tokenizer, base_path: str) -> TokenRows:
+def decide(setting, kind: str, model, tokenizer, base_path: str, chat: bool | None = None) -> TokenRows:
     """Which tokens' rows train in this stage, and why (see the module docstring)."""
     from recipes.errors import RecipeError
 
@@ -123,8 +123,10 @@ def decide(setting, kind: str, model, tokenizer, base_path: str) -> TokenRows:
                                   "give token strings such as \"<|im_start|>\"")
             ids.append(found)
         return TokenRows(tuple(setting), tuple(ids), "as the recipe lists")
-    if kind != "sft":
-        return TokenRows((), (), "auto: a pre-training stage")
+    from recipes.plugins.registry import chat_kind
+
+    if not (chat if chat is not None else chat_kind(kind)):  # chat: the stage kind's own word
+        return TokenRows((), (), "auto: a pre-training stage" if kind == "pretrain" else f"auto: a {kind} stage")
     ids = [token_id(tokenizer, t) for t in CHAT_TOKENS]
     if None in ids:
         return TokenRows((), (), "auto: the tokenizer has no ChatML tokens")
