@@ -86,6 +86,8 @@ def recipe_reference(schema: dict | None = None) -> str:
             stage.get("required", ()), skip=set(settings.get("properties", {})))
     kinds = _resolve(stage_props.get("kind", {}), defs)
     out.extend(["### Stage kinds", "", "`kind` is one of: " + ", ".join(f"`{k}`" for k in _enum(kinds)) + ".", ""])
+    kind_branches = [b for b in stage.get("allOf", []) if "kind" in b["if"]["properties"]]
+    _plugin_sections(out, {"allOf": kind_branches}, defs, "a stage's")  # each kind's own kind_options
 
     source = defs.get("DataSource", {})
     section("[[stages.data]] and [[stages.eval_data]]", _cell(source.get("description", "")),

@@ -25,8 +25,10 @@ from typing import Any, Callable, Iterable, Optional
 import pluggy
 from pydantic import BaseModel
 
-# the stage kinds' provider types (register_stage_kinds) and NoOptions, in a module of their own
-from recipes.plugins.kinds import KindData, KindTrainer, KindTraining, NoOptions, StageKind  # noqa: F401
+# the stage kinds' provider classes and the empty options model live in modules of their own (this
+# module would be too long to read); they are part of the contract and named from here
+from recipes.plugins.no_options import NoOptions
+from recipes.plugins.stage_kinds import KindData, KindTrainer, KindTraining, StageKind  # noqa: F401 (re-exported)
 
 PROJECT = "recipes"
 # The version of the plugin contract and of recipes.api; a plugin sets REQUIRES_RECIPES_API to the one it needs

@@ -20,6 +20,7 @@ from recipes.training.evaluate import describe_eval, evaluate, headline_eval, ow
 from recipes.training.interrupts import STOP
 from recipes.training.memory_peak import StagePeak
 from recipes.training.precision import device, pick_precision, torch_dtype
+from recipes.training.restore import restore_finished
 from recipes.training.stage_result import StageProgress, StageResult
 
 
@@ -221,7 +222,7 @@ class StageRun:
             self.say(f"resuming from {self.resume_from.name} (optimizer, scheduler, RNG state and data position)")
         started = time.monotonic()
         self.progress.training_started()  # the stage's time across processes counts from here
-        if self.resume_from is None or not _restore_finished(self.trainer, self.resume_from):
+        if self.resume_from is None or not restore_finished(self.trainer, self.resume_from):
             self._train_guarded()
         self.seconds = time.monotonic() - started
         self._say_source_losses()
@@ -383,18 +384,3 @@ class StageRun:
             trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
         for held in ("model", "data", "matrix_sets", "frozen"):
             self.__dict__.pop(held, None)
-
-
-def _restore_finished(trainer, checkpoint: Path) -> bool:
-    """Load a checkpoint saved after the last step (a stage killed while publishing) without training:
-    the Trainer would run one more step past max_steps when resumed from it."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-    from transformers import TrainerState
-
-    state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
-    if not state.max_steps or state.global_step < state.max_steps:
-        return False
-    set_peft_model_state_dict(trainer.model, load_file(checkpoint / "adapter_model.safetensors"))
-    trainer.state = state
-    return True

@@ -1,18 +1,14 @@
-"""The provider types of the ``register_stage_kinds`` hook (``recipes.plugins.hookspecs``): a stage
-kind, what its data preparation and its trainer receive, and what its ``build`` returns."""
+"""The stage-kind providers of the plugin contract (``register_stage_kinds`` in
+recipes.plugins.hookspecs): a kind, and what its ``prepare``, ``build`` and ``inspect`` receive and return."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-
-class NoOptions(BaseModel):
-    """The options model of a provider that takes none: any key is an error (re-exported by hookspecs)."""
-
-    model_config = ConfigDict(extra="forbid")
+from recipes.plugins.no_options import NoOptions
 
 
 @dataclass(frozen=True)
