@@ -5,18 +5,20 @@ model, the adapters, checkpoints and resume, publishing) stays the host's."""
 from __future__ import annotations
 
 
-def prepare_data(run):
-    """The kind's own data preparation, before the model is loaded; its lines go to the run log."""
+def prepare_data(run) -> None:
+    """The kind's own data preparation, before the model is loaded (``run.data``; its lines go to the run
+    log), and the matrix's language-modelling sets (``run.matrix_sets``)."""
     from recipes.data.prepare import kind_data
 
-    data = run.stage.kind_provider.prepare(kind_data(run.stage, run.tokenizer, run.say))
-    for line in getattr(data, "lines", ()):
+    run.data = run.stage.kind_provider.prepare(kind_data(run.stage, run.tokenizer, run.say))
+    for line in getattr(run.data, "lines", ()):
         run.say(f"data: {line}")
-    return data
+    run.matrix_sets = run._matrix_sets()
 
 
-def build_trainer(run, args, callbacks: list):
-    """(the Trainer the kind builds, its evaluate) with the stage's model, arguments and callbacks."""
+def build_trainer(run, args, callbacks: list) -> None:
+    """The Trainer the kind builds (``run.trainer``) and its evaluation (``run.kind_evaluate``), with the
+    stage's model, arguments and callbacks."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from recipes.plugins.hookspecs import KindTraining
@@ -33,7 +35,7 @@ def build_trainer(run, args, callbacks: list):
     run.say(f"training: {stage.kind}, effective batch {stage.effective_batch * distributed.world_size()}, "
             + (f"{s.max_steps} steps" if s.max_steps else f"{s.num_train_epochs:g} epoch(s)")
             + f", lr {s.learning_rate:g} {s.lr_scheduler_type}; a checkpoint every {s.save_steps} steps")
-    return built.trainer, built.evaluate
+    run.trainer, run.kind_evaluate = built.trainer, built.evaluate
 
 
 def lm_trainer(run):

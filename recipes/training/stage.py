@@ -54,17 +54,14 @@ class StageRun:
     def prepare_data(self) -> None:
         """Tokenizer and data first: a data mistake surfaces before the model is loaded. The first
         process of each node prepares the token store; the others poll for its ready marker (no
-        collective call that a timeout could end). A kind with its own training prepares its data
-        through its plugin (``StageKind.prepare``)."""
+        collective call that a timeout could end). A kind with its own training: its plugin's."""
         from transformers import AutoTokenizer
 
         from recipes.data.prepare import prepare
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_path, **self.load_kwargs)
         if not self.stage.language_modelling:
-            self.data = own_kind.prepare_data(self)
-            self.matrix_sets = self._matrix_sets()
-            return
+            return own_kind.prepare_data(self)
         self.data = prepare(self.stage, self.tokenizer, self.say)  # one process per node prepares the store
         stats, s = self.data.stats, self.settings
         for note in stats.notes:
@@ -90,9 +87,7 @@ class StageRun:
         from recipes.data.prepare import prepare
 
         sets = {}
-        for other in self.plan.stages:
-            if not other.language_modelling:
-                continue  # its sets are its kind's own (StageKind.build's evaluate), evaluated by its stage
+        for other in (o for o in self.plan.stages if o.language_modelling):  # a kind's own sets: its evaluate
             if other is self.stage:
                 evals = self.data.evals
             elif not self.plan.eval_matrix:
@@ -155,8 +150,7 @@ class StageRun:
                  f"({100 * self.trainable / self.total:.3f}%)")
 
     def build_trainer(self) -> None:
-        """The Trainer with the stage's loss, guards, collator and the plugins' callbacks (for a kind
-        with its own training, the Trainer its plugin builds with them)."""
+        """The Trainer with the stage's loss, guards, collator and the plugins' callbacks."""
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         from recipes.data.layout import PackedDataset
@@ -173,11 +167,8 @@ class StageRun:
                                stage_count=len(plan.stages), console=self.console,
                                metrics_path=plan.run_dir / "metrics.jsonl")
         callbacks = [cb for cb in (plugin.build(context) for plugin in plan.callbacks) if cb is not None]
-        self.kind_evaluate = None
-        if not stage.language_modelling:
-            self.trainer, self.kind_evaluate = own_kind.build_trainer(self, args, [*callbacks, StageGuard(
-                self.progress.checkpoint_saved)])
-            return
+        if not stage.language_modelling:  # the Trainer its kind's plugin builds
+            return own_kind.build_trainer(self, args, [*callbacks, StageGuard(self.progress.checkpoint_saved)])
         if self.data.packing is not None:
             from recipes.data.collate import packed_collator
             from recipes.data.packing import check_packable
@@ -211,7 +202,7 @@ class StageRun:
         own = self.data.evals if self.stage.language_modelling else {}
         sets = self.matrix_sets if start else {f"{self.stage.name}/{n}": d for n, d in own.items()}
         self.start_row = None
-        if not sets and self.kind_evaluate is None:
+        if not sets and getattr(self, "kind_evaluate", None) is None:
             return None
         results = self.progress.eval_before()
         if results is None:
