@@ -321,7 +321,8 @@ def test_liger_refuses_trained_token_rows_before_anything_else(tiny_model, token
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     rows = token_rows.TokenRows(("<|im_start|>",), (tokenizer.convert_tokens_to_ids("<|im_start|>"),), "test")
-    settings = type("S", (), dict(lora_rank=2, lora_alpha=4, lora_dropout=0.0, lora_target=["q_proj"]))()
+    settings = type("S", (), dict(lora_rank=2, lora_alpha=4, lora_dropout=0.0, lora_target=["q_proj"], use_rslora=False, use_dora=False,
+                                       init_lora_weights="default"))()
     model = get_peft_model(model, lora_config(settings, token_rows.lora_arguments(model, rows)))
     assert head_refusal(model.get_base_model().get_output_embeddings()) is not None
     with pytest.raises(RecipeError, match='liger" with trained token rows.*train_tokens = false'):

@@ -33,7 +33,7 @@ CASES = [
     ("type-lr-list", [(STAGE0, STAGE0 + "\nlearning_rate = [1]")], [":8:1: stages[0].learning_rate:"]),
     ("type-epochs-string", [(STAGE1, STAGE1 + '\nnum_train_epochs = "two"')], [":16:1: stages[1].num_train_epochs:"]),
     ("type-checkpointing", [(STAGE1, STAGE1 + "\ngradient_checkpointing = 3")], [":16:1: stages[1].gradient_checkpointing:"]),
-    ("unknown-kind", [(STAGE0, 'kind = "finetune"')], [":7:1: stages[0].kind:", "'pretrain' or 'sft'"]),
+    ("unknown-kind", [(STAGE0, 'kind = "finetune"')], [":7:1: stages[0].kind:", "unknown stage kind 'finetune'"]),
     ("unknown-precision", [(STAGE0, STAGE0 + '\nprecision = "fp8"')], [":8:1: stages[0].precision:"]),
     ("unknown-scheduler", [(STAGE0, STAGE0 + '\nlr_scheduler_type = "cosin"')], [":8:1: stages[0].lr_scheduler_type:", "'cosine'"]),
     # unknown and misspelled keys
