@@ -91,6 +91,26 @@ def test_no_import_cycle_among_packages():
 
 
 
+# the road, bottom to top: each package imports only packages before it
+ORDER = ("plugins", "config", "data", "planning", "training", "run", "outputs", "builtin", "cli")
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{module} imports {dep}" for module, deps in graph.items() for dep in deps
+                  if _package(module) and _package(dep) and ORDER.index(_package(dep)) > ORDER.index(_package(module)))
+
+
+def test_imports_run_one_way_in_the_documented_order():
+    graph = _graph()
+    assert sorted(ORDER) == sorted(PACKAGES)
+    assert not _upward(graph), _upward(graph)
+    # the contract at the very bottom imports no phase (the registry loads the built-ins by their module
+    # name, as it loads entry points: that is the plugin mechanism, not an import of a phase)
+    assert not [dep for dep in graph["recipes.plugins.hookspecs"] if _package(dep)]
+    # control: the check sees an import that runs upward
+    assert _upward({"recipes.data.store": {"recipes.run.manifest"}}) == ["recipes.data.store imports recipes.run.manifest"]
+
+
 def test_no_module_over_400_lines_and_no_function_over_80():
     long_modules, long_functions = [], []
     for name, path in _modules().items():
