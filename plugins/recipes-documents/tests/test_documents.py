@@ -6,6 +6,7 @@ that holds nothing the format reads."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -48,7 +49,11 @@ def test_each_type_becomes_its_text(tmp_path):
         {name: [text] for name, text in expected.items()}
     assert found["regulation.pdf"][0]["_where"] == str(tmp_path / "archive" / "regulation.pdf")
     assert "tracking" not in found["guide.html"][0]["text"]  # the page's script and style are not text
+    legacy = tmp_path / "gbk.html"  # a Chinese page saved in GBK, as older sites are: its meta tag says so
+    legacy.write_bytes('<html><head><meta charset="gbk"></head><body><h1>养蜂条例</h1><p>每个蜂箱必须登记。</p>'
+                       '</body></html>'.encode("gbk"))
     more = {
+        legacy: "# 养蜂条例\n\n每个蜂箱必须登记。",
         epub(tmp_path / "book.epub", "Bee book", [("Chapter one", "Queens lay eggs."), ("Chapter two", "Drones.")]):
             "**Title:** Bee book\n\n# Chapter one\n\nQueens lay eggs.\n\n# Chapter two\n\nDrones.",
         pptx(tmp_path / "talk.pptx", [("Hives", "Ten colonies"), ("Honey", "Two harvests")]):
@@ -136,3 +141,11 @@ def test_without_markitdown_the_error_is_one_line_naming_what_to_install(tmp_pat
     lines = [line for line in result.stdout.splitlines() + result.stderr.splitlines() if line.startswith("error")]
     assert result.returncode == 2 and len(lines) == 1, result
     assert "needs markitdown, not installed: pip install 'markitdown[docx,pdf,pptx,xlsx]==0.1.9'" in lines[0]
+
+
+def test_a_recipe_naming_the_format_without_the_plugin_is_told_what_to_install(tmp_path):
+    corpus(tmp_path / "docs")
+    result = subprocess.run([sys.executable, "-m", "recipes", "validate", recipe(tmp_path, "docs/")], capture_output=True,
+                            text=True, env={**os.environ, "RECIPES_PLUGINS": "qwen"})  # the built-ins alone
+    assert result.returncode == 2 and "unknown data format 'documents'; the plugin package recipes-documents " \
+        "provides it: pip install -e plugins/recipes-documents" in " ".join(result.stderr.split()), result.stderr
