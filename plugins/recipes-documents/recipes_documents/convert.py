@@ -66,6 +66,10 @@ def look(path: Path, suffix: str) -> None:
     """What can be seen without converting: an empty file, a PDF cut short, a zip-based document whose zip
     is damaged or lacks its main part, Markdown that is not UTF-8. Raises ``BadDocument``."""
     size = path.stat().st_size
+    if path.name.startswith("~$"):
+        raise BadDocument(path, "an Office owner file (Word, PowerPoint and Excel write ~$NAME beside a document "
+                                "open in them), not a document: close the document and remove this file, or set "
+                                "on_bad_record = \"skip\" (and max_bad_records) to skip such files")
     if size == 0:
         raise BadDocument(path, f"an empty file: {FIX}")
     if suffix == ".pdf":

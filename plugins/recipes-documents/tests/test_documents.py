@@ -85,12 +85,13 @@ def damaged(folder):
     whole = pdf(folder / "whole.pdf", ["Page text"]).read_bytes()
     (folder / "cut.pdf").write_bytes(whole[:-30])
     (folder / "blank.html").write_bytes(b"")
+    (folder / "~$good.docx").write_bytes(b"\x05owner" + b" " * 150)
     with zipfile.ZipFile(folder / "garbled.docx", "w") as z:  # a zip with its parts, but no XML inside
         z.writestr("[Content_Types].xml", "x")
         z.writestr("word/document.xml", "this is not XML")
     (folder / "scan.pdf").write_bytes(b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n")
     return {"cut.docx": "its zip is damaged or cut short", "cut.pdf": "a PDF cut short (no %%EOF",
-            "blank.html": "an empty file", "garbled.docx": "markitdown could not convert it",
+            "blank.html": "an empty file", "~$good.docx": "an Office owner file", "garbled.docx": "markitdown could not convert it",
             "scan.pdf": "no text in it"}
 
 
