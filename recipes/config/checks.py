@@ -25,6 +25,7 @@ from recipes.config.schema import FSDP2_RESHARD_AFTER_FORWARD, MODEL_REF, Recipe
 
 # Formats and stage kinds that a plugin package shipped with recipes (plugins/) provides, for an install hint
 PLUGIN_PACKAGES = {"dolly": "recipes-dolly-format", "qa_markdown": "recipes-qa-markdown",
+                   "documents": "recipes-documents",
                    **dict.fromkeys(("preference", "sharegpt_preference", "alpaca_preference", "kto", "sharegpt_kto",
                                     "alpaca_kto"), "recipes-trl")}
 KIND_PACKAGES = {"dpo": "recipes-trl", "kto": "recipes-trl"}
@@ -129,7 +130,7 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
         for group in SOURCE_GROUPS:
             for source_index, source in enumerate(getattr(stage, group)):
                 at = where + (group, source_index)
-                resolved = _resolve_source(source, base_dir, at, problems)
+                resolved = _resolve_source(source, base_dir, at, problems, registry)
                 if resolved is None:
                     continue
                 loaded.sources[(index, group, source_index)] = resolved
@@ -197,7 +198,8 @@ def check_raw_formats(data: dict, registry: Registry, problems: Collector) -> No
                     problems.add(("stages", index, group, j, "format"), unknown_format(name, registry))
 
 
-def _resolve_source(source, base_dir: Path, at: tuple, problems: Collector) -> ResolvedSource | None:
+def _resolve_source(source, base_dir: Path, at: tuple, problems: Collector,
+                    registry: Registry) -> ResolvedSource | None:
     """Files, format and options of a data source: given in the recipe, or by a dataset_info entry."""
     if source.dataset_info is not None:
         from recipes.config.dataset_info import resolve_dataset
@@ -211,9 +213,18 @@ def _resolve_source(source, base_dir: Path, at: tuple, problems: Collector) -> R
             return None
         return ResolvedSource(found.format_name, {**found.options, **source.options}, found.files)
     pattern = resolve_data_path(source.path, base_dir)
-    files = match_files(pattern)
+    fmt = registry.formats.get(source.format)
+    suffixes = fmt.suffixes if fmt is not None else ()
+    files = match_files(pattern, suffixes)
     if not files:
-        problems.add(at + ("path",), f"{source.path!r} matches no file (looked for {pattern})")
+        others = match_files(pattern) if suffixes else []
+        if others:
+            found = sorted({p.suffix.lower() or "no suffix" for p in others})
+            problems.add(at + ("path",), f"{source.path!r} holds no file that format {source.format!r} reads "
+                         f"({', '.join(suffixes)}); it has {len(others)} other file{'s' * (len(others) > 1)} "
+                         f"({', '.join(found[:8])}): point path at the documents, or pick another format")
+        else:
+            problems.add(at + ("path",), f"{source.path!r} matches no file (looked for {pattern})")
     return ResolvedSource(source.format, dict(source.options), files)
 
 

@@ -59,6 +59,17 @@ class DataFormat:
     instance of ``options_model`` (validated when the recipe is loaded), and returns an iterable of
     records. It raises ``recipes.errors.RecipeError`` for bad content, naming the file and record
     (``recipes.data.records`` reads .json/.jsonl/.csv/.parquet with those names and checks columns).
+    A malformed record goes through ``recipes.api.bad_record`` (an error, or skipped and counted under
+    ``on_bad_record = "skip"``); a file all of whose records were skipped is then no error.
+
+    ``suffixes`` (optional, lower case, e.g. ``(".pdf", ".docx")``): the files the format reads. A
+    source's folder or glob then takes only the files with one of them (every file when empty); a
+    file named alone is always given to ``read``.
+
+    ``check_file(path, options)`` (optional): a quick look at one file that ``recipes validate`` (and
+    the start of ``recipes run``) calls instead of reading every record, for a format whose reading is
+    slow or needs heavy libraries (converting documents). It raises ``RecipeError`` naming the file
+    for what it can see, through ``bad_record`` where the file would be a skipped record.
     """
 
     name: str
@@ -66,6 +77,8 @@ class DataFormat:
     read: Callable[[Any, BaseModel], Iterable[dict]]
     options_model: type[BaseModel] = NoOptions
     description: str = ""
+    suffixes: tuple[str, ...] = ()
+    check_file: Optional[Callable[[Any, BaseModel], None]] = None
 
 
 @dataclass(frozen=True)
