@@ -6,7 +6,9 @@ Every stage is prepared with the base model's tokenizer: a later stage's run loa
 earlier stage saved, which is the same one (same vocabulary, merges and chat template: the same key).
 
 When every stage's data is prepared already, the command says so without loading transformers
-(``recipes.data.ready``): a ready store takes the time of ``recipes validate``.
+(``recipes.data.ready``): a ready store takes the time of ``recipes validate``. A stage of documents
+is prepared without transformers too once transformers has built the model's tokenizer
+(``recipes.data.known_tokenizer``).
 """
 
 from __future__ import annotations
