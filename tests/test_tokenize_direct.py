@@ -62,8 +62,6 @@ def test_a_backend_set_up_differently_goes_through_transformers(tokenizer):
 
 
 def test_the_kept_tokenizer_is_transformers_own(tokenizer, tiny_model, tmp_path, monkeypatch):
-    from tokenizers import Tokenizer
-
     from recipes.data.known_tokenizer import known_tokenizer, remember_tokenizer
     from recipes.data.prepare import tokenizer_identity
     from recipes.data.tokenization import document_separator
@@ -76,9 +74,10 @@ def test_the_kept_tokenizer_is_transformers_own(tokenizer, tiny_model, tmp_path,
     assert batch_tokenize.document_ids(TEXTS, known) == tokenizer(TEXTS, add_special_tokens=False)["input_ids"]
     assert document_separator(known) == document_separator(tokenizer) == 151643
     assert tokenizer_identity(known) == tokenizer_identity(tokenizer)  # the same store key
-    # why transformers' own tokenizer is kept: the model's tokenizer.json read as is is another one
-    # (Qwen2's tokenizer class rebuilds it from the vocabulary and merges, ignore_merges unset)
-    assert Tokenizer.from_file(str(tiny_model / "tokenizer.json")).to_str() != known.backend_tokenizer.to_str()
+    # kept: transformers' own tokenizer, with whole-word lookup set (Qwen's merges rebuild every word)
+    built, kept = (json.loads(t.to_str()) for t in (tokenizer.backend_tokenizer, known.backend_tokenizer))
+    assert not built["model"]["ignore_merges"] and kept["model"]["ignore_merges"]
+    assert kept == {**built, "model": {**built["model"], "ignore_merges": True}}
     # a changed file of the model folder, or trusting remote code, is another entry
     assert known_tokenizer(str(tiny_model), True) is None
     other = tmp_path / "model"
@@ -116,6 +115,21 @@ def test_documents_read_while_the_tokenizer_threads_encode_give_the_same_store(t
     info = build.build_store(tmp_path / "again", [(Text, None, ["corpus"])], "documents", tokenizer, (separator,),
                              BadRecords(False, 0), 2, Progress(1, "test"))
     assert not info["threads"] and info["workers"] == 2
+
+
+def test_whole_words_are_looked_up_only_where_the_merges_give_the_same_token():
+    from tokenizers import Tokenizer
+    from tokenizers.models import BPE
+
+    from recipes.data.known_tokenizer import merges_reproduce_vocab
+
+    # "abc" is a word of the vocabulary that the merges never build: b+c merges first, then a+bc is no merge
+    rust = Tokenizer(BPE({"a": 0, "b": 1, "c": 2, "ab": 3, "bc": 4, "abc": 5}, [("b", "c"), ("a", "b")]))
+    assert not merges_reproduce_vocab(rust) and rust.encode("abc").ids == [0, 4]
+    rust.model.ignore_merges = True
+    assert rust.encode("abc").ids == [5]  # the control: looking it up whole would change the ids
+    rust = Tokenizer(BPE({"a": 0, "b": 1, "c": 2, "ab": 3, "abc": 4}, [("a", "b"), ("ab", "c")]))
+    assert merges_reproduce_vocab(rust)
 
 
 PROBE = """
