@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -21,24 +22,32 @@ from recipes.plugins.registry import get_registry
 
 @pytest.fixture(scope="module", autouse=True)
 def private_caches(tmp_path_factory):
-    """Private HF and recipes caches and W&B offline, restored afterwards."""
+    """Private HF and recipes caches and W&B offline, restored afterwards. Caches that the host's
+    tests already made for this session (under pytest's temporary folders) are kept: the tiny model
+    and its token stores are built once per session, not again here."""
     root = tmp_path_factory.mktemp("wandb_caches")
+    session = tmp_path_factory.getbasetemp().parent
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("WANDB_PROJECT", raising=False)
         for key, value in dict(HF_HUB_OFFLINE="1", HF_HOME=str(root / "hf"), RECIPES_CACHE=str(root / "recipes"),
                                WANDB_MODE="offline", WANDB_SILENT="true").items():
+            if key in ("HF_HOME", "RECIPES_CACHE") and Path(os.environ.get(key, "/")).is_relative_to(session):
+                continue
             patch.setenv(key, value)
         yield
 
 
 def demo_recipe(tmp_path, steps: int = 3):
-    """The bundled two-stage demo at a few steps, with the tracker named."""
+    """The bundled two-stage demo at a few steps, with the tracker named; without its samples and
+    benchmark (the tracker logs neither: they would only cost generation and scoring time)."""
     from qwen_recipes import bundled_recipes
 
     text = bundled_recipes()["demo"].read_text(encoding="utf-8")
     text = text.replace("[model]", 'callbacks = ["metrics_jsonl", "wandb"]\n\n[model]', 1)
     text = text.replace("cutoff_len = 256", "cutoff_len = 64").replace(
         "logging_steps = 2\n", f"logging_steps = 1\nmax_steps = {steps}\n")
+    text, left_out = re.subn(r"^\[\[benchmarks\]\]\n(?:[^\[\n].*\n|\n)*|^samples.*\n", "", text, flags=re.M)
+    assert left_out == 3, text  # the exam and both sample lines
     recipe = tmp_path / "demo_wandb.toml"
     recipe.write_text(text, encoding="utf-8")
     return recipe
