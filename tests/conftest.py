@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,14 @@ def demo_run(tmp_path_factory, tiny_model):
 def demo_qlora_run(tmp_path_factory, tiny_model):
     """The bundled demo_qlora recipe, as shipped, run once through the real CLI entry point."""
     return run_bundled(tmp_path_factory, "demo_qlora")
+
+
+def without_benchmarks_and_samples(text: str) -> str:
+    """A recipe's text without its ``[[benchmarks]]`` tables and its samples: for a test about something
+    else, where scoring an exam and writing answers after every stage would only cost time."""
+    text, left_out = re.subn(r"^\[\[benchmarks\]\]\n(?:[^\[\n].*\n|\n)*|^samples.*\n", "", text, flags=re.M)
+    assert left_out, "no benchmarks or samples to leave out"
+    return text
 
 
 def write(path: Path, text: str) -> Path:
