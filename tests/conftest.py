@@ -12,6 +12,12 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist each worker is one of several processes on the machine's cores: torch's default
+# of a thread per core would put workers x cores threads on them, whose waiting for each other (OpenMP
+# spins) costs CPU time and slows every worker. Each worker gets its share of the cores (the runs a
+# test starts in a subprocess inherit it); set before anything imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 
 def workers_folder(tmp_path_factory) -> Path | None:
