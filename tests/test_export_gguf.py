@@ -43,11 +43,17 @@ READ_BACK = textwrap.dedent("""
         else:
             worst = float(np.abs(y - x).max())
         rows[name] = [kind, worst]
-    # where each tensor's bytes lie in the file, and its shape in bytes: what a test corrupts
-    where = {t.name: [int(t.data_offset), list(t.data.shape)] for t in reader.tensors}
     print(json.dumps({"arch": reader.fields["general.architecture"].contents(), "count": len(reader.tensors),
-                      "eos": reader.fields["tokenizer.ggml.eos_token_id"].contents(), "tensors": rows,
-                      "where": where}))
+                      "eos": reader.fields["tokenizer.ggml.eos_token_id"].contents(), "tensors": rows}))
+""")
+
+CORRUPT = textwrap.dedent("""
+    import sys
+    import gguf
+    reader = gguf.GGUFReader(sys.argv[1], "r+")
+    [tensor] = [t for t in reader.tensors if t.name == sys.argv[2]]
+    tensor.data[3, 10] = tensor.data[3, 10] ^ 0x40  # one quantized value of one block, written through the memmap
+    reader.data.flush()
 """)
 
 
@@ -73,20 +79,14 @@ def q8_0(demo_run, tmp_path_factory):
     return to, result.output
 
 
-@pytest.fixture(scope="module")
-def q8_0_read(demo_run, q8_0):
-    """The q8_0 file read back once by llama.cpp's gguf-py (a second reader of the 151k-token
-    vocabulary costs about ten CPU seconds)."""
-    merged = demo_run[0] / "stages" / "sft" / "merged" / "model.safetensors"
-    return json.loads(gguf_python(READ_BACK, q8_0[0] / "demo-sft-q8_0.gguf", merged))
-
-
-def test_q8_0_from_the_demo_run_reads_back_as_qwen2_within_its_bound(demo_run, q8_0, q8_0_read):
+def test_q8_0_from_the_demo_run_reads_back_as_qwen2_within_its_bound(demo_run, q8_0):
+    run_dir, _ = demo_run
     to, output = q8_0
     assert "exported gguf q8_0 of stage 'sft'" in output
     assert "parity gate passed: 26 tensors dequantized against the HF weights" in output.replace("\n", " ")
     assert sorted(p.name for p in to.iterdir()) == [".written-by-recipes", "Modelfile", "convert.log", "demo-sft-q8_0.gguf"]
-    read = q8_0_read
+    merged = run_dir / "stages" / "sft" / "merged" / "model.safetensors"
+    read = json.loads(gguf_python(READ_BACK, to / "demo-sft-q8_0.gguf", merged))
     assert read["arch"] == "qwen2" and read["count"] == len(read["tensors"]) == 26
     assert read["eos"] == 151645  # <|im_end|>: an SFT export stops at the end of its turn
     kinds = {kind for kind, _ in read["tensors"].values()}
@@ -111,7 +111,7 @@ def test_f16_is_the_merged_weights_rounded_to_fp16(demo_run, tmp_path):
     assert 'TEMPLATE """{{ .Prompt }}"""' in (to / "Modelfile").read_text()  # a pre-training stage continues text
 
 
-def test_the_parity_gate_fails_on_a_corrupted_tensor(demo_run, q8_0, q8_0_read, tmp_path):
+def test_the_parity_gate_fails_on_a_corrupted_tensor(demo_run, q8_0, tmp_path):
     from recipes_gguf import gate
     from recipes_gguf.llama_cpp_source import llama_cpp_dir
 
@@ -119,13 +119,7 @@ def test_the_parity_gate_fails_on_a_corrupted_tensor(demo_run, q8_0, q8_0_read, 
     merged = run_dir / "stages" / "sft" / "merged"
     good = q8_0[0] / "demo-sft-q8_0.gguf"
     bad = shutil.copy(good, tmp_path / "bad.gguf")
-    # one quantized value of one block: the byte at [3, 10] of the tensor's bytes as gguf-py located them
-    offset, (_, row_bytes) = q8_0_read["where"]["blk.1.attn_q.weight"]
-    with open(bad, "r+b") as handle:
-        handle.seek(offset + 3 * row_bytes + 10)
-        value = handle.read(1)[0]
-        handle.seek(-1, 1)
-        handle.write(bytes([value ^ 0x40]))
+    gguf_python(CORRUPT, bad, "blk.1.attn_q.weight")
     assert "parity gate passed: 26 tensors" in q8_0[1]  # the control: the file as written passed the same gate
     with pytest.raises(RecipeError) as failed:
         gate.check(bad, merged, llama_cpp_dir())
