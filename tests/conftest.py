@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,13 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist each worker is one of several processes on the machine's cores: torch's default
+# of a thread per core would put workers x cores threads on them, whose waiting for each other (OpenMP
+# spins) costs CPU time and slows every worker. Each worker gets its share of the cores (the runs a
+# test starts in a subprocess inherit it); set before anything imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, share)))
 
 
 def workers_folder(tmp_path_factory) -> Path | None:
@@ -79,6 +87,14 @@ def demo_run(tmp_path_factory, tiny_model):
 def demo_qlora_run(tmp_path_factory, tiny_model):
     """The bundled demo_qlora recipe, as shipped, run once through the real CLI entry point."""
     return run_bundled(tmp_path_factory, "demo_qlora")
+
+
+def without_benchmarks_and_samples(text: str) -> str:
+    """A recipe's text without its ``[[benchmarks]]`` tables and its samples: for a test about something
+    else, where scoring an exam and writing answers after every stage would only cost time."""
+    text, left_out = re.subn(r"^\[\[benchmarks\]\]\n(?:[^\[\n].*\n|\n)*|^samples.*\n", "", text, flags=re.M)
+    assert left_out, "no benchmarks or samples to leave out"
+    return text
 
 
 def write(path: Path, text: str) -> Path:

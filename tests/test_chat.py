@@ -1,6 +1,8 @@
-"""`recipes chat` driven through standard input, in a subprocess, on the real demo run's merged models:
-two turns where the second prompt holds the first, /reset, streaming, Ctrl-C stopping one answer,
---prompt, and one-line errors for a bad RUN or an unfinished stage."""
+"""`recipes chat` driven through standard input on the real demo run's merged models: two turns where
+the second prompt holds the first, /reset, streaming, Ctrl-C stopping one answer, --prompt, and
+one-line errors for a bad RUN or an unfinished stage. Streaming and Ctrl-C need a process of their
+own (a pipe read while it writes, a signal); the rest runs the same CLI in this process (click's
+runner, standard input and both output streams its own), not once more importing torch each."""
 
 from __future__ import annotations
 
@@ -17,8 +19,15 @@ CHAT = [sys.executable, "-m", "recipes", "chat"]
 PROMPT = re.compile(r"\[prompt, (\d+) tokens\]\n(.*?)\n\[end of prompt\]\n", re.S)
 
 
-def chat(*args, stdin: str = "", timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*CHAT, *map(str, args)], input=stdin, capture_output=True, text=True, timeout=timeout)
+def chat(*args, stdin: str = "") -> subprocess.CompletedProcess:
+    """`recipes chat ARGS`, its standard input ``stdin``: the exit code and both output streams."""
+    from click.testing import CliRunner
+
+    from recipes.cli import main
+
+    result = CliRunner().invoke(main, ["chat", *map(str, args)], input=stdin)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def test_second_turn_holds_the_first_and_reset_clears_it(demo_run):

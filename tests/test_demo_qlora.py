@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 
+from conftest import without_benchmarks_and_samples
 from recipes.plugins.hookspecs import CallbackPlugin, hookimpl
 from recipes.config.load import load_recipe
 from recipes.planning.plan import make_plan
@@ -55,7 +56,7 @@ def test_both_stages_train_lora_on_bitsandbytes_4bit_layers(tmp_path, tiny_model
 
     from qwen_recipes import bundled_recipes
 
-    text = bundled_recipes()["demo_qlora"].read_text()
+    text = without_benchmarks_and_samples(bundled_recipes()["demo_qlora"].read_text())  # what is inspected: the layers
     text = text.replace("[defaults]", textwrap.dedent("""\
         [defaults]
         max_steps = 2

@@ -9,6 +9,7 @@ module named conftest would shadow the host's)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,12 +24,16 @@ from recipes.plugins.registry import get_registry
 @contextmanager
 def private_caches(root: Path, drop: tuple = (), **env):
     """Private HF and recipes caches, the tracker's own settings (``env``) set and ``drop`` unset, all
-    restored afterwards."""
+    restored afterwards. Caches that the host's tests made for this session (under pytest's temporary
+    folders: ``root``'s grandparent) are kept: the tiny model is built once per session, not again here."""
+    session = root.parent.parent
     with pytest.MonkeyPatch.context() as patch:
         for key in drop:
             patch.delenv(key, raising=False)
         for key, value in dict(HF_HUB_OFFLINE="1", HF_HOME=str(root / "hf"), RECIPES_CACHE=str(root / "recipes"),
                                **env).items():
+            if key in ("HF_HOME", "RECIPES_CACHE") and Path(os.environ.get(key, "/")).is_relative_to(session):
+                continue
             patch.setenv(key, value)
         yield
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -20,7 +21,11 @@ from recipes.plugins.registry import get_registry
 def private_caches(tmp_path_factory):
     saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_HOME", "RECIPES_CACHE")}
     root = tmp_path_factory.mktemp("liger_caches")
-    os.environ.update(HF_HUB_OFFLINE="1", HF_HOME=str(root / "hf"), RECIPES_CACHE=str(root / "recipes"))
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    session = tmp_path_factory.getbasetemp().parent  # caches the host's tests made this session: kept (one tiny model)
+    for key, value in (("HF_HOME", root / "hf"), ("RECIPES_CACHE", root / "recipes")):
+        if not Path(os.environ.get(key, "/")).is_relative_to(session):
+            os.environ[key] = str(value)
     yield
     for key, value in saved.items():
         if value is None:
