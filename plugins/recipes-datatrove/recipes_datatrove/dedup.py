@@ -1,0 +1,113 @@
+"""Exact and near-duplicate removal with datatrove's own disk-based steps, keeping the first occurrence
+in recipe order, as ``recipes prepare`` does.
+
+- Exact: ``ExactDedupSignature`` -> ``ExactFindDedups`` -> ``ExactDedupFilter`` over the text the
+  checks see (normalised unless the source says ``normalize = "none"``). datatrove keeps, of equal
+  texts, the one with the highest priority, then the lowest position in its task: the priority is
+  ``65535 - task``, so the earliest task's copy stays, and tasks are recipe order (``reading``).
+- Near: ``MinhashDedupSignature`` (5-grams: characters for mostly-CJK text, words otherwise;
+  ``shingles``) -> ``MinhashDedupBuckets`` -> ``FirstKept`` -> ``NearCopies``. datatrove's own
+  cluster step keeps the root of a union-by-size tree, which is not always the first document of its
+  cluster; ``FirstKept`` does the same union-find keeping the first, and records which document each
+  removed one copies (its detail).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from datatrove.data import Document
+from datatrove.io import get_datafolder
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig
+from datatrove.utils.binaryio import read_tuples_from_file
+
+from recipes_datatrove.lsh import HASH
+
+MAX_TASKS = 65535  # datatrove's exact-dedup priorities are 16-bit, one per task here
+REMOVE = "<III"  # (document, first task, first document) per removed near copy, sorted by document
+
+
+def checked_text(document: Document) -> str:
+    return document.text
+
+
+def task_priority(document: Document) -> int:
+    return MAX_TASKS - document.metadata["task"]
+
+
+def exact_config() -> ExactDedupConfig:
+    return ExactDedupConfig(content_getter=checked_text, document_priority=task_priority, hash_config=HASH)
+
+
+class FirstKept(PipelineStep):
+    """One task: the duplicate pairs of every bucket joined into clusters; every document of a cluster
+    but its first (lowest task, then position) is listed in ``<task>.remove`` with that first one."""
+
+    name = "recipes: near-duplicate clusters, first kept"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, pairs_folder: str, output_folder: str):
+        super().__init__()
+        self.pairs_folder, self.output_folder = pairs_folder, output_folder
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        if world_size != 1:
+            raise ValueError("the near-duplicate clusters are joined in one task")
+        parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+        def root(node):
+            while parent.get(node, node) != node:
+                parent[node] = parent.get(parent[node], parent[node])  # path halving
+                node = parent[node]
+            return node
+
+        pairs = get_datafolder(self.pairs_folder)
+        for name in pairs.list_files(glob_pattern="*.dups"):
+            with pairs.open(name, "rb") as handle:
+                for f1, d1, f2, d2 in read_tuples_from_file(handle, "4I", lines_to_buffer=1000):
+                    a, b = root((f1, d1)), root((f2, d2))
+                    if a != b:
+                        parent[max(a, b)] = min(a, b)  # the earlier document is the cluster's root
+        removed: dict[int, list] = {}
+        for node in parent:
+            first = root(node)
+            if first != node:
+                removed.setdefault(node[0], []).append((node[1], *first))
+        out = get_datafolder(self.output_folder)
+        for task, rows in removed.items():
+            with out.open(f"{task:05d}.remove", "wb") as handle:
+                handle.write(b"".join(struct.pack(REMOVE, *row) for row in sorted(rows)))
+            self.stat_update("removed", value=len(rows))
+
+
+class NearCopies(PipelineStep):
+    """Drops this task's documents that ``FirstKept`` listed, into ``removed`` with reason ``near`` and,
+    as detail, the first document of their cluster (task and position; the summary names its place)."""
+
+    name = "recipes: drop near copies"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, clusters_folder: str, removed):
+        super().__init__()
+        self.clusters_folder, self.removed = clusters_folder, removed
+
+    def _listed(self, rank: int) -> dict[int, tuple[int, int]]:
+        folder, name = get_datafolder(self.clusters_folder), f"{rank:05d}.remove"
+        if not folder.exists(name):
+            return {}
+        with folder.open(name, "rb") as handle:
+            return {doc: (task, first) for doc, task, first in read_tuples_from_file(handle, "III", lines_to_buffer=1000)}
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        listed = self._listed(rank)
+        with self.removed:
+            for position, document in enumerate(data):
+                if position in listed:
+                    task, first = listed[position]
+                    document.metadata.update(reason="near", detail=f"near copy of document {first} of task {task}",
+                                             copy_of=[task, first])
+                    self.removed.write(document, rank)
+                    self.stat_update("removed: near")
+                    continue
+                yield document

@@ -1,0 +1,83 @@
+"""The stage's cleaning as datatrove pipelines, in the order they must run, each with its task count.
+
+1. ``clean`` (T tasks): read the sources (``reading``), normalise and filter (``cleaning``); sources
+   with ``dedup = "none"`` are written out here; the others go on, with exact-dedup signatures.
+2. ``exact-find`` (T tasks, one hash range each): the exact duplicates among all signatures.
+3. ``exact-drop`` (T tasks): each task drops its exact copies; sources with ``dedup = "exact"`` are
+   written out; ``"near"`` ones go on, with MinHash signatures.
+4. ``near-buckets`` (one task per LSH band): the candidate pairs of each band.
+5. ``near-clusters`` (one task): the pairs joined into clusters, the first document of each kept.
+6. ``near-drop`` (T tasks): each task drops its near copies and writes out what is left.
+7. ``summary`` (one task): the counts, ``removed.json``, the note and the recipe fragment (``summary``).
+
+Steps 4-6 are left out when no source asks for near dedup, 2-6 when none deduplicates at all. Every
+folder is under ``out``: ``shards/`` and ``removed/`` stay, ``work/`` is what the steps pass on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from datatrove.pipeline.dedup.exact_dedup import ExactDedupFilter, ExactDedupSignature, ExactFindDedups
+from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupSignature
+
+from recipes_datatrove.cleaning import Clean
+from recipes_datatrove.dedup import FirstKept, NearCopies, exact_config
+from recipes_datatrove.lsh import minhash_config
+from recipes_datatrove.reading import ReadSources
+from recipes_datatrove.shingles import ScriptAwareTokenizer
+from recipes_datatrove.summary import Summary
+from recipes_datatrove.writers import RankShard, Removed, Shards, SplitOff, intermediate
+
+
+EXACT_DETAIL = "the same text (normalised) as an earlier document"
+
+
+@dataclass
+class Step:
+    name: str
+    pipeline: list
+    tasks: int
+
+
+def near_threshold(stage) -> float | None:
+    """The threshold of the stage's ``dedup = "near"`` sources (one MinHash index serves them all)."""
+    from recipes.api import RecipeError
+
+    given = {source.name: source.cleaning.near_threshold for source in stage.sources if source.cleaning.dedup == "near"}
+    if len(set(given.values())) > 1:
+        listed = ", ".join(f"{name} {value:g}" for name, value in given.items())
+        raise RecipeError(f"stage {stage.name!r}: the sources with dedup = \"near\" give different near_threshold "
+                          f"values ({listed}); one MinHash index serves them all here: give them one value")
+    return next(iter(given.values()), None)
+
+
+def build_steps(stage, out: str, tasks: int) -> list[Step]:
+    work, counts = f"{out}/work", f"{out}/work/counts"
+    by_dedup = {mode: {s.name for s in stage.sources if s.cleaning.dedup == mode} for mode in ("none", "exact", "near")}
+    clean = [ReadSources(stage, counts), Clean(stage, Removed(out, counts, "clean"), f"{work}/filters"),
+             SplitOff(by_dedup["none"], Shards(out, counts, "clean"))]
+    summary = Step("summary", [Summary(stage, out)], 1)
+    if not by_dedup["exact"] | by_dedup["near"]:
+        return [Step("clean", clean, tasks), summary]
+    config = exact_config()
+    clean += [intermediate(f"{work}/cleaned"), ExactDedupSignature(f"{work}/exact/signatures", config, tasks)]
+    steps = [Step("clean", clean, tasks),
+             Step("exact-find", [ExactFindDedups(f"{work}/exact/signatures", f"{work}/exact/duplicates", config)], tasks)]
+    drop = [RankShard(f"{work}/cleaned"),
+            ExactDedupFilter(f"{work}/exact/duplicates", config, Removed(out, counts, "exact", "exact", EXACT_DETAIL)),
+            SplitOff(by_dedup["exact"], Shards(out, counts, "exact"))]
+    threshold = near_threshold(stage)
+    if threshold is None:
+        return steps + [Step("exact-drop", drop, tasks), summary]
+    minhash = minhash_config(threshold)
+    signatures, pairs, clusters = f"{work}/near/signatures", f"{work}/near/pairs", f"{work}/near/clusters"
+    drop += [intermediate(f"{work}/unique"), MinhashDedupSignature(signatures, minhash, language=ScriptAwareTokenizer())]
+    return steps + [
+        Step("exact-drop", drop, tasks),
+        Step("near-buckets", [MinhashDedupBuckets(signatures, pairs, config=minhash)], minhash.num_buckets),
+        Step("near-clusters", [FirstKept(pairs, clusters)], 1),
+        Step("near-drop", [RankShard(f"{work}/unique"), NearCopies(clusters, Removed(out, counts, "near")),
+                           Shards(out, counts, "near")], tasks),
+        summary,
+    ]
