@@ -7,7 +7,7 @@ No torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +35,22 @@ class StageCleaning:
     max_bad_records: float
 
 
-def stage_cleaning(recipe: str, stage: str) -> StageCleaning:
-    """The training sources of ``stage`` of ``recipe`` (a file or a bundled name), validated."""
+def stage_cleaning(recipe: str, stage: str, near_dedup_elsewhere: bool = False) -> StageCleaning:
+    """The training sources of ``stage`` of ``recipe`` (a file or a bundled name), validated.
+    ``near_dedup_elsewhere``: the caller removes near duplicates itself, so ``dedup = "near"`` needs
+    no ``near_dedup`` filter installed (only its ``near_threshold``, checked as that filter would)."""
+    from recipes.config.cleaning import NEAR_DEDUP
     from recipes.config.load import load_recipe
-    from recipes.data.cleaning import stage_cleanings
+    from recipes.data.cleaning import stage_cleaning as cleanings_of
     from recipes.planning.plan import make_plan
     from recipes.plugins.registry import get_registry
 
     registry = get_registry()
+    if near_dedup_elsewhere and NEAR_DEDUP not in registry.filters:
+        registry = replace(registry, filters={**registry.filters, NEAR_DEDUP: _elsewhere(NEAR_DEDUP)})
     loaded = load_recipe(recipe, registry)
     planned = make_plan(loaded, registry).selected(stage)[0]
-    cleanings = stage_cleanings(planned)
+    cleanings = cleanings_of(planned)  # with the stage's built-in checks, as prepare gets them
     sources = tuple(CleaningSource(source.name, source.format, source.options, tuple(str(f) for f in source.files),
                                    cleaning, source.mix_json(), _corpus_filters(cleaning, registry))
                     for source, cleaning in zip(planned.sources, cleanings))
@@ -56,7 +61,25 @@ def stage_cleaning(recipe: str, stage: str) -> StageCleaning:
                          s.on_bad_record, s.max_bad_records)
 
 
+def _not_here(options, context):
+    raise RecipeError(f"source {context.source_name!r}: near duplicates are removed by the caller of stage_cleaning")
+
+
+def _elsewhere(name: str):
+    """A stand-in ``near_dedup`` filter that only validates the threshold."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from recipes.plugins.filters import CORPUS, DocumentFilter
+
+    class Threshold(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        threshold: float = Field(0.8, gt=0, lt=1)
+
+    return DocumentFilter(name, _not_here, Threshold, scope=CORPUS, description="near duplicates, removed by "
+                          "the tool that asked (not in prepare)")
+
+
 def _corpus_filters(cleaning, registry) -> tuple[str, ...]:
-    from recipes.plugins.hookspecs import CORPUS
+    from recipes.plugins.filters import CORPUS
 
     return tuple(name for name, _ in cleaning.filters if registry.filters[name].scope == CORPUS)

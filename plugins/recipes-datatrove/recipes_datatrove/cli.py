@@ -107,18 +107,27 @@ def clean(recipe, stage_name, out, executor, tasks, workers, partition, time_lim
 def run(recipe, stage_name, out: Path, executor, tasks, workers, cluster, dry_run, verbose) -> None:
     from recipes.api import RecipeError, stage_cleaning
 
-    from recipes_datatrove.executors import executors, sbatch_recorded
+    from recipes_datatrove.executors import console_to, executors
     from recipes_datatrove.pipeline import build_steps
 
     if dry_run and executor != "slurm":
         raise RecipeError("--dry-run writes the sbatch scripts of --executor slurm; add --executor slurm")
     if executor == "slurm" and not cluster.partition:
         raise RecipeError("--executor slurm needs --partition NAME")
-    stage = stage_cleaning(recipe, stage_name)
+    stage = stage_cleaning(recipe, stage_name, near_dedup_elsewhere=True)  # datatrove's MinHash does it
     check_stage(stage, tasks)
     claim(out, stage, tasks)
-    steps = build_steps(stage, str(out), tasks)
-    made = executors(steps, executor, str(out), workers, cluster, verbose)
+    with console_to(None if verbose else out / "logs" / "console.log"):
+        steps = build_steps(stage, str(out), tasks)
+        made = executors(steps, executor, str(out), workers, cluster, verbose)
+        launch(steps, made, executor, out, dry_run)
+
+
+def launch(steps, made, executor: str, out: Path, dry_run: bool) -> None:
+    from recipes.api import RecipeError
+
+    from recipes_datatrove.executors import sbatch_recorded
+
     if executor == "slurm":
         if dry_run:
             with sbatch_recorded(out / "slurm") as submitted:
@@ -139,3 +148,4 @@ def run(recipe, stage_name, out: Path, executor, tasks, workers, cluster, dry_ru
             raise SystemExit(f"error: step {step.name} failed ({type(error).__name__}: {error}); its tasks' logs: "
                              f"{out / 'logs' / f'{number}-{step.name}' / 'logs'}; run the command again to resume")
     click.echo((out / "PREPARE.md").read_text(encoding="utf-8"))
+

@@ -1,10 +1,13 @@
 """Exact and near-duplicate removal with datatrove's own disk-based steps, keeping the first occurrence
 in recipe order, as ``recipes prepare`` does.
 
-- Exact: ``ExactDedupSignature`` -> ``ExactFindDedups`` -> ``ExactDedupFilter`` over the text the
-  checks see (normalised unless the source says ``normalize = "none"``). datatrove keeps, of equal
-  texts, the one with the highest priority, then the lowest position in its task: the priority is
-  ``65535 - task``, so the earliest task's copy stays, and tasks are recipe order (``reading``).
+- Exact: ``ExactDedupSignature`` -> ``ExactFindDedups`` -> ``ExactCopies`` over the text the checks
+  see (normalised unless the source says ``normalize = "none"``). datatrove keeps, of equal texts,
+  the one with the highest priority, then the lowest position in its task: the priority is
+  ``65535 - task``, so the earliest task's copy stays, and tasks are recipe order (``reading``). A
+  source with ``dedup = "none"`` is kept whole, but what it keeps is what later sources are compared
+  against, as in prepare: its documents are signed like the others, and ``ExactCopies`` (datatrove's
+  ``ExactDedupFilter`` with that exception) never drops one of them.
 - Near: ``MinhashDedupSignature`` (5-grams: characters for mostly-CJK text, words otherwise;
   ``shingles``) -> ``MinhashDedupBuckets`` -> ``FirstKept`` -> ``NearCopies``. datatrove's own
   cluster step keeps the root of a union-by-size tree, which is not always the first document of its
@@ -19,8 +22,10 @@ import struct
 from datatrove.data import Document
 from datatrove.io import get_datafolder
 from datatrove.pipeline.base import PipelineStep
+import numpy as np
 from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig
 from datatrove.utils.binaryio import read_tuples_from_file
+from datatrove.utils.typeshelper import ExtensionHelperSD
 
 from recipes_datatrove.lsh import HASH
 
@@ -38,6 +43,37 @@ def task_priority(document: Document) -> int:
 
 def exact_config() -> ExactDedupConfig:
     return ExactDedupConfig(content_getter=checked_text, document_priority=task_priority, hash_config=HASH)
+
+
+class ExactCopies(PipelineStep):
+    """Drops this task's documents that ``ExactFindDedups`` found to repeat an earlier one (into
+    ``removed``), except those of the sources in ``kept_whole``."""
+
+    name = "recipes: drop exact copies"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, duplicates_folder: str, removed, kept_whole: set[str]):
+        super().__init__()
+        self.duplicates_folder, self.removed, self.kept_whole = duplicates_folder, removed, frozenset(kept_whole)
+
+    def _listed(self, rank: int) -> set[int]:
+        folder, name = get_datafolder(self.duplicates_folder), f"{rank:05d}{ExtensionHelperSD.stage_2_duplicates}"
+        found: set[int] = set()
+        for finder in folder.list_files(include_directories=True, recursive=False):  # one folder per hash range
+            if folder.exists(f"{finder}/{name}"):
+                with folder.open(f"{finder}/{name}", "rb") as handle:
+                    found.update(np.frombuffer(handle.read(), dtype="<u4").tolist())
+        return found
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        listed = self._listed(rank)
+        with self.removed:
+            for position, document in enumerate(data):
+                if position in listed and document.metadata["source"] not in self.kept_whole:
+                    self.removed.write(document, rank)
+                    self.stat_update("removed: exact")
+                    continue
+                yield document
 
 
 class FirstKept(PipelineStep):

@@ -32,6 +32,24 @@ class QuietLocalExecutor(LocalPipelineExecutor):
             return super()._run_for_rank(rank, local_rank, node_rank)
 
 
+@contextlib.contextmanager
+def console_to(path: Path | None):
+    """datatrove's console log (this process's: the steps' stats, its warnings) appended to ``path``
+    instead of the console; nothing changes with ``path`` None (``--verbose``)."""
+    if path is None:
+        yield
+        return
+    from datatrove.utils.logging import setup_default_logger
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "a", encoding="utf-8") as handle, contextlib.redirect_stderr(handle):
+            setup_default_logger()  # its sink is the stderr of the moment: the file
+            yield
+    finally:
+        setup_default_logger()
+
+
 @dataclass
 class Cluster:
     """What a Slurm or Ray executor needs beyond the task counts."""

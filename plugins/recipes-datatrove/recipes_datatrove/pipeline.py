@@ -1,10 +1,10 @@
 """The stage's cleaning as datatrove pipelines, in the order they must run, each with its task count.
 
-1. ``clean`` (T tasks): read the sources (``reading``), normalise and filter (``cleaning``); sources
-   with ``dedup = "none"`` are written out here; the others go on, with exact-dedup signatures.
+1. ``clean`` (T tasks): read the sources (``reading``), normalise and filter (``cleaning``), then
+   take the exact-dedup signatures.
 2. ``exact-find`` (T tasks, one hash range each): the exact duplicates among all signatures.
-3. ``exact-drop`` (T tasks): each task drops its exact copies; sources with ``dedup = "exact"`` are
-   written out; ``"near"`` ones go on, with MinHash signatures.
+3. ``exact-drop`` (T tasks): each task drops its exact copies (``dedup``); sources with ``dedup =
+   "none"`` or ``"exact"`` are written out; ``"near"`` ones go on, with MinHash signatures.
 4. ``near-buckets`` (one task per LSH band): the candidate pairs of each band.
 5. ``near-clusters`` (one task): the pairs joined into clusters, the first document of each kept.
 6. ``near-drop`` (T tasks): each task drops its near copies and writes out what is left.
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from datatrove.pipeline.dedup.exact_dedup import ExactDedupFilter, ExactDedupSignature, ExactFindDedups
+from datatrove.pipeline.dedup.exact_dedup import ExactDedupSignature, ExactFindDedups
 from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupSignature
 
 from recipes_datatrove.cleaning import Clean
-from recipes_datatrove.dedup import FirstKept, NearCopies, exact_config
+from recipes_datatrove.dedup import ExactCopies, FirstKept, NearCopies, exact_config
 from recipes_datatrove.lsh import minhash_config
 from recipes_datatrove.reading import ReadSources
 from recipes_datatrove.shingles import ScriptAwareTokenizer
@@ -55,18 +55,17 @@ def near_threshold(stage) -> float | None:
 def build_steps(stage, out: str, tasks: int) -> list[Step]:
     work, counts = f"{out}/work", f"{out}/work/counts"
     by_dedup = {mode: {s.name for s in stage.sources if s.cleaning.dedup == mode} for mode in ("none", "exact", "near")}
-    clean = [ReadSources(stage, counts), Clean(stage, Removed(out, counts, "clean"), f"{work}/filters"),
-             SplitOff(by_dedup["none"], Shards(out, counts, "clean"))]
+    clean = [ReadSources(stage, counts), Clean(stage, Removed(out, counts, "clean"), f"{work}/filters")]
     summary = Step("summary", [Summary(stage, out)], 1)
     if not by_dedup["exact"] | by_dedup["near"]:
-        return [Step("clean", clean, tasks), summary]
+        return [Step("clean", clean + [Shards(out, counts, "clean")], tasks), summary]
     config = exact_config()
     clean += [intermediate(f"{work}/cleaned"), ExactDedupSignature(f"{work}/exact/signatures", config, tasks)]
     steps = [Step("clean", clean, tasks),
              Step("exact-find", [ExactFindDedups(f"{work}/exact/signatures", f"{work}/exact/duplicates", config)], tasks)]
     drop = [RankShard(f"{work}/cleaned"),
-            ExactDedupFilter(f"{work}/exact/duplicates", config, Removed(out, counts, "exact", "exact", EXACT_DETAIL)),
-            SplitOff(by_dedup["exact"], Shards(out, counts, "exact"))]
+            ExactCopies(f"{work}/exact/duplicates", Removed(out, counts, "exact", "exact", EXACT_DETAIL), by_dedup["none"]),
+            SplitOff(by_dedup["none"] | by_dedup["exact"], Shards(out, counts, "exact"))]
     threshold = near_threshold(stage)
     if threshold is None:
         return steps + [Step("exact-drop", drop, tasks), summary]
