@@ -26,6 +26,7 @@ Internal modules (``recipes.data.*``, ``recipes.training.*``, ...) may change in
 - Stage kinds: ``StageKind`` with the ``KindData`` its ``prepare`` receives, the ``KindTraining`` its
   ``build`` receives and the ``KindTrainer`` it returns; ``sequence_log_probs`` (each sequence's
   answer log-probability from the chunked loss path, never the full logits).
+- Document filters: ``DocumentFilter`` (with the ``FilterContext`` its ``make`` receives).
 - ``file_sha256(path)``: a file's sha256 (hex), for a plugin checking what it downloaded.
 - Benchmark scorers: ``BenchmarkScorer`` (with the ``BenchmarkRequest`` its ``score`` receives),
   ``benchmark_row`` (a row as the report reads it), and the built-in prompt's parts for a scorer that
@@ -46,8 +47,9 @@ from recipes.errors import Problem, RecipeError
 from recipes.family import BundledModel, ModelFamily
 from recipes.hashing import file_sha256
 from recipes.plugins.hookspecs import (API_VERSION, BenchmarkRequest, BenchmarkScorer, CallbackPlugin, DataFormat,
-                                       Exporter, ExportContext, KindData, KindTrainer, KindTraining, LossFunction,
-                                       NoOptions, QuantizationBackend, RunContext, StageContext, StageKind, hookimpl)
+                                       DocumentFilter, Exporter, ExportContext, FilterContext, KindData, KindTrainer,
+                                       KindTraining, LossFunction, NoOptions, QuantizationBackend, RunContext,
+                                       StageContext, StageKind, hookimpl)
 
 __all__ = [
     "API_VERSION", "hookimpl",
@@ -59,6 +61,7 @@ __all__ = [
     "conversation_tokens", "IGNORE_INDEX", "hold_out",
     "StageKind", "KindData", "KindTraining", "KindTrainer", "sequence_log_probs",
     "BenchmarkScorer", "BenchmarkRequest", "benchmark_row", "question_text", "prompt_header", "LETTER_PREFIX",
+    "DocumentFilter", "FilterContext",
     "RecipeError", "Problem", "file_sha256",
 ]
 

@@ -54,6 +54,8 @@ CONTRACT = {
         "tests/test_stage_kinds.py::test_the_documented_third_party_kind_registers_and_runs_a_stage",
         "tests/test_stage_kinds.py::test_the_builtin_kinds_are_plugins_and_plugins_lists_them",
         "plugins/recipes-trl/tests/test_preference_run.py::test_pretrain_sft_dpo_runs_on_llamafactory_ranking_data"]),
+    "register_filters": ("filters", "boilerplate", [
+        "tests/test_cleaning.py::test_each_builtin_filter_removes_its_case_and_keeps_a_control"]),
 }
 
 

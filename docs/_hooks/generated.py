@@ -93,12 +93,31 @@ def recipe_reference(schema: dict | None = None) -> str:
     section("[[stages.data]] and [[stages.eval_data]]", _cell(source.get("description", "")),
             source.get("properties", {}), source.get("required", ()))
     _plugin_sections(out, source, defs, "a data source's")
+    _filter_sections(out, _resolve(source.get("properties", {}).get("filters", {}), defs), defs)
 
     callbacks = _enum(_array_items(top.get("callbacks", {})))
     if callbacks:
         out.extend(["## Callbacks", "", "`callbacks = [...]` names these (installed) callback plugins: "
                     + ", ".join(f"`{c}`" for c in callbacks) + ".", ""])
     return "\n".join(out)
+
+
+def _filter_sections(out: list[str], filters: dict, defs: dict):
+    """Each document filter a source's ``filters`` table may name, with its options."""
+    for name, prop in filters.get("properties", {}).items():
+        body = next((b for b in prop.get("anyOf", []) if "properties" in b), {})
+        out.extend([f"### filter `{name}`", "", _cell(prop.get("description", "")) + f" (`filters = {{{name} = "
+                    "true}`, or a table of these options)", ""])
+        rows = list(body.get("properties", {}).items())
+        if not rows:
+            out.extend(["(no options)", ""])
+            continue
+        out.extend(["| key | type | default | description |", "|---|---|---|---|"])
+        for key, option in rows:
+            option = _resolve(option, defs)
+            out.append(f"| `{key}` | {_type(option, defs)} | {_value(option.get('default'))} | "
+                       f"{_cell(option.get('description', ''))} |")
+        out.append("")
 
 
 def _plugin_sections(out: list[str], model: dict, defs: dict, where: str):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 
 from recipes.config.advice import advise, setting_path
+from recipes.config.cleaning import check_cleaning
 from recipes.config.collector import Collector
 from recipes.config.plugin_options import check_options
 from recipes.config.counting import BYTES_PER_TOKEN, count_all
@@ -44,6 +45,7 @@ def check(loaded: LoadedRecipe, registry: Registry, problems: Collector) -> None
     _check_plugins(recipe, registry, problems)
     _check_stages(loaded, registry, base_dir, problems)
     check_sources(recipe, problems)
+    check_cleaning(loaded, registry, problems)
     _check_distributed(recipe, problems)
     _check_attention(recipe, problems)
     _check_val_size(loaded, problems)

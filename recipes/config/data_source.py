@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
@@ -39,6 +39,26 @@ class DataSource(Strict):
     max_tokens: Optional[int] = Field(None, gt=0, description="Use at most the first examples of this source "
                                       "that hold this many tokens.")
 
+    # cleaning (training sources of stages the host tokenizes; recipes.data.cleaning)
+    dedup: Literal["none", "exact", "near"] = Field(
+        "exact", description="Remove repeated documents (conversations), keeping the first: \"exact\" (the same "
+        "text after normalisation, within this source and against the stage's earlier sources), \"near\" "
+        "(MinHash LSH near-duplicates too: needs plugins/recipes-near-dedup), or \"none\". Every removal is counted.")
+    near_threshold: float = Field(0.8, gt=0, lt=1, description="dedup = \"near\": the estimated Jaccard "
+                                  "similarity of two documents' 5-grams above which the later one goes.")
+    normalize: Literal["checks", "text", "none"] = Field(
+        "checks", description="Unicode NFKC and whitespace normalisation: \"checks\" for what the filters and "
+        "dedup compare (the trained text stays as read), \"text\" for the trained text too (documents only; NFKC "
+        "turns full-width punctuation such as the Chinese comma into ASCII), \"none\".")
+    script: Optional[Literal["cjk", "latin"]] = Field(
+        None, description="The script this source's text is written in: \"cjk\" (Chinese, Japanese, Korean) or "
+        "\"latin\"; the script filter keeps documents mostly in it, the repetition filters count character "
+        "n-grams for CJK. Default: decided per document.")
+    filters: dict[str, Union[bool, dict[str, Any]]] = Field(
+        default_factory=dict, description="Document filters to run on this source, by name: `true` (their "
+        "default options), a table of options, or `false`; e.g. {length = {min_chars = 200}, repeated_lines = "
+        "true}. Built-in: length, script, repeated_lines, repeated_ngrams (`recipes plugins` lists them).")
+
     @model_validator(mode="after")
     def _one_way(self):
         if self.dataset_info is not None or self.dataset is not None:
@@ -51,6 +71,11 @@ class DataSource(Strict):
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
             raise ValueError("name: use letters, digits, '_', '-' or '.', starting with a letter or digit")
         return self
+
+    def cleaning_set(self) -> list[str]:
+        """The cleaning keys the recipe gives (not left to their defaults)."""
+        return [key for key in ("dedup", "near_threshold", "normalize", "script", "filters")
+                if key in self.model_fields_set]
 
     def default_name(self) -> str:
         """The source's name: ``name``, else the file's stem, a folder's or glob's last plain part, or

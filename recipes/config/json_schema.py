@@ -3,7 +3,7 @@
 Built from the pydantic models: the recipe's, then each quantization backend's and each data
 format's and each loss function's options model and each stage kind's ``kind_options`` model, attached
 with if/then on the `backend`, `format`, `loss` and `kind` values, so that an editor completes and
-checks those options too.
+checks those options too; a source's ``filters`` table lists each document filter with its options.
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ def recipe_schema(registry: Registry) -> dict:
     source["allOf"] = [
         _when("format", name, {"properties": {"options": _options(fmt.options_model, defs)}})
         for name, fmt in sorted(registry.formats.items())]
+
+    source["properties"]["filters"]["properties"] = {
+        name: {"anyOf": [{"type": "boolean"}, _options(provider.options_model, defs)],
+               "description": provider.description}
+        for name, provider in sorted(registry.filters.items())}
+    source["properties"]["filters"]["additionalProperties"] = False
 
     for settings in (defs["Settings"], defs["Stage"]):  # a stage's loss_options follow its loss
         settings["allOf"] = [

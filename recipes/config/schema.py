@@ -233,6 +233,8 @@ class Stage(Settings):
         None, description="This stage's sample prompts instead of the recipe's `samples` (`[]`: none for this "
         "stage). A pre-training stage continues them as text, an SFT stage answers them as chat.")
     benchmarks: bool = Field(True, description="false: the recipe's [[benchmarks]] are not scored after this stage.")
+    decontaminate: bool = Field(True, description="Remove training documents that share a long n-gram with an "
+                                "evaluation set of the plan or a benchmark item (counted as \"contaminated\").")
 
     @field_validator("name")
     @classmethod

@@ -7,7 +7,7 @@ below. Third-party plugins are found through the entry-point group ``recipes.plu
     my_format = "my_package.plugin"
 
 Each hook returns a list of *provider objects* (``DataFormat``, ``QuantizationBackend``,
-``CallbackPlugin``, ``LossFunction``, ``Exporter``, ``BenchmarkScorer``, ``StageKind``): the host collects them from every plugin (pluggy's collect-all call), indexes
+``CallbackPlugin``, ``LossFunction``, ``Exporter``, ``BenchmarkScorer``, ``StageKind``, ``DocumentFilter``): the host collects them from every plugin (pluggy's collect-all call), indexes
 them by name, and refuses two providers of the same name. Collect-all rather than
 ``firstresult`` because validation needs the whole set of names: to suggest "did you mean", to list
 them in ``recipes plugins`` and to put each provider's options model into ``recipes schema``.
@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 # the stage kinds' provider classes and the empty options model live in modules of their own (this
 # module would be too long to read); they are part of the contract and named from here
+from recipes.plugins.filters import DocumentFilter, FilterContext  # noqa: F401 (re-exported)
 from recipes.plugins.no_options import NoOptions
 from recipes.plugins.stage_kinds import KindData, KindTrainer, KindTraining, StageKind  # noqa: F401 (re-exported)
 
@@ -315,3 +316,12 @@ def register_stage_kinds() -> list[StageKind]:
     can take, the records its data must yield, its seed settings and options model, and, for a kind
     that does not train a language-modelling loss on the host's token store, how to prepare its data
     and build its trainer and evaluation. The built-ins provide ``pretrain`` and ``sft``."""
+
+
+@hookspec
+def register_filters() -> list[DocumentFilter]:
+    """Return the document filters this plugin provides (a list of ``DocumentFilter``): checks a
+    training document must pass to be kept when a source names them in its ``filters`` table (a
+    quality classifier, a language rule), or, for the filter named ``near_dedup``, when a source sets
+    ``dedup = "near"``. Each removal is counted per source under the filter's name. The built-ins
+    provide ``length``, ``script``, ``repeated_lines`` and ``repeated_ngrams``."""

@@ -16,8 +16,8 @@ import pluggy
 
 from recipes.plugins import hookspecs
 from recipes.errors import RecipeError
-from recipes.plugins.hookspecs import (BenchmarkScorer, CallbackPlugin, DataFormat, Exporter, LossFunction,
-                                       QuantizationBackend, StageKind)
+from recipes.plugins.hookspecs import (BenchmarkScorer, CallbackPlugin, DataFormat, DocumentFilter, Exporter,
+                                       LossFunction, QuantizationBackend, StageKind)
 
 ENTRY_POINT_GROUP = "recipes.plugins"
 BUILTIN_PLUGINS = (
@@ -27,6 +27,7 @@ BUILTIN_PLUGINS = (
     "recipes.builtin.losses",
     "recipes.builtin.scorers",
     "recipes.builtin.kinds",
+    "recipes.builtin.filters",
 )
 
 
@@ -50,6 +51,7 @@ class Registry:
     scorers: dict[str, BenchmarkScorer] = field(default_factory=dict)
     families: dict[str, object] = field(default_factory=dict)  # name -> recipes.family.ModelFamily
     kinds: dict[str, StageKind] = field(default_factory=dict)
+    filters: dict[str, DocumentFilter] = field(default_factory=dict)
     info: dict[str, PluginInfo] = field(default_factory=dict)
 
     @property
@@ -81,6 +83,7 @@ TABLES = (
     ("scorer", "register_benchmark_scorers", "scorers"),
     ("family", "register_model_families", "families"),
     ("kind", "register_stage_kinds", "kinds"),
+    ("filter", "register_filters", "filters"),
 )
 
 
@@ -134,7 +137,7 @@ def load_entry_points(manager: pluggy.PluginManager, info: dict[str, PluginInfo]
 
 WHAT = {"format": "data format", "backend": "quantization backend", "callback": "callback",
         "loss": "loss function", "exporter": "export format", "scorer": "benchmark scorer", "family": "model family",
-        "kind": "stage kind"}
+        "kind": "stage kind", "filter": "document filter"}
 
 
 def build_registry(manager: pluggy.PluginManager, info: dict[str, PluginInfo]) -> Registry:
