@@ -34,6 +34,7 @@ import numpy as np
 WORDS = 13  # words in a matching n-gram of non-CJK text
 CJK_CHARS = 50  # CJK characters in a matching n-gram
 _CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+ANY_CJK = re.compile(f"[{_CJK_RANGES}]")
 NOT_CJK = re.compile(f"[^{_CJK_RANGES}]+")
 NOT_WORD = re.compile(f"[\\W_{_CJK_RANGES}]+")  # what separates the non-CJK words
 MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -88,13 +89,18 @@ def _codepoints(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
 
 
-def ngram_hashes(text: str, words: int = WORDS, cjk_chars: int = CJK_CHARS) -> tuple[np.ndarray, np.ndarray]:
-    """(the hashes of the text's word n-grams, of its CJK n-grams); either may be empty."""
+def ngram_hashes(text: str, words: int = WORDS, cjk_chars: int = CJK_CHARS,
+                 want: tuple[bool, bool] = (True, True)) -> tuple[np.ndarray, np.ndarray]:
+    """(the hashes of the text's word n-grams, of its CJK n-grams); either may be empty, and is when
+    ``want`` (words, CJK) says it is not needed."""
     folded = unicodedata.normalize("NFKC", text).casefold()
     empty = np.empty(0, dtype=np.uint64)
-    cjk = NOT_CJK.sub("", folded)
-    cjk_hashes = _mix(_windows(_codepoints(cjk), cjk_chars, _CHAR_POWERS)) if len(cjk) >= cjk_chars else empty
-    latin = NOT_WORD.sub(" ", folded).strip()
+    cjk_hashes = empty
+    if want[1] and ANY_CJK.search(folded):
+        cjk = NOT_CJK.sub("", folded)
+        if len(cjk) >= cjk_chars:
+            cjk_hashes = _mix(_windows(_codepoints(cjk), cjk_chars, _CHAR_POWERS))
+    latin = NOT_WORD.sub(" ", folded).strip() if want[0] else ""
     if latin.count(" ") + 1 < words:
         return empty, cjk_hashes
     points = _codepoints(" " + latin + " ")
@@ -116,6 +122,7 @@ class ReferenceIndex:
     sets: list[str] = field(default_factory=list)  # e.g. "eval set 'qa' of stage 'sft'", "benchmark 'ceval'"
     hashes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))  # sorted, unique
     owners: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint16))  # set number per hash
+    kinds: tuple[bool, bool] = (False, False)  # whether it holds word n-grams, CJK n-grams
     texts: int = 0  # reference texts read
     short: int = 0  # of which too short for one n-gram
     words: int = WORDS
@@ -124,7 +131,7 @@ class ReferenceIndex:
     def match(self, text: str) -> Optional[str]:
         if not len(self.hashes):
             return None
-        for found, unit in zip(ngram_hashes(text, self.words, self.cjk_chars),
+        for found, unit in zip(ngram_hashes(text, self.words, self.cjk_chars, self.kinds),
                                (f"{self.words} words", f"{self.cjk_chars} CJK characters")):
             if not len(found):
                 continue
@@ -155,7 +162,9 @@ def build_index(references, words: int = WORDS, cjk_chars: int = CJK_CHARS) -> R
         index.sets.append(name)
         for text in texts:
             index.texts += 1
-            found = [h for h in ngram_hashes(text, words, cjk_chars) if len(h)]
+            pair = ngram_hashes(text, words, cjk_chars)
+            index.kinds = tuple(kind or bool(len(h)) for kind, h in zip(index.kinds, pair))
+            found = [h for h in pair if len(h)]
             if not found:
                 index.short += 1
                 continue
@@ -165,3 +174,72 @@ def build_index(references, words: int = WORDS, cjk_chars: int = CJK_CHARS) -> R
         merged, first = np.unique(np.concatenate(hashes), return_index=True)
         index.hashes, index.owners = merged, np.concatenate(owners)[first]
     return index
+
+
+def record_text(record: dict) -> str:
+    """What of a record is compared: a document's text, a conversation's messages' contents."""
+    if "text" in record:
+        return record["text"]
+    return "\n".join(m["content"] for m in record.get("messages", ()) if isinstance(m.get("content"), str))
+
+
+def _source_texts(source):
+    fmt, options, files = source
+    for path in files:
+        for record in fmt.read(Path(path), options):
+            yield record_text(record)
+
+
+def _benchmark_texts(files):
+    for subject in files.subjects.values():
+        for item in subject.dev + subject.items:
+            yield "\n".join((item.question,) + tuple(item.choices))
+
+
+def references(plan) -> tuple[list, list[str]]:
+    """((set name, texts) for every ``eval_data`` source of every stage and every benchmark of the plan,
+    notes on benchmarks that cannot be read here). The texts are read when iterated."""
+    from recipes.benchmarks.layouts import read_benchmark
+    from recipes.benchmarks.selection import scorer_of
+
+    found, notes = [], []
+    for stage in plan.stages:
+        for source in stage.eval_sources:
+            found.append((f"eval set {source.name!r} of stage {stage.name!r}", _source_texts(source)))
+    for bench in plan.benchmarks:
+        scorer, options = scorer_of(bench)
+        if not scorer.reads_files(options):
+            notes.append(f"benchmark {bench.name!r}: its scorer {bench.scorer!r} reads its own task files; "
+                         "not decontaminated against")
+            continue
+        found.append((f"benchmark {bench.name!r}",
+                      _benchmark_texts(read_benchmark(bench.path, bench.layout, bench.split))))
+    return found, notes
+
+
+def reference_index(plan, say=None) -> ReferenceIndex:
+    """The index of the plan's evaluation sets and benchmark items (see the module's docstring)."""
+    found, notes = references(plan)
+    index = build_index(found)
+    if say is not None:
+        for line in [index.describe()] + notes:
+            say(f"data: {line}")
+    return index
+
+
+def reference_key(plan) -> str:
+    """What the index of ``plan`` is built from (files' contents, formats and options, the n-gram
+    lengths): part of the token store's key, computed without reading the texts."""
+    from recipes.hashing import digest, file_sha256
+
+    sets = [{"stage": stage.name, "name": source.name, "format": source.format.name,
+             "options": source.options.model_dump(mode="json"), "files": [file_sha256(f) for f in source.files]}
+            for stage in plan.stages for source in stage.eval_sources]
+    benchmarks = []
+    for bench in plan.benchmarks:
+        root = Path(bench.path)
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        benchmarks.append({"name": bench.name, "layout": bench.layout, "split": bench.split, "scorer": bench.scorer,
+                           "files": [[str(p.relative_to(root)) if root.is_dir() else p.name, file_sha256(p)]
+                                     for p in files]})
+    return digest({"words": WORDS, "cjk_chars": CJK_CHARS, "sets": sets, "benchmarks": benchmarks})
