@@ -17,3 +17,20 @@ def versions(registry) -> dict:
             found[name] = None
     found.update({f"plugin:{name}": info.version for name, info in registry.info.items()})
     return found
+
+
+def provider_version(function) -> str:
+    """The version of the distribution that provides a plugin's function (its top-level package)."""
+    from importlib import metadata
+
+    from recipes import __version__
+
+    package = (getattr(function, "__module__", None) or "").split(".")[0]
+    if package == "recipes":
+        return f"recipes {__version__}"
+    for name in metadata.packages_distributions().get(package, []):
+        try:
+            return f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:  # pragma: no cover
+            continue
+    return f"{package} (no distribution)"

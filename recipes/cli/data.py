@@ -21,8 +21,10 @@ def data():
 @click.option("--full", is_flag=True, help="Show whole examples (default: the first 1200 characters of each, "
               "so a long system prompt can hide every trained token).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead (whole examples).")
+@click.option("--removed", is_flag=True, help="Show examples of what cleaning removed (per source and reason: "
+              "where, why, and for a duplicate where its original is) instead of training examples.")
 @friendly
-def inspect(recipe, stage_name, count, full, as_json):
+def inspect(recipe, stage_name, count, full, as_json, removed):
     """Statistics and highlighted examples of each stage's data (tokenized as a run would)."""
     import json
 
@@ -40,7 +42,7 @@ def inspect(recipe, stage_name, count, full, as_json):
 
     path = resolve_model(plan.model_path, plan.revision, None, plan.recipe_path)  # Qwen v1: the native folder
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=plan.trust_remote_code)
-    reports = [inspect_stage(stage, tokenizer, count) for stage in stages]
+    reports = [inspect_stage(stage, tokenizer, count, removed=removed) for stage in stages]
     if as_json:
         click.echo(json.dumps({"recipe": str(plan.recipe_path), "stages": reports}, indent=2, ensure_ascii=False))
         return

@@ -40,6 +40,7 @@ class Chunk:
     truncated: int = 0
     dropped: int = 0
     bad: list = field(default_factory=list)  # error messages of rejected records, in order
+    origin: np.ndarray | None = None  # per example, the position of its record in the chunk's records
 
 
 def backend(tokenizer):
@@ -75,14 +76,14 @@ def documents(texts: list[str], tokenizer, separator: int) -> Chunk:
         ids[position:position + n] = tokens
         ids[position + n] = separator
         position += n + 1
-    return Chunk(ids, lengths, None, len(texts), len(ids), len(ids))
+    return Chunk(ids, lengths, None, len(texts), len(ids), len(ids), origin=np.arange(len(texts)))
 
 
 def conversations(records: list[dict], tokenizer, cutoff_len: int, overlong: str) -> Chunk:
     from recipes.data.tokenization import check_conversation, label_tokens, render_conversation
 
-    texts, spans, bad = [], [], []
-    for record in records:
+    texts, spans, bad, origins = [], [], [], []
+    for position, record in enumerate(records):
         try:
             check_conversation(record["messages"], record.get("_where", "a record"))
             text, places = render_conversation(tokenizer, record["messages"], record.get("tools"))
@@ -93,6 +94,7 @@ def conversations(records: list[dict], tokenizer, cutoff_len: int, overlong: str
             continue
         texts.append(text)
         spans.append(places)
+        origins.append(position)
     pieces_ids, pieces_mask = [], []
     chunk = Chunk(np.empty(0, np.uint32), np.empty(0, np.int32), None, len(records), bad=bad)
     if getattr(tokenizer, "is_fast", False) and texts:
@@ -107,8 +109,8 @@ def conversations(records: list[dict], tokenizer, cutoff_len: int, overlong: str
     else:  # a slow tokenizer (no offsets): per piece, as label_tokens does
         labelled = ((np.asarray(ids, np.uint32), np.asarray(labels) != -100)
                     for ids, labels in (label_tokens(tokenizer, t, p) for t, p in zip(texts, spans)))
-    lengths = []
-    for ids, mask in labelled:
+    lengths, kept = [], []
+    for origin, (ids, mask) in zip(origins, labelled):
         if len(ids) > cutoff_len:
             if overlong == "drop":
                 chunk.dropped += 1
@@ -124,11 +126,12 @@ def conversations(records: list[dict], tokenizer, cutoff_len: int, overlong: str
         pieces_ids.append(ids)
         pieces_mask.append(mask)
         lengths.append(len(ids))
+        kept.append(origin)
     if pieces_ids:
         chunk.ids, chunk.mask = np.concatenate(pieces_ids), np.concatenate(pieces_mask)
     else:
         chunk.mask = np.empty(0, bool)
-    chunk.lengths = np.asarray(lengths, np.int32)
+    chunk.lengths, chunk.origin = np.asarray(lengths, np.int32), np.asarray(kept, np.int64)
     return chunk
 
 

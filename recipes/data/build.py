@@ -1,6 +1,8 @@
-"""Preparing a token store: records streamed from the files, cut into chunks, tokenized in parallel
-(``workers`` processes, default: the available cores), each chunk written as a shard as soon as it is
-done. A shard already written by an interrupted or failed preparation is kept and not redone.
+"""Preparing a token store: records streamed from the files, cut into chunks, cleaned and tokenized
+in parallel (``workers`` processes, default: the available cores: normalisation, the document checks,
+digests, tokens), then deduplicated in this process in recipe order (``recipes.data.removals``), each
+chunk written as a shard as soon as it is settled. A shard already written by an interrupted or failed
+preparation is kept and not redone (unless a corpus-scope filter must see its documents again).
 
 One process builds a store (a file lock, so that several ranks, or several nodes sharing a cache
 folder, never build the same one twice); the others poll for its ``store.json`` (no collective call,
@@ -18,9 +20,11 @@ from itertools import chain
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from recipes.data import batch_tokenize
 from recipes.bad_records import BadRecords, policy
-from recipes.data.store import finished_shard, write_json, write_shard
+from recipes.data.store import finished_shard, write_json
 from recipes.errors import Problem, RecipeError
 
 CHUNK_RECORDS = 2000  # conversations per shard
@@ -37,7 +41,7 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def read_chunks(sources, kind: str):
+def read_chunks(sources, kind: str, keep_records: bool = False):
     """(records, characters) chunks of every file of every source, in recipe order; a file that gives no
     record at all is an error naming it."""
     chunk, size = [], 0
@@ -46,9 +50,9 @@ def read_chunks(sources, kind: str):
             before = 0
             for record in fmt.read(Path(path), options):
                 before += 1
-                if kind == "documents":
+                if kind == "documents" and not keep_records:
                     chunk.append(record["text"])
-                    size += len(record["text"])
+                    size += len(record["text"] if isinstance(record, dict) else record)
                 else:
                     chunk.append(record)
                     size += 1
@@ -62,18 +66,43 @@ def read_chunks(sources, kind: str):
         yield chunk
 
 
-def _init_worker(tokenizer, kind: str, settings: tuple) -> None:
-    _WORKER.update(tokenizer=tokenizer, kind=kind, settings=settings)
+def _init_worker(tokenizer, kind: str, settings: tuple, cleaning=None, texts: bool = False) -> None:
+    _WORKER.update(tokenizer=tokenizer, kind=kind, settings=settings, cleaning=cleaning, texts=texts)
 
 
-def tokenize_chunk(folder: Path, index: int, chunk: list, tokenizer=None, kind=None, settings=None) -> dict:
-    tokenizer = tokenizer or _WORKER["tokenizer"]
-    kind, settings = kind or _WORKER["kind"], settings or _WORKER["settings"]
-    if kind == "documents":
-        result = batch_tokenize.documents(chunk, tokenizer, settings[0])
+def tokenize_chunk(index: int, chunk: list, tokenizer=None, kind=None, settings=None, cleaning=None,
+                   texts: bool = False):
+    """Clean and tokenize one chunk (in a worker: its settings from ``_init_worker``); a ``Tokenized``."""
+    from recipes.data.cleaning import document_checks, screen
+    from recipes.data.removals import Tokenized
+
+    if tokenizer is None:
+        tokenizer, kind, settings = _WORKER["tokenizer"], _WORKER["kind"], _WORKER["settings"]
+        cleaning, texts = _WORKER["cleaning"], _WORKER["texts"]
+        if "checks" not in _WORKER:  # made once per worker process
+            _WORKER["checks"] = document_checks(cleaning) if cleaning is not None else []
+        checks = _WORKER["checks"]
     else:
-        result = batch_tokenize.conversations(chunk, tokenizer, settings[0], settings[1])
-    return write_shard(folder, index, result)
+        checks = document_checks(cleaning) if cleaning is not None else []
+    if kind == "documents" and chunk and isinstance(chunk[0], str):
+        chunk = [{"text": text} for text in chunk]
+    screened = screen(chunk, kind, cleaning, checks)
+    result = _tokens(screened.kept, tokenizer, kind, settings)
+    result.records = len(chunk)  # every record read, the removed ones too
+    removed = [record for *_, record in screened.removed]
+    counted = _tokens(removed, tokenizer, kind, settings) if removed else None
+    per_record = np.zeros(len(removed), np.int64)
+    if counted is not None:
+        per_record[counted.origin] = counted.lengths
+    return Tokenized(index, result, np.asarray(screened.digests, np.uint64), screened.places,
+                     screened.texts if texts else [],
+                     [(*entry[:4], int(tokens)) for entry, tokens in zip(screened.removed, per_record)])
+
+
+def _tokens(records: list, tokenizer, kind: str, settings: tuple):
+    if kind == "documents":
+        return batch_tokenize.documents([r["text"] for r in records], tokenizer, settings[0])
+    return batch_tokenize.conversations(records, tokenizer, settings[0], settings[1])
 
 
 @contextmanager
@@ -98,41 +127,54 @@ def wait_for(marker: Path, say) -> None:
 
 
 def build_store(folder: Path, sources, kind: str, tokenizer, settings: tuple, bad: BadRecords, workers: int,
-                progress) -> dict:
-    """Tokenize ``sources`` into shards under ``folder`` and write ``store.json``; its content.
-    ``settings``: (separator,) for documents, (cutoff_len, overlong) for conversations."""
+                progress, cleaning=None, seen=None, corpus: list = (), earlier: list = ()) -> dict:
+    """Clean and tokenize ``sources`` into shards under ``folder`` and write ``store.json``; its content.
+    ``settings``: (separator,) for documents, (cutoff_len, overlong) for conversations. ``cleaning``:
+    the source's (None: kept whole, as evaluation sets are); ``seen``: the digests the stage's earlier
+    sources kept (``recipes.data.dedup.SeenDigests``); ``corpus``: the corpus-scope checks;
+    ``earlier``: the earlier sources' store folders (where a duplicate's original is looked for)."""
+    from recipes.data.dedup import kept_digests
+    from recipes.data.removals import Ledger, settle
+
     started = time.monotonic()
     metas, reused = [], 0
     pool, pending = None, deque()
+    ledger = Ledger()
+    preview = lambda ids: tokenizer.decode(np.asarray(ids[:100]).tolist(), skip_special_tokens=True)  # noqa: E731
 
     def collect(meta: dict) -> None:
         for message in meta["bad"]:
             bad.add(message)
         metas.append(meta)
+        ledger.merge(meta)
         progress.advance(meta["records"], meta["tokens"])
 
     try:
         with policy(bad):
-            chunks = read_chunks(sources, kind)
+            chunks = read_chunks(sources, kind, keep_records=cleaning is not None)
             ahead = [c for c in (next(chunks, None), next(chunks, None)) if c is not None]
             if workers > 1 and len(ahead) > 1:  # one chunk only: not worth starting processes
-                pool = _pool(workers, tokenizer, kind, settings)
+                pool = _pool(workers, tokenizer, kind, settings, cleaning, bool(corpus))
             for index, chunk in enumerate(chain(ahead, chunks)):
-                done = finished_shard(folder, index)
+                done = finished_shard(folder, index) if not corpus else None
                 if done is not None:
                     reused += 1
+                    if seen is not None:
+                        for digests in kept_digests(folder, [done]):
+                            seen.first_seen(np.asarray(digests))
                     collect(done)
                     continue
                 if pool is None:
-                    collect(tokenize_chunk(folder, index, chunk, tokenizer, kind, settings))
+                    collect(settle(folder, tokenize_chunk(index, chunk, tokenizer, kind, settings, cleaning,
+                                                          bool(corpus)), cleaning, seen, corpus, preview))
                 else:
-                    pending.append(pool.apply_async(tokenize_chunk, (folder, index, chunk)))
+                    pending.append(pool.apply_async(tokenize_chunk, (index, chunk)))
                     while len(pending) > 2 * workers:  # bounded: reading never runs far ahead
-                        collect(pending.popleft().get())
+                        collect(settle(folder, pending.popleft().get(), cleaning, seen, corpus, preview))
                 while pending and pending[0].ready():
-                    collect(pending.popleft().get())
+                    collect(settle(folder, pending.popleft().get(), cleaning, seen, corpus, preview))
             while pending:
-                collect(pending.popleft().get())
+                collect(settle(folder, pending.popleft().get(), cleaning, seen, corpus, preview))
     finally:
         if pool is not None:
             pool.terminate()
@@ -145,8 +187,20 @@ def build_store(folder: Path, sources, kind: str, tokenizer, settings: tuple, ba
             "label_tokens": sum(m["label_tokens"] for m in metas),
             "truncated": sum(m["truncated"] for m in metas), "dropped": sum(m["dropped"] for m in metas),
             "examples": sum(m["examples"] for m in metas), "bad": bad.count, "bad_first": bad.first,
-            "seconds": round(time.monotonic() - started, 2), "reused_shards": reused, "workers": workers if pool is not None else 1}
+            "seconds": round(time.monotonic() - started, 2), "reused_shards": reused, "workers": workers if pool is not None else 1,
+            **_removals(ledger, [*earlier, folder])}
     return info
+
+
+def _removals(ledger, folders: list) -> dict:
+    """The store's removals, each duplicate's example naming where its original was kept."""
+    from recipes.data.removals import first_place
+
+    for example in ledger.examples:
+        if "digest" in example:
+            place = first_place(int(example.pop("digest"), 16), folders)
+            example["detail"] = f"duplicate of {place}" if place else "duplicate"
+    return ledger.as_meta()
 
 
 def cuda_initialized() -> bool:
@@ -162,12 +216,12 @@ def start_method(available: list[str], cuda_live: bool) -> str:
     return "fork" if "fork" in available and not cuda_live else "spawn"
 
 
-def _pool(workers: int, tokenizer, kind: str, settings: tuple):
+def _pool(workers: int, tokenizer, kind: str, settings: tuple, cleaning=None, texts: bool = False):
     import multiprocessing
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread per worker process
     context = multiprocessing.get_context(start_method(multiprocessing.get_all_start_methods(), cuda_initialized()))
-    return context.Pool(workers, initializer=_init_worker, initargs=(tokenizer, kind, settings))
+    return context.Pool(workers, initializer=_init_worker, initargs=(tokenizer, kind, settings, cleaning, texts))
 
 
 def finish(folder: Path, info: dict) -> None:

@@ -14,9 +14,10 @@ import random
 from recipes.data.tokenization import IGNORE_INDEX
 
 
-def inspect_stage(stage, tokenizer, count: int, say=lambda message: None) -> dict:
+def inspect_stage(stage, tokenizer, count: int, say=lambda message: None, removed: bool = False) -> dict:
     """Read from the token store (prepared first if it is not yet): nothing prepared is tokenized again;
-    ``count`` examples drawn at random (with the stage's seed) from the training set."""
+    ``count`` examples drawn at random (with the stage's seed) from the training set, or with
+    ``removed``, up to ``count`` of what cleaning removed per source and reason."""
     from recipes.data.layout import example_lengths, examples_of
     from recipes.data.prepare import prepare
 
@@ -33,17 +34,54 @@ def inspect_stage(stage, tokenizer, count: int, say=lambda message: None) -> dic
         "stage": stage.name, "kind": stage.kind, "cutoff_len": s.cutoff_len, "cached": data.cached,
         "store": str(store.folder), "records": stats.records, "sequences": stats.examples, "tokens": stats.tokens,
         "supervised_tokens": stats.label_tokens, "truncated": stats.truncated, "dropped": stats.dropped,
-        "bad_records": stats.bad, "bad_first": stats.bad_first, "mix": data.mix,
+        "bad_records": stats.bad, "bad_first": stats.bad_first, "mix": data.mix, "removed": stats.removed,
         "held_out": sum(len(examples_of(d)) for name, d in data.evals.items() if name.split("/")[0] == "val"),
         "length": {f"p{p}": int(v) for p, v in zip((50, 90, 99), _percentiles(lengths, (50, 90, 99)))}
         | {"max": int(lengths.max()) if len(lengths) else 0},
         "padded_efficiency": _padded_efficiency(lengths.tolist(), batch, s.seed),
         "packing": None,
-        "examples": [segments(tokenizer, _example(train, i)) for i in picked],
+        "examples": [] if removed else [segments(tokenizer, _example(train, i)) for i in picked],
     }
+    if removed:
+        out["removed_examples"] = {source.name: _per_reason(store.info.get("removed_examples", []), count)
+                                   for source, store in zip(stage.sources, data.stores)}
     if data.packing is not None:
         out["packing"] = {"rows": data.packing.rows, "efficiency": data.packing.efficiency}
     return out
+
+
+def _per_reason(examples: list[dict], count: int) -> list[dict]:
+    """The first ``count`` examples of each reason."""
+    taken: dict[str, int] = {}
+    out = []
+    for example in examples:
+        if taken.get(example["reason"], 0) < count:
+            taken[example["reason"]] = taken.get(example["reason"], 0) + 1
+            out.append(example)
+    return out
+
+
+def removed_lines(removed: dict) -> list[str]:
+    """What cleaning removed, a line per source that lost anything."""
+    lines = []
+    for source, reasons in removed.items():
+        if reasons:
+            parts = ", ".join(f"{reason} {c['documents']:,} ({c['tokens']:,} tokens)" for reason, c in sorted(reasons.items()))
+            lines.append(f"removed by cleaning from {source}: {parts}")
+    return lines
+
+
+def _print_removed(examples: dict, console, width: int | None) -> None:
+    from rich.markup import escape
+
+    for source, found in examples.items():
+        console.print(f"[bold]removed from {escape(source)}[/]: {len(found)} examples" if found
+                      else f"nothing removed from {escape(source)}")
+        for example in found:
+            text = example["text"] if width is None else example["text"][:width]
+            console.print(f"  [bold]{example['reason']}[/] {escape(example['place'] or '?')}: "
+                          f"{escape(example['detail'])}")
+            console.print(f"    [dim]{escape(text)}[/]", soft_wrap=True)
 
 
 def _inspect_own_kind(stage, tokenizer, count: int, say) -> dict:
@@ -141,8 +179,8 @@ def print_inspection(report: dict, console, width: int | None = 1200) -> None:
     console.print(f"records {r['records']:,} -> sequences {r['sequences']:,} ({r['held_out']} held out for "
                   f"evaluation); tokens {r['tokens']:,}, supervised {r['supervised_tokens']:,} ({share:.0%}); "
                   f"truncated {r['truncated']}, dropped {r['dropped']}")
-    for line in mix_lines(r.get("mix") or []):
-        console.print(line)
+    for line in mix_lines(r.get("mix") or []) + removed_lines(r.get("removed") or {}):
+        console.print(line, markup=False)
     length = r["length"]
     if r.get("bad_records"):
         console.print(f"bad records skipped: {r['bad_records']} (first: {'; '.join(r['bad_first'])})")
@@ -153,6 +191,8 @@ def print_inspection(report: dict, console, width: int | None = 1200) -> None:
                       f"used (vs {padded})")
     else:
         console.print(padded)
+    if "removed_examples" in r:
+        _print_removed(r["removed_examples"], console, width)
     for number, pieces in enumerate(r["examples"], start=1):
         console.print(f"[bold]example {number}[/] ([bold green]trained[/], [dim]not trained[/]):")
         console.print(_marked(pieces, width), soft_wrap=True)

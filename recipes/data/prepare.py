@@ -8,7 +8,10 @@ The store lives in ``$RECIPES_CACHE/store`` (default ``~/.cache/qwen-recipes``),
 the key covers everything that decides the tokens: the data files' contents, formats, their options
 and the version of the plugin providing each, the tokenizer (its serialized vocabulary and merges)
 and chat template, the stage kind, ``cutoff_len`` (SFT; pre-training blocks are cut when read),
-``overlong_examples``, ``on_bad_record`` and its limit, and the versions of recipes and of the store.
+``overlong_examples``, ``on_bad_record`` and its limit, the versions of recipes and of the store, and
+the source's cleaning (``recipes.data.cleaning``: its settings, the filters' names, options and
+versions, the stage's built-in checks) with, where it deduplicates across sources, the keys of the
+stage's earlier sources.
 Data only (numpy ``.npy``, JSON): nothing is unpickled. See ``recipes.data.store``.
 """
 
@@ -18,9 +21,12 @@ import hashlib
 import json
 import os
 import random
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recipes.data.cleaning import cleaning_state, removal_lines, stage_cleaning
 from recipes.data.tokenization import DataStats
 from recipes.errors import RecipeError
 from recipes.hashing import digest, file_sha256
@@ -52,11 +58,19 @@ def prepare(stage, tokenizer, say, workers: int | None = None) -> StageData:
     notes = ensure_chat_template(tokenizer) if kind == "conversations" else []
     identity = tokenizer_identity(tokenizer)
     stores, infos, keys, hits = [], [], [], []
-    for source in stage.sources:
-        store, info, key, cached = prepared_store([source], kind, tokenizer, identity, s, say, workers)
-        say(store_line(source.name if len(stage.sources) > 1 else None, store.folder, key, cached))
-        stores.append(store), infos.append(info), keys.append(key), hits.append(cached)
+    with stage_work(stage.name) as work:
+        corpus = {"work": work}  # the stage's corpus-scope filters, made once, by name
+        for source, cleaning in zip(stage.sources, stage_cleaning(stage)):
+            earlier = (list(keys), [store.folder for store in stores])
+            store, info, key, cached = prepared_store([source], kind, tokenizer, identity, s, say, workers,
+                                                      cleaning, earlier, corpus)
+            named = f" {source.name!r}" if len(stage.sources) > 1 else ""
+            say(store_line(source.name if named else None, store.folder, key, cached))
+            for line in removal_lines(info):
+                say(f"data{named}: {line}")
+            stores.append(store), infos.append(info), keys.append(key), hits.append(cached)
     stats = stats_of(infos, notes, sum(len(store) for store in stores))
+    stats.removed = {source.name: info.get("removed", {}) for source, info in zip(stage.sources, infos)}
     if not sum(len(store) for store in stores):
         raise RecipeError(f"stage {stage.name!r}: the data gave no training example "
                           f"({stats.records} records, {stats.dropped} dropped)")
@@ -160,26 +174,21 @@ def tokenizer_identity(tokenizer) -> str:
 
 def format_version(fmt) -> str:
     """The version of the distribution that provides a format (its reader's top-level package)."""
-    from importlib import metadata
+    from recipes.versions import provider_version
 
-    from recipes import __version__
-
-    package = (getattr(fmt.read, "__module__", None) or "").split(".")[0]
-    if package == "recipes":
-        return f"recipes {__version__}"
-    for name in metadata.packages_distributions().get(package, []):
-        try:
-            return f"{name} {metadata.version(name)}"
-        except metadata.PackageNotFoundError:  # pragma: no cover
-            continue
-    return f"{package} (no distribution)"
+    return provider_version(fmt.read)
 
 
-def store_key(sources, kind: str, identity: str, s) -> str:
+def store_key(sources, kind: str, identity: str, s, cleaning=None, earlier: list = ()) -> str:
     from recipes import __version__
     from recipes.data.store import STORE_VERSION
+    from recipes.plugins.registry import get_registry
 
-    return digest({
+    cleaned = {}
+    if cleaning is not None:  # absent for a source kept whole, so that those keys stay as they were
+        cleaned = {"cleaning": cleaning.key(get_registry()),
+                   "after": list(earlier) if cleaning.dedup != "none" else []}
+    return digest({**cleaned,
         "version": STORE_VERSION, "recipes": __version__, "kind": kind, "tokenizer": identity,
         "cutoff_len": s.cutoff_len if kind == "conversations" else None,
         "overlong": s.overlong_examples if kind == "conversations" else None,
@@ -189,21 +198,34 @@ def store_key(sources, kind: str, identity: str, s) -> str:
     })
 
 
+@contextmanager
+def stage_work(stage: str):
+    """A folder the stage's cleaning may write to (spilled digests, a filter's files), removed after."""
+    folder = store_root() / "work" / f"{stage}-{os.getpid()}"
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def builds_here() -> bool:
     """Whether this process prepares (the first process of each node; a file lock keeps a shared cache
     folder from being built twice)."""
     return int(os.environ.get("LOCAL_RANK", "0")) == 0
 
 
-def prepared_store(sources, kind: str, tokenizer, identity: str, s, say, workers: int | None = None):
-    """(TokenStore, store.json content, key, prepared earlier) for ``sources`` read as ``kind``."""
+def prepared_store(sources, kind: str, tokenizer, identity: str, s, say, workers: int | None = None,
+                   cleaning=None, earlier: tuple = ((), ()), corpus: dict | None = None):
+    """(TokenStore, store.json content, key, prepared earlier) for ``sources`` read as ``kind``, cleaned
+    by ``cleaning`` (None: kept whole) after the stage's earlier sources (``earlier``: their store keys
+    and folders); ``corpus``: the stage's corpus-scope filters, made once (by name)."""
     from recipes.bad_records import BadRecords
     from recipes.data.build import build_store, default_workers, finish, locked, wait_for
     from recipes.data.progress import Progress
     from recipes.data.store import TokenStore
     from recipes.data.tokenization import document_separator
 
-    key = store_key(sources, kind, identity, s)
+    key = store_key(sources, kind, identity, s, cleaning, earlier[0])
     folder = store_root() / key
     marker = folder / "store.json"
     cached = marker.is_file()
@@ -219,8 +241,11 @@ def prepared_store(sources, kind: str, tokenizer, identity: str, s, say, workers
                 total = sum(Path(f).stat().st_size for _, _, files in sources for f in files)
                 progress = Progress(total, f"preparing {kind}")
                 try:
-                    info = build_store(folder, sources, kind, tokenizer, settings,
-                                       BadRecords(s.on_bad_record == "skip", s.max_bad_records), workers, progress)
+                    shared = corpus if corpus is not None else {"work": store_root() / "work" / str(os.getpid())}
+                    with cleaning_state(cleaning, earlier[1], shared, shared["work"]) as (cleaning, seen, checks):
+                        info = build_store(folder, sources, kind, tokenizer, settings,
+                                           BadRecords(s.on_bad_record == "skip", s.max_bad_records), workers,
+                                           progress, cleaning, seen, checks, earlier[1])
                 finally:
                     progress.close()
                 finish(folder, info)

@@ -44,7 +44,7 @@ def _model_identity(model_path: str) -> dict | None:
 
 def _sources(sources) -> list:
     return [{"name": s.name, "format": s.format.name, "options": s.options.model_dump(mode="json"),
-             "mix": s.mix_json(), "files": [file_sha256(Path(f)) for f in s.files]} for s in sources]
+             "mix": s.mix_json(), **s.cleaning_json(), "files": [file_sha256(Path(f)) for f in s.files]} for s in sources]
 
 
 def record_key(plan, stage, registry) -> str | None:
@@ -57,7 +57,7 @@ def record_key(plan, stage, registry) -> str | None:
     return digest({"model": model, "revision": plan.revision, "trust_remote_code": plan.trust_remote_code,
                    "libraries": versions(registry), "recipes": __version__, "stage": stage.name, "kind": stage.kind,
                    "settings": stage.settings.model_dump(mode="json"), "sources": _sources(stage.sources),
-                   "eval_sources": _sources(stage.eval_sources)})
+                   "eval_sources": _sources(stage.eval_sources), "decontaminate": stage.decontaminate})
 
 
 def _folder() -> Path:

@@ -30,6 +30,7 @@ class DataStats:
     notes: list = field(default_factory=list)
     bad: int = 0  # records skipped as malformed (on_bad_record = "skip")
     bad_first: list = field(default_factory=list)  # where the first of them were, and why
+    removed: dict = field(default_factory=dict)  # per training source: what cleaning removed, per reason
 
 
 def read_records(sources) -> list[dict]:

@@ -111,10 +111,18 @@ def read_run(run_dir: Path) -> dict:
 
     return {"run_dir": str(run_dir.resolve()), "stages": rows, "samples": samples,
             "eval_matrix": read_matrix(results), "benchmarks": read_benchmarks(results), "mix": read_mixes(results),
-            "preference": read_preference(results),
+            "preference": read_preference(results), "removed": read_removed(results),
             "curves": {name: {**{kind: [[r["step"], r["loss" if kind == "train" else "eval_loss"]] for r in rows]
                                  for kind, rows in c.items()}, **source_curves(c.get("train", []))}
                        for name, c in curves.items()}}
+
+
+def read_removed(results: dict[str, dict]) -> dict:
+    """Per stage that cleaned anything away: a line per source, its removals per reason."""
+    from recipes.data.inspect import removed_lines
+
+    found = {name: removed_lines((result.get("data") or {}).get("removed") or {}) for name, result in results.items()}
+    return {name: lines for name, lines in found.items() if lines}
 
 
 def read_preference(results: dict[str, dict]) -> list[dict]:
@@ -235,6 +243,10 @@ def report_markdown(report: dict, images: list[str]) -> str:
                   "the share of pairs whose chosen answer gets the higher implicit reward, and the mean reward "
                   "margin (chosen minus rejected).", ""]
         lines += [f"- {line}" for line in preference_lines(report["preference"])]
+    if report.get("removed"):
+        lines += ["", "## Cleaning", "", "What each stage's cleaning removed from its training data (documents and "
+                  "their tokens, per reason; `recipes data inspect --removed` shows examples).", ""]
+        lines += [f"- {stage}: {line}" for stage, found in report["removed"].items() for line in found]
     lines += matrix_markdown(report.get("eval_matrix"), report.get("mix") or {}, matrix_image)
     lines += benchmarks_markdown(report.get("benchmarks"), IMAGE if IMAGE in images else None)
     lines += samples_markdown(report.get("samples") or [])
@@ -297,6 +309,9 @@ def write_report(run_dir, console=None) -> Path:
             print_benchmarks(report["benchmarks"], console)
         for line in preference_lines(report.get("preference") or []):
             console.print(line, markup=False)
+        for stage, lines in (report.get("removed") or {}).items():
+            for line in lines:
+                console.print(f"{stage}: {line}", markup=False)
         for stage, lines in (report.get("mix") or {}).items():
             console.print(f"data mix of {stage}:", markup=False)
             for line in lines:

@@ -29,9 +29,19 @@ class Source:
     max_samples: int | None = None
     max_tokens: int | None = None
     main: bool | None = None  # one epoch of the stage is one pass over this source
+    cleaning: object = None  # recipes.data.cleaning.Cleaning of a training source the host tokenizes; else None
 
     def __iter__(self):
         return iter((self.format, self.options, self.files))
+
+    def cleaning_json(self) -> dict:
+        """The source's cleaning settings (empty when kept whole): for recipe.json, the fingerprint and
+        the ready record."""
+        c = self.cleaning
+        if c is None:
+            return {}
+        return {"cleaning": {"dedup": c.dedup, "near_threshold": c.near_threshold if c.dedup == "near" else None,
+                             "normalize": c.normalize, "script": c.script, "filters": [list(f) for f in c.filters]}}
 
     def mix_json(self) -> dict:
         """What of the mix the recipe set (empty when nothing): for recipe.json and the fingerprint."""
@@ -54,6 +64,7 @@ class StagePlan:
     benchmarks: bool = True  # the plan's benchmarks are scored after this stage
     kind_provider: StageKind | None = None  # the stage kind's plugin provider
     kind_options: BaseModel | None = None  # the stage's kind_options, validated by its options model
+    decontaminate: bool = True  # training documents sharing a long n-gram with an evaluation set go
 
     @property
     def records(self) -> str:
@@ -163,7 +174,9 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
               and family().native_config(loaded.model.config) is not None)
     for index, stage in enumerate(recipe.stages):
         base = recipe.base_of(index)
-        sources, eval_sources = ([_source(loaded.sources[(index, group, j)], registry, spec)
+        cleaned = registry.kinds[stage.kind].build is None  # the host tokenizes it: its training data is cleaned
+        sources, eval_sources = ([_source(loaded.sources[(index, group, j)], registry, spec,
+                                          stage.name if cleaned and group == "data" else None)
                                   for j, spec in enumerate(getattr(stage, group))] for group in ("data", "eval_data"))
         settings = stage.settings(recipe.defaults)
         if native:  # trains as its native conversion (Qwen v1 as Qwen2): LoRA names become the native ones
@@ -173,7 +186,7 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
                                 run_dir / "stages" / stage.name, eval_sources, loss,
                                 loss.options_model.model_validate(settings.loss_options),
                                 tuple(recipe.stage_samples(index)), stage.benchmarks, kind,
-                                kind.options_model.model_validate(stage.kind_options)))
+                                kind.options_model.model_validate(stage.kind_options), stage.decontaminate))
     model_path = recipe.model.path
     if not model_path.startswith("bundled:"):
         local = Path(model_path).expanduser()
@@ -209,12 +222,18 @@ def _benchmarks(loaded: LoadedRecipe, registry: Registry) -> list:
     return [plan_benchmark(spec, loaded.path.resolve().parent, seed, registry) for spec in recipe.benchmarks]
 
 
-def _source(resolved, registry: Registry, spec) -> Source:
+def _source(resolved, registry: Registry, spec, stage: str | None) -> Source:
+    """A source as the data phase reads it; ``stage``: the stage whose training data it is, when cleaned."""
+    from recipes.data.cleaning import source_cleaning
+
     fmt = registry.formats[resolved.format]
-    return Source(fmt, fmt.options_model.model_validate(resolved.options), resolved.files, spec.default_name(),
-                  spec.weight, spec.max_samples, spec.max_tokens, spec.main)
+    name = spec.default_name()
+    return Source(fmt, fmt.options_model.model_validate(resolved.options), resolved.files, name,
+                  spec.weight, spec.max_samples, spec.max_tokens, spec.main,
+                  source_cleaning(spec, stage, name) if stage is not None else None)
 
 
 def _sources_json(sources: list) -> list:
     return [{"name": source.name, "format": source.format.name, "options": source.options.model_dump(mode="json"),
-             "files": [str(f) for f in source.files], **source.mix_json()} for source in sources]
+             "files": [str(f) for f in source.files], **source.mix_json(), **source.cleaning_json()}
+            for source in sources]

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 # the stage kinds' provider classes and the empty options model live in modules of their own (this
 # module would be too long to read); they are part of the contract and named from here
-from recipes.plugins.filters import DocumentFilter, FilterContext  # noqa: F401 (re-exported)
+from recipes.plugins.filters import CORPUS, DOCUMENT, DocumentFilter, FilterContext  # noqa: F401 (re-exported)
 from recipes.plugins.no_options import NoOptions
 from recipes.plugins.stage_kinds import KindData, KindTrainer, KindTraining, StageKind  # noqa: F401 (re-exported)
 

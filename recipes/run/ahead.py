@@ -51,9 +51,12 @@ def prepare_stage(plan, stage, registry, workers: int | None, say) -> dict:
                + (f"; {stats.bad} bad records skipped" if stats.bad else "")
                + (f"; {data.packing.describe()}" if data.packing else ""))
     say(summary)
-    result = {"stage": stage.name, "store": str(data.store.folder), "key": data.cache_key}
+    from recipes.data.inspect import removed_lines
+
+    removals = [f"  {line}" for line in removed_lines(stats.removed)]  # said per store by prepare, kept for a rerun
+    result = {"stage": stage.name, "store": str(data.store.folder), "key": data.cache_key, "removed": stats.removed}
     multiple = len(stage.sources) > 1
     lines = [heading] + [store_line(source.name if multiple else None, store.folder, store.folder.name, True)
-                         for source, store in zip(stage.sources, data.stores)] + [summary]
+                         for source, store in zip(stage.sources, data.stores)] + [summary] + removals
     remember(plan, stage, registry, lines, result, data.markers)
     return result

@@ -57,6 +57,7 @@ def stage_parts(plan, stage, base_fingerprint: str, registry, base_folder: str |
         "base": {"name": stage.base, "fingerprint": base_fingerprint},
         "data": _sources(stage.sources),
         "eval_data": _sources(stage.eval_sources),
+        **({} if getattr(stage, "decontaminate", True) else {"decontaminate": False}),
         "precision": resolved_precision(stage.settings.precision),
         "world_size": distributed.world_size(),
         "chat_template": chat_template_fallback(stage, base_folder),
@@ -74,7 +75,8 @@ def _kind_options(stage) -> dict:
 
 def _sources(sources: list) -> list:
     return [{"format": source.format.name, "options": source.options.model_dump(mode="json"),
-             "files": {str(f): file_sha256(f) for f in source.files}, **source.mix_json()} for source in sources]
+             "files": {str(f): file_sha256(f) for f in source.files}, **source.mix_json(), **source.cleaning_json()}
+            for source in sources]
 
 
 def resolved_precision(requested: str) -> str:
