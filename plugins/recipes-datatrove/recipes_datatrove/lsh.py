@@ -1,40 +1,37 @@
-"""A source's ``near_threshold`` as datatrove's MinHash settings.
+"""A source's ``near_threshold`` as datatrove's MinHash settings, decided as the built-in near dedup
+(recipes-near-dedup) decides.
 
 datatrove's LSH cuts the signature into ``num_buckets`` bands of ``hashes_per_bucket`` hashes; two
 documents become a candidate pair when one band matches, with probability ``1 - (1 - s^r)^b`` at
-Jaccard similarity ``s``. datatrove fixes 14 bands of 8 (112 hashes, a threshold near 0.72); here the
-bands are chosen, for the same number of hashes, to put the curve's step at the recipe's threshold:
-the (b, r) that minimise the false-positive area below the threshold plus the false-negative area
-above it, as datasketch's ``MinHashLSH`` chooses them.
+Jaccard similarity ``s``. The bands: the most rows per band (the fewest candidates) with which a pair
+exactly at the threshold still becomes a candidate 9 times in 10, over at most 128 hashes. A candidate
+is a duplicate only when the share of equal signature values (which estimates the Jaccard similarity)
+reaches the threshold (``dedup.FirstKept``): the threshold means what it says, as in prepare.
 """
 
 from __future__ import annotations
 
-import numpy as np
 from datatrove.pipeline.dedup.minhash import MinhashConfig
 from datatrove.utils.hashing import HashConfig
 
-NUM_HASHES = 112
+NUM_HASHES = 128  # as the built-in near dedup (recipes-near-dedup)
 N_GRAMS = 5
 # datatrove 0.10.1's default xxhash path raises with xxhash >= 4 (which `datasets` installs), in every
 # dedup step: sha1 is the hash that works with any xxhash
 HASH = HashConfig(precision=64, hash_fc="sha1")
 
 
-def bands_for(threshold: float, num_hashes: int = NUM_HASHES) -> tuple[int, int]:
-    """(bands, rows per band), ``bands * rows <= num_hashes``, whose candidate curve steps at ``threshold``."""
-    def area(lo: float, hi: float, b: int, r: int, above: bool) -> float:
-        s = np.linspace(lo, hi, 101)
-        p = 1 - (1 - s ** r) ** b
-        return float(np.trapezoid(1 - p if above else p, s))
+CANDIDATE_CHANCE = 0.9  # a pair exactly at the threshold is looked at this often
 
-    best, chosen = None, (1, num_hashes)
-    for b in range(1, num_hashes + 1):
-        for r in range(1, num_hashes // b + 1):
-            error = area(0.0, threshold, b, r, False) + area(threshold, 1.0, b, r, True)
-            if best is None or error < best:
-                best, chosen = error, (b, r)
-    return chosen
+
+def bands_for(threshold: float, num_hashes: int = NUM_HASHES) -> tuple[int, int]:
+    """(bands, rows per band), ``bands * rows <= num_hashes``: the most rows with which a pair at
+    ``threshold`` becomes a candidate with probability ``CANDIDATE_CHANCE``."""
+    for rows in range(num_hashes, 0, -1):
+        bands = num_hashes // rows
+        if 1 - (1 - threshold ** rows) ** bands >= CANDIDATE_CHANCE:
+            return bands, rows
+    return num_hashes, 1
 
 
 def minhash_config(threshold: float, num_hashes: int = NUM_HASHES) -> MinhashConfig:

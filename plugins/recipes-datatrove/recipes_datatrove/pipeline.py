@@ -6,7 +6,7 @@
 3. ``exact-drop`` (T tasks): each task drops its exact copies (``dedup``); sources with ``dedup =
    "none"`` or ``"exact"`` are written out; ``"near"`` ones go on, with MinHash signatures.
 4. ``near-buckets`` (one task per LSH band): the candidate pairs of each band.
-5. ``near-clusters`` (one task): the pairs joined into clusters, the first document of each kept.
+5. ``near-clusters`` (one task): the pairs verified and joined into clusters, the first of each kept.
 6. ``near-drop`` (T tasks): each task drops its near copies and writes out what is left.
 7. ``summary`` (one task): the counts, ``removed.json``, the note and the recipe fragment (``summary``).
 
@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from datatrove.pipeline.dedup.exact_dedup import ExactDedupSignature, ExactFindDedups
-from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupSignature
+from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets
 
 from recipes_datatrove.cleaning import Clean
-from recipes_datatrove.dedup import ExactCopies, FirstKept, NearCopies, exact_config
+from recipes_datatrove.dedup import ExactCopies, FirstKept, NearCopies, Signatures, exact_config
 from recipes_datatrove.lsh import minhash_config
 from recipes_datatrove.reading import ReadSources
 from recipes_datatrove.shingles import ScriptAwareTokenizer
@@ -71,11 +71,13 @@ def build_steps(stage, out: str, tasks: int) -> list[Step]:
         return steps + [Step("exact-drop", drop, tasks), summary]
     minhash = minhash_config(threshold)
     signatures, pairs, clusters = f"{work}/near/signatures", f"{work}/near/pairs", f"{work}/near/clusters"
-    drop += [intermediate(f"{work}/unique"), MinhashDedupSignature(signatures, minhash, language=ScriptAwareTokenizer())]
+    whole = f"{work}/near/whole"
+    drop += [intermediate(f"{work}/unique"), Signatures(signatures, whole, minhash, ScriptAwareTokenizer())]
     return steps + [
         Step("exact-drop", drop, tasks),
         Step("near-buckets", [MinhashDedupBuckets(signatures, pairs, config=minhash)], minhash.num_buckets),
-        Step("near-clusters", [FirstKept(pairs, clusters)], 1),
+        Step("near-clusters", [FirstKept(pairs, whole, clusters, minhash.num_buckets * minhash.hashes_per_bucket,
+                                         threshold)], 1),
         Step("near-drop", [RankShard(f"{work}/unique"), NearCopies(clusters, Removed(out, counts, "near")),
                            Shards(out, counts, "near")], tasks),
         summary,

@@ -1,7 +1,9 @@
 """How a document becomes the 5-grams its MinHash signature is taken over.
 
-The text is mostly CJK (Chinese, Japanese, Korean characters make up at least half of its letters):
-character 5-grams, since such text has no spaces between words; otherwise: word 5-grams. datatrove
+The text is mostly CJK (Chinese, Japanese and Korean characters make up more than 30% of its non-space
+characters, the rule of the built-in near dedup, recipes-near-dedup): character 5-grams, since such
+text has no spaces between words; otherwise: word 5-grams. datatrove first simplifies the text
+(lower case, no punctuation, digits folded), so a copy that differs only there is still a copy. datatrove
 itself maps Chinese to spaCy with jieba (its ``[multilingual]`` extra, hundreds of megabytes with
 TensorFlow); its ``load_word_tokenizer`` also accepts a ``WordTokenizer`` instance, which is how this
 one is given to ``MinhashDedupSignature``, with no segmenter and no model to download.
@@ -15,13 +17,13 @@ from datatrove.utils.word_tokenizers import WordTokenizer
 
 # CJK unified ideographs (with extension A and the compatibility block), kana, hangul
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
-LETTER = re.compile(r"\w")
-MOSTLY = 0.5
+SPACE = re.compile(r"\s")
+MOSTLY = 0.3
 
 
 def cjk_share(text: str) -> float:
-    """The share of the text's letters (word characters) that are CJK; 0.0 for a text without any."""
-    letters = len(LETTER.findall(text))
+    """The share of the text's non-space characters that are CJK; 0.0 for a text without any."""
+    letters = len(text) - len(SPACE.findall(text))
     return len(CJK.findall(text)) / letters if letters else 0.0
 
 
@@ -33,7 +35,7 @@ class ScriptAwareTokenizer(WordTokenizer):
         super().__init__("cjk-or-words")
 
     def word_tokenize(self, text: str) -> list[str]:
-        if cjk_share(text) >= MOSTLY:
+        if cjk_share(text) > MOSTLY:
             return [char for char in text if not char.isspace()]
         return text.split()
 
