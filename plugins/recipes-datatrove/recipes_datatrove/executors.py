@@ -75,7 +75,8 @@ def executors(steps, kind: str, out: str, workers: int, cluster: Cluster, verbos
 
             previous = SlurmPipelineExecutor(
                 step.pipeline, tasks=step.tasks, time=cluster.time, partition=cluster.partition,
-                cpus_per_task=cluster.cpus_per_task, mem_per_cpu_gb=cluster.mem_per_cpu_gb, workers=workers,
+                cpus_per_task=cluster.cpus_per_task, mem_per_cpu_gb=cluster.mem_per_cpu_gb,
+                workers=workers if step.tasks > 1 else -1,
                 job_name=f"recipes-{step.name}", venv_path=cluster.venv or str(Path(sys.prefix) / "bin" / "activate"),
                 sbatch_args=cluster.sbatch_args, depends=previous, logging_dir=logs)
             made.append(previous)
@@ -90,8 +91,9 @@ def executors(steps, kind: str, out: str, workers: int, cluster: Cluster, verbos
 @contextlib.contextmanager
 def sbatch_recorded(into: Path):
     """datatrove's Slurm launch path with ``sbatch`` replaced by a recorder: each script it would submit
-    is written to ``into/<n>-<job>.sbatch`` with the ``sbatch`` arguments (the dependency) on a comment
-    line, and a made-up job id is returned so that the next step's dependency names it."""
+    is written to ``into/<n>-<job>.sbatch`` (``-merge-stats`` for the job datatrove adds after each
+    step to add its stats up) with the ``sbatch`` arguments (the dependency) on the comment line after
+    the shebang, and a made-up job id is returned so that the next step's dependency names it."""
     from datatrove.executor import slurm
 
     into.mkdir(parents=True, exist_ok=True)
@@ -100,9 +102,11 @@ def sbatch_recorded(into: Path):
     def record(contents: str, job_id_retriever, *args) -> str:
         job_id = str(1000 + len(submitted))
         name = next(line.split("=", 1)[1] for line in contents.splitlines() if line.startswith("#SBATCH --job-name="))
-        arguments = " ".join(args)
+        name += "-merge-stats" if "merge_stats " in contents else ""
+        shebang, rest = contents.split("\n", 1)
         (into / f"{len(submitted) + 1}-{name}.sbatch").write_text(
-            f"# sbatch {arguments} <this file>   (job id {job_id} in this dry run)\n{contents}", encoding="utf-8")
+            f"{shebang}\n# sbatch {' '.join(args)} <this file>   (job id {job_id} in this dry run)\n{rest}",
+            encoding="utf-8")
         submitted.append(job_id)
         return job_id
 

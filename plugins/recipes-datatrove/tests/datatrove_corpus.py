@@ -3,8 +3,11 @@ English documents, exact copies of some (a few with other whitespace or full-wid
 normalisation folds), and near copies of others with 2-5% of their characters changed in a few
 places (the way a reissued clause or a republished page differs), over several files and two sources.
 
+Controls: documents that share half their text with an earlier one (``half``: not near copies, they
+must stay) and a few too short for a ``length`` filter (``short``).
+
 ``plant`` writes the files and returns the ground truth: per document its place (``file:line``) and
-what it is (``distinct``, ``exact`` or ``near`` copy, with the place of its original).
+what it is (``distinct``, ``half``, ``short``, ``exact`` or ``near`` copy, with its original's place).
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ class Planted:
     original: str | None = None  # the place of the document it copies
 
 
-def plant(folder: Path, seed: int = 0, distinct: int = 60, exact: int = 16, near: int = 24) -> list[Planted]:
+def plant(folder: Path, seed: int = 0, distinct: int = 60, exact: int = 16, near: int = 24, half: int = 4,
+          short: int = 3) -> list[Planted]:
     """Two sources: ``zh`` (two files of Chinese documents) and ``en`` (two files of English ones, with
     some copies of Chinese documents); copies always come after their original, in recipe order."""
     rng = random.Random(seed)
@@ -103,6 +107,12 @@ def plant(folder: Path, seed: int = 0, distinct: int = 60, exact: int = 16, near
         text, place, language = originals[rng.randrange(len(originals))]
         alphabet = HANZI if language == "zh" else "abcdefghijklmnopqrstuvwxyz"
         put(files[language][1], near_copy(text, rng, alphabet), "near", language, place)
+    for _ in range(half):
+        text, place, language = originals[rng.randrange(len(originals))]
+        other = chinese_document(rng) if language == "zh" else english_document(rng)
+        put(files[language][1], text[:len(text) // 2] + other[len(other) // 2:], "half", language, place)
+    for j in range(short):
+        put(files["zh"][0], f"短文{j}。", "short", "zh")
     for path, lines in rows.items():
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return truth
