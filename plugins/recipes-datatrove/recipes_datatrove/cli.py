@@ -138,6 +138,8 @@ def launch(steps, made, executor: str, out: Path, dry_run: bool) -> None:
             made[-1].run()  # submits every step's job array, chained by afterok
             click.echo(f"submitted {len(steps)} steps; when the last job ends: {out / 'PREPARE.md'}")
         return
+    if executor == "ray":
+        connect_ray()
     for number, (step, made_step) in enumerate(zip(steps, made), 1):
         click.echo(f"[{number}/{len(steps)}] {step.name}: {step.tasks} task{'s' if step.tasks > 1 else ''}")
         try:
@@ -149,3 +151,14 @@ def launch(steps, made, executor: str, out: Path, dry_run: bool) -> None:
                              f"{out / 'logs' / f'{number}-{step.name}' / 'logs'}; run the command again to resume")
     click.echo((out / "PREPARE.md").read_text(encoding="utf-8"))
 
+
+
+def connect_ray() -> None:
+    """The Ray cluster at ``RAY_ADDRESS`` (a local one without it), before the steps' tasks are sent."""
+    from recipes.api import RecipeError
+
+    try:
+        import ray
+    except ImportError:
+        raise RecipeError("--executor ray needs Ray: pip install -e \"plugins/recipes-datatrove[ray]\"") from None
+    ray.init(ignore_reinit_error=True)

@@ -219,3 +219,19 @@ def test_bad_input_is_one_line_with_exit_code_2(corpus, cleaned, tmp_path):
     assert code == 2 and "--stage sft: no such stage" in output, output
     code, output = clean(str(folder / "recipe.toml"), "--stage", "cpt", "--out", str(tmp_path / "o4"), "--dry-run")
     assert code == 2 and "add --executor slurm" in output, output
+
+
+def test_near_dedup_settings_match_the_builtin_ones():
+    from recipes_near_dedup.minhash import choose_bands
+    from recipes_near_dedup.minhash import shingles as builtin_shingles
+
+    from recipes_datatrove.lsh import bands_for
+    from recipes_datatrove.shingles import ScriptAwareTokenizer
+
+    for threshold in (0.5, 0.7, 0.8, 0.9):
+        assert bands_for(threshold) == choose_bands(threshold, 128)
+    words = ScriptAwareTokenizer().word_tokenize
+    assert words("蜂王 负责产卵") == list("蜂王负责产卵")  # mostly CJK: characters, spaces dropped
+    assert words("the queen bee lays eggs") == ["the", "queen", "bee", "lays", "eggs"]
+    mixed = "bees 蜂王负责产卵 and the hive of the queen"  # 6 CJK of 28 non-space characters: words
+    assert words(mixed) == mixed.split() and len(builtin_shingles(mixed)[0].split()) == 5
