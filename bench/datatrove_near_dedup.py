@@ -35,7 +35,8 @@ path = "bundled:tiny-qwen2"
 name = "cpt"
 kind = "pretrain"
 """
-SOURCE = '[[stages.data]]\nname = "{0}"\npath = "data/{0}-*.jsonl"\nformat = "text"\ndedup = "near"\nnear_threshold = {1}\n'
+SOURCE = ('[[stages.data]]\nname = "{0}"\npath = "data/{0}-*.jsonl"\nformat = "text"\ndedup = "near"\n'
+          'near_threshold = {1}\n')
 
 
 def timed(command: list[str], cwd: Path) -> tuple[float, str]:

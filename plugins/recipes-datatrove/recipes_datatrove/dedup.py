@@ -83,7 +83,8 @@ class ExactCopies(PipelineStep):
 class Signatures(MinhashDedupSignature):
     """datatrove's signature step, also writing each document's whole signature (``WHOLE`` per value)
     at its position in ``<task>.whole``, for ``FirstKept`` to verify candidate pairs with (a document
-    without a single 5-gram gets zeros: it is never a candidate)."""
+    without a single 5-gram gets zeros: it is never a candidate), and its place, in ``<task>.places``
+    (a line each) with ``<task>.offsets`` (where each line starts), for a removed copy's detail."""
 
     def __init__(self, output_folder: str, whole_folder: str, config, language):
         super().__init__(output_folder, config, language=language)
@@ -101,8 +102,19 @@ class Signatures(MinhashDedupSignature):
         return signature
 
     def run(self, data, rank: int = 0, world_size: int = 1):
-        with get_datafolder(self.whole_folder).open(f"{rank:05d}.whole", "wb") as self._whole:
-            super().run(data, rank, world_size)
+        folder = get_datafolder(self.whole_folder)
+        with folder.open(f"{rank:05d}.whole", "wb") as self._whole, \
+                folder.open(f"{rank:05d}.places", "wb") as places, folder.open(f"{rank:05d}.offsets", "wb") as offsets:
+            def noted(documents):
+                written = 0
+                for document in documents:
+                    line = document.metadata["place"].replace("\n", " ").encode("utf-8") + b"\n"
+                    offsets.write(struct.pack("<Q", written))
+                    places.write(line)
+                    written += len(line)
+                    yield document
+
+            super().run(noted(data), rank, world_size)
 
 
 class WholeSignatures:
@@ -126,6 +138,26 @@ class WholeSignatures:
     def close(self) -> None:
         for handle in self.files.values():
             handle.close()
+
+
+class Places:
+    """The place of a document signed by ``Signatures`` (task, position), read where it is needed."""
+
+    def __init__(self, folder: str):
+        self.folder, self.files = get_datafolder(folder), {}
+
+    def __call__(self, task: int, doc: int) -> str:
+        if task not in self.files:
+            self.files[task] = tuple(self.folder.open(f"{task:05d}.{kind}", "rb") for kind in ("offsets", "places"))
+        offsets, places = self.files[task]
+        offsets.seek(8 * doc)
+        places.seek(struct.unpack("<Q", offsets.read(8))[0])
+        return places.readline().decode("utf-8").rstrip("\n")
+
+    def close(self) -> None:
+        for handles in self.files.values():
+            for handle in handles:
+                handle.close()
 
 
 class FirstKept(PipelineStep):
@@ -183,14 +215,14 @@ class FirstKept(PipelineStep):
 
 class NearCopies(PipelineStep):
     """Drops this task's documents that ``FirstKept`` listed, into ``removed`` with reason ``near`` and,
-    as detail, the first document of their cluster (task and position; the summary names its place)."""
+    as detail, the place of the first document of their cluster and their estimated similarity."""
 
     name = "recipes: drop near copies"
     type = "🫂 - DEDUP"
 
-    def __init__(self, clusters_folder: str, removed):
+    def __init__(self, clusters_folder: str, whole_folder: str, removed):
         super().__init__()
-        self.clusters_folder, self.removed = clusters_folder, removed
+        self.clusters_folder, self.whole_folder, self.removed = clusters_folder, whole_folder, removed
 
     def _listed(self, rank: int) -> dict[int, tuple[int, int]]:
         folder, name = get_datafolder(self.clusters_folder), f"{rank:05d}.remove"
@@ -201,14 +233,17 @@ class NearCopies(PipelineStep):
                     for doc, task, first, similarity in read_tuples_from_file(handle, "IIII", lines_to_buffer=1000)}
 
     def run(self, data, rank: int = 0, world_size: int = 1):
-        listed = self._listed(rank)
-        with self.removed:
-            for position, document in enumerate(data):
-                if position in listed:
-                    task, first, similarity = listed[position]
-                    document.metadata.update(reason="near", copy_of=[task, first],
-                                             detail=f"near duplicate ({similarity:.2f}) of document {first} of task {task}")
-                    self.removed.write(document, rank)
-                    self.stat_update("removed: near")
-                    continue
-                yield document
+        listed, place = self._listed(rank), Places(self.whole_folder)
+        try:
+            with self.removed:
+                for position, document in enumerate(data):
+                    if position in listed:
+                        task, first, similarity = listed[position]
+                        document.metadata.update(reason="near",
+                                                 detail=f"near duplicate ({similarity:.2f}) of {place(task, first)}")
+                        self.removed.write(document, rank)
+                        self.stat_update("removed: near")
+                        continue
+                    yield document
+        finally:
+            place.close()

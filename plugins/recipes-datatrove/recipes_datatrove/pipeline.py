@@ -59,12 +59,11 @@ def build_steps(stage, out: str, tasks: int) -> list[Step]:
     summary = Step("summary", [Summary(stage, out)], 1)
     if not by_dedup["exact"] | by_dedup["near"]:
         return [Step("clean", clean + [Shards(out, counts, "clean")], tasks), summary]
-    config = exact_config()
-    clean += [intermediate(f"{work}/cleaned"), ExactDedupSignature(f"{work}/exact/signatures", config, tasks)]
-    steps = [Step("clean", clean, tasks),
-             Step("exact-find", [ExactFindDedups(f"{work}/exact/signatures", f"{work}/exact/duplicates", config)], tasks)]
+    config, signed, duplicates = exact_config(), f"{work}/exact/signatures", f"{work}/exact/duplicates"
+    clean += [intermediate(f"{work}/cleaned"), ExactDedupSignature(signed, config, tasks)]
+    steps = [Step("clean", clean, tasks), Step("exact-find", [ExactFindDedups(signed, duplicates, config)], tasks)]
     drop = [RankShard(f"{work}/cleaned"),
-            ExactCopies(f"{work}/exact/duplicates", Removed(out, counts, "exact", "exact", EXACT_DETAIL), by_dedup["none"]),
+            ExactCopies(duplicates, Removed(out, counts, "exact", "exact", EXACT_DETAIL), by_dedup["none"]),
             SplitOff(by_dedup["none"] | by_dedup["exact"], Shards(out, counts, "exact"))]
     threshold = near_threshold(stage)
     if threshold is None:
@@ -78,7 +77,7 @@ def build_steps(stage, out: str, tasks: int) -> list[Step]:
         Step("near-buckets", [MinhashDedupBuckets(signatures, pairs, config=minhash)], minhash.num_buckets),
         Step("near-clusters", [FirstKept(pairs, whole, clusters, minhash.num_buckets * minhash.hashes_per_bucket,
                                          threshold)], 1),
-        Step("near-drop", [RankShard(f"{work}/unique"), NearCopies(clusters, Removed(out, counts, "near")),
+        Step("near-drop", [RankShard(f"{work}/unique"), NearCopies(clusters, whole, Removed(out, counts, "near")),
                            Shards(out, counts, "near")], tasks),
         summary,
     ]
