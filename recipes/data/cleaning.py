@@ -152,10 +152,13 @@ def screen(records: list, kind: str, cleaning: Cleaning | None, checks: list) ->
     return out
 
 
-def stage_cleaning(stage) -> list:
+def stage_cleaning(stage, say=None) -> list:
     """Each training source's ``Cleaning`` (None where it is kept whole). The place to add a stage-wide
-    built-in document check: ``[c.with_check(reason, check, identity) for c in cleanings]``."""
-    return [getattr(source, "cleaning", None) for source in stage.sources]
+    built-in document check: ``[c.with_check(reason, check, identity) for c in cleanings]``. Built in:
+    decontamination (``recipes.data.contamination``, reason ``contaminated``)."""
+    from recipes.data.contamination import decontaminated
+
+    return decontaminated(stage, [getattr(source, "cleaning", None) for source in stage.sources], say)
 
 
 @contextmanager
