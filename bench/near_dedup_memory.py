@@ -47,14 +47,38 @@ def memory() -> dict:
     return {"rss": kib(status["VmRSS"]), "peak_rss": kib(status["VmHWM"]), "pss": kib(rollup["Pss"])}
 
 
-def child(size: int, chars: int, threshold: float) -> dict:
+class RensaIndex:
+    """The baseline: rensa's own RMinHashLSH holding the same bands (its candidates taken as duplicates,
+    unverified), with the same shingles and signatures."""
+
+    def __init__(self, threshold: float):
+        from rensa import RMinHashLSH
+        from recipes_near_dedup.minhash import NearDuplicates
+
+        self.ours = NearDuplicates(threshold=threshold)
+        self.bands, self.rows = self.ours.bands, self.ours.rows
+        self.lsh, self.count = RMinHashLSH(threshold, self.ours.perms, self.bands), 0
+
+    def check(self, text: str, place: str):
+        minhash = self.ours.signature(text)
+        if self.lsh.query(minhash):
+            return "candidate"
+        self.lsh.insert(self.count, minhash)
+        self.count += 1
+        return None
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def child(size: int, chars: int, threshold: float, baseline: bool = False) -> dict:
     from planted_corpus import IDEOGRAPHS, near_copy, words
     from recipes.data.normalize import digest, normalize
     from recipes_near_dedup.minhash import NearDuplicates
 
     rng = random.Random(size)
     vocabulary = words(rng, 20000)
-    index = NearDuplicates(threshold=threshold)
+    index = RensaIndex(threshold) if baseline else NearDuplicates(threshold=threshold)
     index.check("warm-up " * 10, "")  # rensa's first call sets up its tables: not the index's growth
     before = memory()
     recent, near_time, exact_time, removed, total_chars = [], 0.0, 0.0, 0, 0
@@ -105,6 +129,20 @@ def recall(count: int) -> list[dict]:
     return rows
 
 
+def _line(result: dict, name: str) -> str:
+    size = result["documents"]
+    grown = {k: result["after"][k] - result["before"][k] for k in ("rss", "pss")}
+    return (f"{name}: {size:,} documents ({result['indexed']:,} indexed, {result['removed']:,} removed; "
+            f"{result['bands']} bands x {result['rows']} rows): RSS {result['before']['rss']:.0f} -> "
+            f"{result['after']['rss']:.0f} MiB (peak {result['after']['peak_rss']:.0f}), PSS "
+            f"{result['before']['pss']:.0f} -> {result['after']['pss']:.0f} MiB; growth per million indexed: "
+            f"RSS {grown['rss'] / result['indexed'] * 1e6:,.0f} MiB, PSS {grown['pss'] / result['indexed'] * 1e6:,.0f} "
+            f"MiB; check {result['near_seconds'] / size * 1e6:.0f} CPU-us/document "
+            f"({result['chars'] / result['near_seconds'] / 1e6:.2f} M chars/CPU-s), exact digest "
+            f"{result['exact_seconds'] / size * 1e6:.1f} CPU-us/document: near/exact "
+            f"{result['near_seconds'] / result['exact_seconds']:.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,300000")
@@ -113,37 +151,30 @@ def main() -> None:
     parser.add_argument("--recall", type=int, default=1000)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rensa", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.chars, args.threshold)))
+        print(json.dumps(child(args.child, args.chars, args.threshold, args.rensa)))
         return
     lines = [f"$ python bench/near_dedup_memory.py --sizes {args.sizes} --chars {args.chars} "
              f"--threshold {args.threshold} --recall {args.recall}",
              f"load average before: {Path('/proc/loadavg').read_text().split()[:3]}"]
-    results = []
+    runs = {"rensa's RMinHashLSH (baseline)": [], "ours": []}
     for size in (int(s) for s in args.sizes.split(",")):
-        done = subprocess.run([sys.executable, __file__, "--child", str(size), "--chars", str(args.chars),
-                               "--threshold", str(args.threshold)], capture_output=True, text=True, check=True)
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        results.append(result)
-        grown = {k: result["after"][k] - result["before"][k] for k in ("rss", "pss")}
-        per_doc = result["near_seconds"] / size
-        lines.append(
-            f"{size:,} documents ({result['indexed']:,} indexed, {result['removed']:,} near copies removed; "
-            f"{result['bands']} bands x {result['rows']} rows): RSS {result['before']['rss']:.0f} -> "
-            f"{result['after']['rss']:.0f} MiB (peak {result['after']['peak_rss']:.0f}), PSS "
-            f"{result['before']['pss']:.0f} -> {result['after']['pss']:.0f} MiB; growth per million indexed: "
-            f"RSS {grown['rss'] / result['indexed'] * 1e6:,.0f} MiB, PSS {grown['pss'] / result['indexed'] * 1e6:,.0f} MiB; "
-            f"check {per_doc * 1e6:.0f} CPU-us/document ({result['chars'] / result['near_seconds'] / 1e6:.2f} M chars/"
-            f"CPU-s), exact digest {result['exact_seconds'] / size * 1e6:.1f} CPU-us/document: near/exact "
-            f"{result['near_seconds'] / result['exact_seconds']:.1f}x")
-    if len(results) >= 2:
-        first, last = results[0], results[-1]
-        docs = last["indexed"] - first["indexed"]
-        for kind in ("rss", "pss"):
-            slope = (last["after"][kind] - first["after"][kind]) / docs * 1e6
-            lines.append(f"{kind.upper()} per million indexed documents, extrapolated linearly between "
-                         f"{first['documents']:,} and {last['documents']:,}: {slope:,.0f} MiB")
+        for (name, found), variant in zip(runs.items(), (["--rensa"], [])):
+            done = subprocess.run([sys.executable, __file__, "--child", str(size), "--chars", str(args.chars),
+                                   "--threshold", str(args.threshold)] + variant, capture_output=True, text=True,
+                                  check=True)
+            found.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            lines.append(_line(found[-1], name))
+    for name, found in runs.items():
+        if len(found) >= 2:
+            first, last = found[0], found[-1]
+            docs = last["indexed"] - first["indexed"]
+            for kind in ("rss", "pss"):
+                slope = (last["after"][kind] - first["after"][kind]) / docs * 1e6
+                lines.append(f"{name}: {kind.upper()} per million indexed documents, extrapolated linearly between "
+                             f"{first['documents']:,} and {last['documents']:,} documents: {slope:,.0f} MiB")
     if args.recall:
         lines.append(f"recall on the planted corpus ({args.recall} distinct + {args.recall // 2} near copies per "
                      "language, 2-5% of characters changed):")
