@@ -41,21 +41,18 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def read_chunks(sources, kind: str, keep_records: bool = False):
-    """(records, characters) chunks of every file of every source, in recipe order; a file that gives no
-    record at all is an error naming it."""
+def read_chunks(sources, kind: str):
+    """Chunks of records (about ``CHUNK_CHARACTERS`` of documents' text, or ``CHUNK_RECORDS``
+    conversations) of every file of every source, in recipe order; a file that gives no record at all
+    is an error naming it."""
     chunk, size = [], 0
     for fmt, options, files in sources:
         for path in files:
             before = 0
             for record in fmt.read(Path(path), options):
                 before += 1
-                if kind == "documents" and not keep_records:
-                    chunk.append(record["text"])
-                    size += len(record["text"] if isinstance(record, dict) else record)
-                else:
-                    chunk.append(record)
-                    size += 1
+                chunk.append(record)
+                size += len(record["text"]) if kind == "documents" else 1
                 if size >= (CHUNK_CHARACTERS if kind == "documents" else CHUNK_RECORDS):
                     yield chunk
                     chunk, size = [], 0
@@ -84,8 +81,6 @@ def tokenize_chunk(index: int, chunk: list, tokenizer=None, kind=None, settings=
         checks = _WORKER["checks"]
     else:
         checks = document_checks(cleaning) if cleaning is not None else []
-    if kind == "documents" and chunk and isinstance(chunk[0], str):
-        chunk = [{"text": text} for text in chunk]
     screened = screen(chunk, kind, cleaning, checks)
     result = _tokens(screened.kept, tokenizer, kind, settings)
     result.records = len(chunk)  # every record read, the removed ones too
@@ -151,7 +146,7 @@ def build_store(folder: Path, sources, kind: str, tokenizer, settings: tuple, ba
 
     try:
         with policy(bad):
-            chunks = read_chunks(sources, kind, keep_records=cleaning is not None)
+            chunks = read_chunks(sources, kind)
             ahead = [c for c in (next(chunks, None), next(chunks, None)) if c is not None]
             if workers > 1 and len(ahead) > 1:  # one chunk only: not worth starting processes
                 pool = _pool(workers, tokenizer, kind, settings, cleaning, bool(corpus))

@@ -2,7 +2,7 @@
 corpus-scope filters, in recipe order) and the ledger of what was removed, per reason.
 
 A shard's ``shard-NNNNN.json`` carries its removals (documents and tokens per reason, and the first
-few removed records as examples); ``shard-NNNNN.digests.npy`` and ``shard-NNNNN.places.json`` the
+few removed records as examples); ``shard-NNNNN.digests.npy`` and ``shard-NNNNN.places.jsonl`` the
 digest and the place of each document it kept, in order, so that a later source of the stage is
 deduplicated against this one, a resumed preparation knows what it kept, and a duplicate's example
 can say what it duplicates. ``store.json`` sums the shards' removals.
@@ -11,7 +11,9 @@ can say what it duplicates. ``store.json`` sums the shards' removals.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -97,10 +99,17 @@ def settle(folder: Path, done: Tokenized, cleaning, seen, corpus: list, preview)
     meta = write_shard(folder, done.index, kept)
     stem = folder / f"shard-{done.index:05d}"
     _save(Path(f"{stem}.digests.npy"), digests[keep])
-    write_json(Path(f"{stem}.places.json"), [done.places[o] for o in origin[keep]])
+    _write_lines(Path(f"{stem}.places.jsonl"), [done.places[o] for o in origin[keep]])
     meta.update(ledger.as_meta())
     write_json(Path(f"{stem}.json"), meta)  # again, with the removals: still written last
     return meta
+
+
+def _write_lines(path: Path, values: list) -> None:
+    """One JSON value a line, written aside and moved into place."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text("".join(json.dumps(v, ensure_ascii=False) + "\n" for v in values), encoding="utf-8")
+    os.replace(temporary, path)
 
 
 def _select(chunk, keep: np.ndarray, starts: np.ndarray):
@@ -122,6 +131,7 @@ def first_place(digest: int, folders: list[Path]) -> str | None:
         for path in sorted(Path(folder).glob("shard-*.digests.npy")):
             found = np.flatnonzero(np.load(path, mmap_mode="r", allow_pickle=False) == np.uint64(digest))
             if len(found):
-                places = json.loads(Path(str(path).replace(".digests.npy", ".places.json")).read_text())
-                return places[int(found[0])] or f"{path.name.split('.')[0]}, document {int(found[0]) + 1}"
+                with open(str(path).replace(".digests.npy", ".places.jsonl"), encoding="utf-8") as lines:
+                    place = json.loads(next(islice(lines, int(found[0]), None)))
+                return place or f"{path.name.split('.')[0]}, document {int(found[0]) + 1}"
     return None
