@@ -67,11 +67,11 @@ def prepared(tmp_path_factory):
 
 
 def _kept_places(output: str) -> set[str]:
-    """The places of every document the stores kept (each shard lists them)."""
+    """The places of every document the stores kept (each shard lists them, a JSON string a line)."""
     folders = re.findall(r"prepared into the store (\S+) \(", output)
     assert len(folders) == 2, output
-    return {place for folder in folders for shard in sorted(Path(folder).glob("shard-*.places.json"))
-            for place in json.loads(shard.read_text())}
+    return {json.loads(line) for folder in folders for shard in sorted(Path(folder).glob("shard-*.places.jsonl"))
+            for line in shard.read_text(encoding="utf-8").splitlines()}
 
 
 def test_planted_copies_go_distinct_documents_stay(prepared):
