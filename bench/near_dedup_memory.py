@@ -16,6 +16,9 @@ Speed: CPU seconds of ``check`` per document, against the baseline measured in t
 same documents: exact dedup's normalisation and 8-byte digest (``recipes.data.normalize``), so the
 ratio says what near dedup adds to the cheapest cleaning (the machine's load moves both alike).
 
+Decontamination (``--decontamination N``): the index of N reference texts, its size, and its check's
+CPU time per training document against the same exact-dedup baseline.
+
 Recall (``--recall N``): ``tests/planted_corpus.py`` with N distinct documents and N/2 near copies per
 language (2-5% of the characters changed, English edited word by word), each threshold's share of near
 copies removed and distinct documents removed, with the default shingles.
@@ -129,6 +132,33 @@ def recall(count: int) -> list[dict]:
     return rows
 
 
+def decontamination(count: int) -> str:
+    """Decontamination's index of ``count`` reference texts and its check's CPU time per training
+    document (10 x ``count`` documents of 300 characters, none contaminated: every n-gram looked up),
+    against exact dedup's digest of the same documents."""
+    from planted_corpus import chinese_document, english_document
+    from recipes.data.contamination import build_index
+    from recipes.data.normalize import digest, normalize
+
+    rng = random.Random(1)
+    references = [english_document(rng, 600) if i % 2 else chinese_document(rng, 300) for i in range(count)]
+    index = build_index([("eval set", references)])
+    documents = [english_document(rng, 300) if i % 2 else chinese_document(rng, 300) for i in range(10 * count)]
+    started = time.process_time()
+    found = sum(index.match(text) is not None for text in documents)
+    middle = time.process_time()
+    for text in documents:
+        digest(normalize(text))
+    ended = time.process_time()
+    chars = sum(map(len, documents))
+    return (f"decontamination: {len(index.hashes):,} reference n-grams from {count:,} texts "
+            f"({(index.hashes.nbytes + index.owners.nbytes) / 2**20:.1f} MiB); {len(documents):,} training documents "
+            f"checked, {found} matched: {(middle - started) / len(documents) * 1e6:.0f} CPU-us/document "
+            f"({chars / (middle - started) / 1e6:.2f} M chars/CPU-s), exact digest "
+            f"{(ended - middle) / len(documents) * 1e6:.1f} CPU-us/document: decontamination/exact "
+            f"{(middle - started) / (ended - middle):.1f}x")
+
+
 def _line(result: dict, name: str) -> str:
     size = result["documents"]
     grown = {k: result["after"][k] - result["before"][k] for k in ("rss", "pss")}
@@ -149,6 +179,7 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=300)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--recall", type=int, default=1000)
+    parser.add_argument("--decontamination", type=int, default=1000, help="reference texts (0: skip)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rensa", action="store_true", help=argparse.SUPPRESS)
@@ -157,10 +188,10 @@ def main() -> None:
         print(json.dumps(child(args.child, args.chars, args.threshold, args.rensa)))
         return
     lines = [f"$ python bench/near_dedup_memory.py --sizes {args.sizes} --chars {args.chars} "
-             f"--threshold {args.threshold} --recall {args.recall}",
+             f"--threshold {args.threshold} --recall {args.recall} --decontamination {args.decontamination}",
              f"load average before: {Path('/proc/loadavg').read_text().split()[:3]}"]
     runs = {"rensa's RMinHashLSH (baseline)": [], "ours": []}
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",") if s):
         for (name, found), variant in zip(runs.items(), (["--rensa"], [])):
             done = subprocess.run([sys.executable, __file__, "--child", str(size), "--chars", str(args.chars),
                                    "--threshold", str(args.threshold)] + variant, capture_output=True, text=True,
@@ -182,6 +213,8 @@ def main() -> None:
             lines.append(f"  threshold {row['threshold']} ({row['bands']} bands x {row['rows']} rows): near copies "
                          f"removed zh {row['zh']:.1%} (4-5% changed: {row['zh_4to5']:.1%}), en {row['en']:.1%} "
                          f"(4-5%: {row['en_4to5']:.1%}); distinct documents removed {row['distinct_removed']}")
+    if args.decontamination:
+        lines.append(decontamination(args.decontamination))
     lines.append(f"load average after: {Path('/proc/loadavg').read_text().split()[:3]}")
     text = "\n".join(lines) + "\n"
     print(text, end="")
