@@ -290,3 +290,58 @@ format = "messages"
     assert domain["records"] == 12 and chat["records"] == 10
     assert chat["removed"]["chat"]["exact"]["documents"] == 5 and chat["sequences"] == 5
     assert all(e["detail"].startswith(f"duplicate of {folder / 'chat.jsonl'}:") for e in chat["removed_examples"]["chat"])
+
+
+def _prefix_near_dedup():
+    """A stand-in for plugins/recipes-near-dedup through the same contract: a corpus-scope filter named
+    near_dedup whose options take the threshold; "near" here: the same first 40 characters."""
+    import types
+
+    from pydantic import BaseModel
+
+    from recipes.api import DocumentFilter, hookimpl
+
+    class NearOptions(BaseModel):
+        threshold: float
+
+    def make(options, context):
+        first: dict[str, str] = {}
+        made.append(context.source_name)
+
+        def check(text, place):
+            key = text[:40]
+            if key in first:
+                return f"near copy of {first[key]}"
+            first[key] = place
+            return None
+        return check
+
+    made: list[str] = []
+    plugin = types.ModuleType("prefix_near_dedup")
+    plugin.register_filters = hookimpl(lambda: [DocumentFilter("near_dedup", make, NearOptions, scope="corpus")])
+    return plugin, made
+
+
+def test_near_dedup_is_one_corpus_filter_per_stage_fed_again_from_a_ready_store(corpus, tiny_model, monkeypatch):
+    from recipes.plugins import registry as registry_module
+
+    plugin, made = _prefix_near_dedup()
+    monkeypatch.setattr(registry_module, "_cached", get_registry(extra_plugins=(plugin,)))
+    folder, _ = corpus
+    # near copies: an earlier document's first 40 characters with another ending, in both sources
+    near = [ENGLISH[i][:45] + " Another ending." for i in (4, 31)]
+    with open(folder / "second.jsonl", "a") as handle:
+        handle.write("".join(json.dumps({"text": t}) + "\n" for t in near))
+    recipe = _recipe(folder, tiny_model, 'dedup = "near"')
+    [report] = json.loads(cli("data", "inspect", recipe, "--json", "--removed"))["stages"]
+    assert made == ["first"]  # one instance for the stage, made for the first source that needs it
+    assert report["removed"]["second"]["near"]["documents"] == 2 and report["removed"]["second"]["exact"]["documents"] == 3
+    assert sorted(e["detail"] for e in report["removed_examples"]["second"] if e["reason"] == "near") == [
+        f"near copy of {folder / 'first.jsonl'}:5", f"near copy of {folder / 'second.jsonl'}:2"]
+    # the second source changes: its store is built again while the first one's is ready, and the
+    # filter sees the first source's documents again before the second's (else one near copy stays)
+    with open(folder / "second.jsonl", "a") as handle:
+        handle.write(json.dumps({"text": "A late document about drones."}) + "\n")
+    made.clear()
+    [again] = json.loads(cli("data", "inspect", recipe, "--json"))["stages"]
+    assert len(made) == 1 and again["removed"] == report["removed"]

@@ -170,7 +170,7 @@ def test_a_third_party_backend_and_loss_train_a_stage(tmp_path, tiny_model):
 
     backend.half_kwargs, loss.build_plain = recorded_half_kwargs, recorded_build_plain
     registry = get_registry(extra_plugins=plugins)
-    write(tmp_path / "notes.txt", "Bees keep the hive warm in winter.\n" * 40)
+    write(tmp_path / "notes.txt", "".join(f"Bees keep the hive warm in winter, note {i}.\n" for i in range(40)))
     recipe = write(tmp_path / "r.toml", f"""
 [model]
 path = "{tiny_model}"
@@ -256,7 +256,7 @@ def test_a_callbacks_finish_runs_once_after_the_report(tmp_path, tiny_model, mon
     plugin = types.ModuleType("finishing_plugin")
     plugin.register_callbacks = hookspecs.hookimpl(lambda: [dataclasses.replace(printer, finish=finish)])
     monkeypatch.setattr(registry_module, "_cached", get_registry(extra_plugins=(plugin,)))
-    write(tmp_path / "notes.txt", "Bees keep the hive warm in winter.\n" * 40)
+    write(tmp_path / "notes.txt", "".join(f"Bees keep the hive warm in winter, note {i}.\n" for i in range(40)))
     recipe = write(tmp_path / "r.toml", f"""name = "bees"
 callbacks = ["metrics_jsonl", "step_printer"]
 [model]

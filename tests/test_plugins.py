@@ -69,7 +69,8 @@ def test_a_registered_plugin_supplies_a_format_that_a_recipe_uses(tmp_path, tiny
     from recipes.run.runner import run_plan
     from rich.console import Console
 
-    write(tmp_path / "qa.txt", "what do bees make|honey\nwho leads a hive|the queen\n" * 4)
+    # distinct pairs: repeated ones would be removed as exact copies before training
+    write(tmp_path / "qa.txt", "".join(f"what do bees make ({i})|honey\nwho leads hive {i}|the queen\n" for i in range(4)))
     recipe = write(tmp_path / "r.toml", textwrap.dedent("""
         [model]
         path = "bundled:tiny-qwen2"

@@ -23,7 +23,7 @@ NOTES = "Bees keep the hive warm in winter by shivering their flight muscles aro
 
 
 def _recipe(tmp_path, model: str, kind: str, extra: str = "") -> str:
-    write(tmp_path / "notes.txt", NOTES * 30)
+    write(tmp_path / "notes.txt", "".join(f"{i}. {NOTES}" for i in range(30)))  # distinct: copies would be removed
     return str(write(tmp_path / "r.toml", f"""
 [model]
 path = "{model}"

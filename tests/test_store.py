@@ -239,12 +239,14 @@ def test_no_pickle_in_the_cache(tokenizer, tmp_path, monkeypatch):
         prepare(stage, tokenizer, lambda m: None)
     files = [p for p in (tmp_path / "cache" / "store").rglob("*") if p.is_file()]
     assert files and not [p for p in files if p.suffix == ".pkl"]
-    assert {p.suffix for p in files} <= {".npy", ".json", ".lock"}
+    assert {p.suffix for p in files} <= {".npy", ".json", ".jsonl", ".lock"}
     for path in files:
         if path.suffix == ".npy":
             np.load(path, allow_pickle=False)  # data only: loads without pickle
         elif path.suffix == ".json":
             json.loads(path.read_text())
+        elif path.suffix == ".jsonl":  # the places of the documents a shard kept, a JSON value a line
+            [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_linear_packer_gives_the_rows_of_pack_examples():

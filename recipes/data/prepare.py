@@ -68,6 +68,8 @@ def prepare(stage, tokenizer, say, workers: int | None = None) -> StageData:
             say(store_line(source.name if named else None, store.folder, key, cached))
             for line in removal_lines(info):
                 say(f"data{named}: {line}")
+            if cached and cleaning is not None:  # a later source's corpus-scope filters may need its documents
+                corpus.setdefault("ready", []).append((source, cleaning, store.folder))
             stores.append(store), infos.append(info), keys.append(key), hits.append(cached)
     stats = stats_of(infos, notes, sum(len(store) for store in stores))
     stats.removed = {source.name: info.get("removed", {}) for source, info in zip(stage.sources, infos)}
@@ -243,6 +245,11 @@ def prepared_store(sources, kind: str, tokenizer, identity: str, s, say, workers
                 try:
                     shared = corpus if corpus is not None else {"work": store_root() / "work" / str(os.getpid())}
                     with cleaning_state(cleaning, earlier[1], shared, shared["work"]) as (cleaning, seen, checks):
+                        if checks:  # the earlier sources found ready have not been through them in this process
+                            from recipes.data.replay import replay_ready
+                            from recipes.plugins.registry import get_registry
+
+                            replay_ready(shared, get_registry())
                         info = build_store(folder, sources, kind, tokenizer, settings,
                                            BadRecords(s.on_bad_record == "skip", s.max_bad_records), workers,
                                            progress, cleaning, seen, checks, earlier[1])

@@ -26,7 +26,9 @@ def copy_data(folder: Path) -> Path:
     data.mkdir(parents=True, exist_ok=True)
     for name in ("dataset_info.json", "dpo_en_demo.json", "kto_en_demo.json", "alpaca_en_demo.json"):
         shutil.copy(LF_DATA / name, data / name)
-    (data / "notes.txt").write_text("Bees keep the hive warm in winter by shivering around the queen.\n" * 40)
+    # distinct lines: exact copies would be removed from the pre-training stage
+    (data / "notes.txt").write_text("".join(f"Bees keep the hive warm in winter by shivering around the queen ({i}).\n"
+                                            for i in range(40)))
     return data
 
 
