@@ -37,6 +37,7 @@ class Planted:
     contaminated: list[str] = field(default_factory=list)
     edits: dict = field(default_factory=dict)  # near copy's place -> the share of characters changed
     texts: dict = field(default_factory=dict)  # place -> text
+    origin: dict = field(default_factory=dict)  # copy's place -> the place of the document it copies
 
 
 def chinese_document(rng: random.Random, chars: int) -> str:
@@ -109,11 +110,12 @@ def plant(folder: Path, distinct: int = 40, exact: int = 10, near: int = 20, cha
     for path in planted.files:
         originals = [p for p in planted.distinct if p.startswith(f"{path}:")]
         for _ in range(exact):
-            add(path, planted.texts[rng.choice(originals)], planted.exact)
+            source = rng.choice(originals)
+            planted.origin[add(path, planted.texts[source], planted.exact)] = source
         for _ in range(near):
-            share = rng.uniform(*near_edit)
-            place = add(path, near_copy(rng, planted.texts[rng.choice(originals)], share, english_edits), planted.near)
-            planted.edits[place] = share
+            share, source = rng.uniform(*near_edit), rng.choice(originals)
+            place = add(path, near_copy(rng, planted.texts[source], share, english_edits), planted.near)
+            planted.edits[place], planted.origin[place] = share, source
     add(planted.files[1], english_document(rng, 200) + " " + evals[0][:250] + " " + english_document(rng, 200),
         planted.contaminated)
     for path, texts in rows.items():

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from conftest import write
-from recipes.data.contamination import build_index, ngram_hashes, reference_index, reference_key
+from recipes.data.contamination import build_index, ngram_hashes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from planted_corpus import chinese_document, english_document  # noqa: E402
@@ -90,12 +90,14 @@ def test_the_plan_index_covers_every_stage_eval_set_and_benchmark_item(tmp_path)
     registry = get_registry()
     plan = make_plan(load_recipe(str(tmp_path / "recipe.toml"), registry), registry)
     said = []
-    index = reference_index(plan, said.append)
+    references = plan.stages[0].references
+    assert references is plan.stages[1].references  # one for the plan: each stage's training data against all
+    index = references.index(said.append)
     assert index.sets == ["eval set 'held' of stage 'chat'", "benchmark 'exam'"] and index.texts == 2
     assert said[0].startswith("data: decontamination: ") and "2 reference set(s)" in said[0]
     assert index.match("intro " + question + " outro") == "shares 13 words with benchmark 'exam'"
     assert index.match(CHINESE[:120]).endswith("with eval set 'held' of stage 'chat'")
     assert index.match(ENGLISH[:200]) is not None
-    key = reference_key(plan)
+    key = references.key()
     write(tmp_path / "exam.jsonl", json.dumps({**item, "question": question + " again"}) + "\n")
-    assert reference_key(plan) != key  # a changed benchmark file: another key
+    assert references.key() != key  # a changed benchmark file: another key

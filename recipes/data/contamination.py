@@ -128,7 +128,8 @@ class ReferenceIndex:
     words: int = WORDS
     cjk_chars: int = CJK_CHARS
 
-    def match(self, text: str) -> Optional[str]:
+    def match(self, text: str, place: str = "") -> Optional[str]:
+        """None, or which set ``text`` shares an n-gram with (``place``: unused; a document check's signature)."""
         if not len(self.hashes):
             return None
         for found, unit in zip(ngram_hashes(text, self.words, self.cjk_chars, self.kinds),
@@ -196,50 +197,82 @@ def _benchmark_texts(files):
             yield "\n".join((item.question,) + tuple(item.choices))
 
 
-def references(plan) -> tuple[list, list[str]]:
-    """((set name, texts) for every ``eval_data`` source of every stage and every benchmark of the plan,
-    notes on benchmarks that cannot be read here). The texts are read when iterated."""
-    from recipes.benchmarks.layouts import read_benchmark
-    from recipes.benchmarks.selection import scorer_of
+@dataclass(frozen=True)
+class References:
+    """What a stage's training data is decontaminated against: every ``eval_data`` source of the plan
+    (``(stage name, Source)``) and every benchmark (``BenchmarkPlan``). ``make_plan`` gives the same to
+    each stage that decontaminates."""
 
-    found, notes = [], []
-    for stage in plan.stages:
-        for source in stage.eval_sources:
-            found.append((f"eval set {source.name!r} of stage {stage.name!r}", _source_texts(source)))
-    for bench in plan.benchmarks:
-        scorer, options = scorer_of(bench)
-        if not scorer.reads_files(options):
-            notes.append(f"benchmark {bench.name!r}: its scorer {bench.scorer!r} reads its own task files; "
-                         "not decontaminated against")
-            continue
-        found.append((f"benchmark {bench.name!r}",
-                      _benchmark_texts(read_benchmark(bench.path, bench.layout, bench.split))))
-    return found, notes
+    eval_sets: tuple = ()
+    benchmarks: tuple = ()
+
+    @classmethod
+    def of(cls, stages, benchmarks) -> "References":
+        return cls(tuple((stage.name, source) for stage in stages for source in stage.eval_sources), tuple(benchmarks))
+
+    def __bool__(self) -> bool:
+        return bool(self.eval_sets or self.benchmarks)
+
+    def sets(self) -> tuple[list, list[str]]:
+        """((set name, texts) per evaluation set and readable benchmark, read when iterated; notes on the
+        benchmarks whose scorer reads its own task files, which cannot be read here)."""
+        from recipes.benchmarks.layouts import read_benchmark
+        from recipes.benchmarks.selection import scorer_of
+
+        found = [(f"eval set {source.name!r} of stage {stage!r}", _source_texts(source))
+                 for stage, source in self.eval_sets]
+        notes = []
+        for bench in self.benchmarks:
+            scorer, options = scorer_of(bench)
+            if not scorer.reads_files(options):
+                notes.append(f"benchmark {bench.name!r}: its scorer {bench.scorer!r} reads its own task files; "
+                             "training data is not checked against them")
+                continue
+            found.append((f"benchmark {bench.name!r}",
+                          _benchmark_texts(read_benchmark(bench.path, bench.layout, bench.split))))
+        return found, notes
+
+    def key(self) -> str:
+        """What the index is built from (files' contents, formats and options, the n-gram lengths):
+        part of the token store's key, computed without reading the texts."""
+        from recipes.hashing import digest, file_sha256
+
+        sets = [{"stage": stage, "name": source.name, "format": source.format.name,
+                 "options": source.options.model_dump(mode="json"), "files": [file_sha256(f) for f in source.files]}
+                for stage, source in self.eval_sets]
+        benchmarks = []
+        for bench in self.benchmarks:
+            root = Path(bench.path)
+            files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+            benchmarks.append({"name": bench.name, "layout": bench.layout, "split": bench.split,
+                               "scorer": bench.scorer, "files": [[p.name if p == root else str(p.relative_to(root)),
+                                                                  file_sha256(p)] for p in files]})
+        return digest({"words": WORDS, "cjk_chars": CJK_CHARS, "sets": sets, "benchmarks": benchmarks})
+
+    def index(self, say=None) -> ReferenceIndex:
+        """The index (built once per process for the same files: every stage of a plan shares it)."""
+        key = self.key()
+        if key not in _BUILT:
+            found, notes = self.sets()
+            _BUILT.clear()  # one plan's index at a time
+            _BUILT[key] = (build_index(found), notes)
+        index, notes = _BUILT[key]
+        if say is not None:
+            for line in [index.describe()] + notes:
+                say(f"data: {line}")
+        return index
 
 
-def reference_index(plan, say=None) -> ReferenceIndex:
-    """The index of the plan's evaluation sets and benchmark items (see the module's docstring)."""
-    found, notes = references(plan)
-    index = build_index(found)
-    if say is not None:
-        for line in [index.describe()] + notes:
-            say(f"data: {line}")
-    return index
+_BUILT: dict = {}
 
 
-def reference_key(plan) -> str:
-    """What the index of ``plan`` is built from (files' contents, formats and options, the n-gram
-    lengths): part of the token store's key, computed without reading the texts."""
-    from recipes.hashing import digest, file_sha256
-
-    sets = [{"stage": stage.name, "name": source.name, "format": source.format.name,
-             "options": source.options.model_dump(mode="json"), "files": [file_sha256(f) for f in source.files]}
-            for stage in plan.stages for source in stage.eval_sources]
-    benchmarks = []
-    for bench in plan.benchmarks:
-        root = Path(bench.path)
-        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-        benchmarks.append({"name": bench.name, "layout": bench.layout, "split": bench.split, "scorer": bench.scorer,
-                           "files": [[str(p.relative_to(root)) if root.is_dir() else p.name, file_sha256(p)]
-                                     for p in files]})
-    return digest({"words": WORDS, "cjk_chars": CJK_CHARS, "sets": sets, "benchmarks": benchmarks})
+def decontaminated(stage, cleanings: list, say=None) -> list:
+    """The stage's cleanings with the ``contaminated`` check added (``Cleaning.with_check``), when the
+    stage decontaminates and the plan has something to check against; unchanged otherwise (so a plan
+    without evaluation sets keeps its store keys)."""
+    references = getattr(stage, "references", None)
+    if not getattr(stage, "decontaminate", False) or not references or not any(c is not None for c in cleanings):
+        return cleanings
+    index = references.index(say)
+    identity = f"decontaminate {references.key()}"
+    return [c.with_check("contaminated", index.match, identity) if c is not None else None for c in cleanings]

@@ -102,7 +102,7 @@ class NearDuplicates:
 
     def __init__(self, threshold: float = 0.5, num_perm: int = 128, bands: Optional[int] = None,
                  ngram: int = 5, unit: str = "auto"):
-        from rensa import RMinHashLSH
+        from recipes_near_dedup.bands import BandIndex
 
         if bands:
             self.bands, self.rows = bands, num_perm // bands
@@ -110,7 +110,7 @@ class NearDuplicates:
             self.bands, self.rows = choose_bands(threshold, num_perm)
         self.perms = self.bands * self.rows
         self.threshold, self.ngram, self.unit = threshold, ngram, unit
-        self.lsh = RMinHashLSH(threshold, self.perms, self.bands)
+        self.lsh = BandIndex(self.bands, self.rows)
         self.places = Places()
         self._blocks: list[np.ndarray] = []
         self.checked = 0
@@ -131,26 +131,27 @@ class NearDuplicates:
         minhash = self.signature(text)
         if minhash is None:
             return None
-        low = np.asarray(minhash.digest(), dtype=np.uint32).astype(np.uint16)
+        digest = np.asarray(minhash.digest(), dtype=np.uint32)
+        low, bands = digest.astype(np.uint16), self.lsh.fingerprints_of(digest)
         best, best_key = 0.0, -1
-        for key in self.lsh.query(minhash):
+        for key in self.lsh.candidates(bands):
             similarity = float(np.count_nonzero(self._row(key) == low)) / self.perms
             if similarity > best:
                 best, best_key = similarity, key
         if best >= self.threshold:
             return f"near duplicate ({best:.2f}) of {self.places[best_key] or f'document {best_key + 1}'}"
-        self._add(minhash, low, place)
+        self._add(bands, low, place)
         return None
 
     def _row(self, key: int) -> np.ndarray:
         return self._blocks[key // CHUNK_ROWS][key % CHUNK_ROWS]
 
-    def _add(self, minhash, low: np.ndarray, place: str) -> None:
+    def _add(self, bands: np.ndarray, low: np.ndarray, place: str) -> None:
         key = len(self.places)
         if key % CHUNK_ROWS == 0:
             self._blocks.append(np.empty((CHUNK_ROWS, self.perms), dtype=np.uint16))
         self._blocks[-1][key % CHUNK_ROWS] = low
-        self.lsh.insert(key, minhash)
+        self.lsh.add(bands, key)
         self.places.add(place)
 
     def __len__(self) -> int:

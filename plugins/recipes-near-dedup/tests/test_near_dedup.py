@@ -97,3 +97,25 @@ def test_the_registry_offers_it_with_corpus_scope():
     check = provider.make(NearDedupOptions(threshold=0.8), None)
     assert check("同一段文字，" * 20, "a.jsonl:1") is None
     assert check("同一段文字，" * 20, "a.jsonl:2") == "near duplicate (1.00) of a.jsonl:1"
+
+
+def test_the_band_index_keeps_every_first_entry_through_growth_and_full_buckets():
+    import numpy as np
+
+    from recipes_near_dedup.bands import BandIndex
+
+    index = BandIndex(bands=6, rows=2, buckets=2)  # tiny: it doubles many times and buckets fill up
+    rng = np.random.default_rng(0)
+    documents = [rng.integers(1, 1 << 32, size=6, dtype=np.uint64).astype(np.uint32) for _ in range(3000)]
+    documents[5] = np.array([7, 7, 7, 9, 9, 3], dtype=np.uint32)  # repeated bands within one document
+    for number, fingerprints in enumerate(documents):
+        index.add(fingerprints, number)
+    assert index.mask + 1 >= 3000 * 6 / 8 / 0.6 / 2  # it grew
+    for number in (0, 5, 1234, 2999):
+        assert number in index.candidates(documents[number])
+    again = documents[1234].copy()
+    again[:3] = 11  # half its bands changed
+    index.add(again, 4000)
+    assert index.candidates(documents[1234]) == [1234]  # a bucket keeps its first document
+    assert 4000 in index.candidates(np.array([11], dtype=np.uint32))
+    assert index.candidates(np.array([5, 6], dtype=np.uint32)) == []
