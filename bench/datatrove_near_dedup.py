@@ -1,7 +1,7 @@
 """The datatrove pipeline (recipes-datatrove, local executor) against the built-in path (recipes prepare
 with recipes-near-dedup) on one planted corpus: what each removes, per reason, and which near copies.
 
-    python bench/datatrove_near_dedup.py [--distinct 150] [--exact 30] [--near 100] [--threshold 0.8]
+    python bench/datatrove_near_dedup.py [--distinct 150] [--exact 30] [--near 100] [--threshold 0.5]
                                          [--tasks 4] [--workers 1]
 
 The corpus is the plugin tests' (Chinese and English documents, exact copies, near copies with 2-5% of
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=150)
     parser.add_argument("--exact", type=int, default=30)
     parser.add_argument("--near", type=int, default=100)
-    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--threshold", type=float, default=0.5)  # the recipe's default near_threshold
     parser.add_argument("--tasks", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()

@@ -21,6 +21,7 @@ class CleaningSource:
     options: Any  # the format's options model, validated
     files: tuple[str, ...]
     cleaning: Any  # recipes.data.cleaning.Cleaning: dedup, near_threshold, normalize, script, filters, checks
+    # (its checks: the stage's built-in document checks, decontamination among them)
     mix: dict  # what of the mix the recipe set: weight, main, max_samples, max_tokens
     corpus_filters: tuple[str, ...] = ()  # the filters it names whose scope is "corpus" (stateful, one process)
 
@@ -35,10 +36,11 @@ class StageCleaning:
     max_bad_records: float
 
 
-def stage_cleaning(recipe: str, stage: str, near_dedup_elsewhere: bool = False) -> StageCleaning:
+def stage_cleaning(recipe: str, stage: str, near_dedup=None) -> StageCleaning:
     """The training sources of ``stage`` of ``recipe`` (a file or a bundled name), validated.
-    ``near_dedup_elsewhere``: the caller removes near duplicates itself, so ``dedup = "near"`` needs
-    no ``near_dedup`` filter installed (only its ``near_threshold``, checked as that filter would)."""
+    ``near_dedup``: a ``DocumentFilter`` standing in for the ``near_dedup`` filter when no plugin
+    provides one (a caller that removes near duplicates itself: its ``options_model`` validates
+    ``near_threshold`` and a ``filters.near_dedup`` table; its ``make`` is never called here)."""
     from recipes.config.cleaning import NEAR_DEDUP
     from recipes.config.load import load_recipe
     from recipes.data.cleaning import stage_cleaning as cleanings_of
@@ -46,8 +48,8 @@ def stage_cleaning(recipe: str, stage: str, near_dedup_elsewhere: bool = False) 
     from recipes.plugins.registry import get_registry
 
     registry = get_registry()
-    if near_dedup_elsewhere and NEAR_DEDUP not in registry.filters:
-        registry = replace(registry, filters={**registry.filters, NEAR_DEDUP: _elsewhere(NEAR_DEDUP)})
+    if near_dedup is not None and NEAR_DEDUP not in registry.filters:
+        registry = replace(registry, filters={**registry.filters, NEAR_DEDUP: near_dedup})
     loaded = load_recipe(recipe, registry)
     planned = make_plan(loaded, registry).selected(stage)[0]
     cleanings = cleanings_of(planned)  # with the stage's built-in checks, as prepare gets them
@@ -61,25 +63,10 @@ def stage_cleaning(recipe: str, stage: str, near_dedup_elsewhere: bool = False) 
                          s.on_bad_record, s.max_bad_records)
 
 
-def _not_here(options, context):
-    raise RecipeError(f"source {context.source_name!r}: near duplicates are removed by the caller of stage_cleaning")
-
-
-def _elsewhere(name: str):
-    """A stand-in ``near_dedup`` filter that only validates the threshold."""
-    from pydantic import BaseModel, ConfigDict, Field
-
-    from recipes.plugins.filters import CORPUS, DocumentFilter
-
-    class Threshold(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        threshold: float = Field(0.8, gt=0, lt=1)
-
-    return DocumentFilter(name, _not_here, Threshold, scope=CORPUS, description="near duplicates, removed by "
-                          "the tool that asked (not in prepare)")
-
-
 def _corpus_filters(cleaning, registry) -> tuple[str, ...]:
+    """Besides a ``near_dedup`` table, which only gives ``dedup = "near"`` its options."""
+    from recipes.config.cleaning import NEAR_DEDUP
     from recipes.plugins.filters import CORPUS
 
-    return tuple(name for name, _ in cleaning.filters if registry.filters[name].scope == CORPUS)
+    return tuple(name for name, _ in cleaning.filters if registry.filters[name].scope == CORPUS
+                 and not (name == NEAR_DEDUP and cleaning.dedup == "near"))

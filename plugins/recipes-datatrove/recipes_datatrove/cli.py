@@ -19,6 +19,19 @@ from recipes_datatrove.executors import Cluster
 VERSION = 1  # of the output layout; part of the fingerprint
 
 
+def _near_here(options, context):
+    raise RuntimeError("near duplicates are removed by datatrove's MinHash steps here, never by this filter")
+
+
+def _stand_in():
+    from recipes.api import DocumentFilter
+
+    from recipes_datatrove.lsh import NearOptions
+
+    return DocumentFilter("near_dedup", _near_here, NearOptions, scope="corpus",
+                          description="near duplicates: datatrove's MinHash steps (recipes-datatrove)")
+
+
 @click.group()
 def main():
     """Clean a recipe's corpus with datatrove, beyond one machine."""
@@ -114,7 +127,8 @@ def run(recipe, stage_name, out: Path, executor, tasks, workers, cluster, dry_ru
         raise RecipeError("--dry-run writes the sbatch scripts of --executor slurm; add --executor slurm")
     if executor == "slurm" and not cluster.partition:
         raise RecipeError("--executor slurm needs --partition NAME")
-    stage = stage_cleaning(recipe, stage_name, near_dedup_elsewhere=True)  # datatrove's MinHash does it
+    # datatrove's MinHash does near dedup: recipes-near-dedup need not be installed for dedup = "near"
+    stage = stage_cleaning(recipe, stage_name, near_dedup=_stand_in())
     check_stage(stage, tasks)
     claim(out, stage, tasks)
     with console_to(None if verbose else out / "logs" / "console.log"):

@@ -23,7 +23,7 @@ from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets
 
 from recipes_datatrove.cleaning import Clean
 from recipes_datatrove.dedup import ExactCopies, FirstKept, NearCopies, Signatures, exact_config
-from recipes_datatrove.lsh import minhash_config
+from recipes_datatrove.lsh import NearOptions, minhash_config
 from recipes_datatrove.reading import ReadSources
 from recipes_datatrove.shingles import ScriptAwareTokenizer
 from recipes_datatrove.summary import Summary
@@ -40,15 +40,19 @@ class Step:
     tasks: int
 
 
-def near_threshold(stage) -> float | None:
-    """The threshold of the stage's ``dedup = "near"`` sources (one MinHash index serves them all)."""
+def near_settings(stage) -> NearOptions | None:
+    """The near-dedup settings of the stage's ``dedup = "near"`` sources (one MinHash index serves them
+    all, as one ``near_dedup`` filter does in prepare): ``near_threshold`` and a ``near_dedup`` table."""
     from recipes.api import RecipeError
 
-    given = {source.name: source.cleaning.near_threshold for source in stage.sources if source.cleaning.dedup == "near"}
-    if len(set(given.values())) > 1:
-        listed = ", ".join(f"{name} {value:g}" for name, value in given.items())
-        raise RecipeError(f"stage {stage.name!r}: the sources with dedup = \"near\" give different near_threshold "
-                          f"values ({listed}); one MinHash index serves them all here: give them one value")
+    given = {source.name: NearOptions.model_validate({**dict(source.cleaning.filters).get("near_dedup", {}),
+                                                      "threshold": source.cleaning.near_threshold})
+             for source in stage.sources if source.cleaning.dedup == "near"}
+    if len({options.model_dump_json() for options in given.values()}) > 1:
+        listed = "; ".join(f"{name}: {options.model_dump()}" for name, options in given.items())
+        raise RecipeError(f"stage {stage.name!r}: the sources with dedup = \"near\" differ in near_threshold or "
+                          f"their near_dedup table ({listed}); one MinHash index serves them all here: give them "
+                          "the same settings")
     return next(iter(given.values()), None)
 
 
@@ -65,18 +69,18 @@ def build_steps(stage, out: str, tasks: int) -> list[Step]:
     drop = [RankShard(f"{work}/cleaned"),
             ExactCopies(duplicates, Removed(out, counts, "exact", "exact", EXACT_DETAIL), by_dedup["none"]),
             SplitOff(by_dedup["none"] | by_dedup["exact"], Shards(out, counts, "exact"))]
-    threshold = near_threshold(stage)
-    if threshold is None:
+    near = near_settings(stage)
+    if near is None:
         return steps + [Step("exact-drop", drop, tasks), summary]
-    minhash = minhash_config(threshold)
+    minhash = minhash_config(near)
     signatures, pairs, clusters = f"{work}/near/signatures", f"{work}/near/pairs", f"{work}/near/clusters"
     whole = f"{work}/near/whole"
-    drop += [intermediate(f"{work}/unique"), Signatures(signatures, whole, minhash, ScriptAwareTokenizer())]
+    drop += [intermediate(f"{work}/unique"), Signatures(signatures, whole, minhash, ScriptAwareTokenizer(near.shingle))]
     return steps + [
         Step("exact-drop", drop, tasks),
         Step("near-buckets", [MinhashDedupBuckets(signatures, pairs, config=minhash)], minhash.num_buckets),
         Step("near-clusters", [FirstKept(pairs, whole, clusters, minhash.num_buckets * minhash.hashes_per_bucket,
-                                         threshold)], 1),
+                                         near.threshold)], 1),
         Step("near-drop", [RankShard(f"{work}/unique"), NearCopies(clusters, whole, Removed(out, counts, "near")),
                            Shards(out, counts, "near")], tasks),
         summary,

@@ -28,14 +28,16 @@ def cjk_share(text: str) -> float:
 
 
 class ScriptAwareTokenizer(WordTokenizer):
-    """Characters as the "words" of a mostly-CJK text, whitespace-separated words otherwise. MinHash
-    reads only ``word_tokenize``; the sentence methods are never called by the dedup steps."""
+    """Characters as the "words" of a mostly-CJK text, whitespace-separated words otherwise (``unit``
+    "auto"; "chars" or "words" for every text). MinHash reads only ``word_tokenize``; the sentence
+    methods are never called by the dedup steps."""
 
-    def __init__(self):
-        super().__init__("cjk-or-words")
+    def __init__(self, unit: str = "auto"):
+        super().__init__(f"recipes-{unit}")
+        self.unit = unit
 
     def word_tokenize(self, text: str) -> list[str]:
-        if cjk_share(text) > MOSTLY:
+        if self.unit == "chars" or (self.unit == "auto" and cjk_share(text) > MOSTLY):
             return [char for char in text if not char.isspace()]
         return text.split()
 

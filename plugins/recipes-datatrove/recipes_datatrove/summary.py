@@ -60,8 +60,8 @@ def toml_value(value) -> str:
 
 def fragment(stage, out: str, sources: dict) -> str:
     lines = [f"# Stage {stage.name!r} of {stage.recipe}, cleaned by recipes-datatrove: these tables replace",
-             "# the stage's [[stages.data]] tables. The filters already ran; exact dedup here is a cheap check",
-             "# that finds nothing (dedup = \"none\" skips it); decontamination runs as for any source."]
+             "# the stage's [[stages.data]] tables. The filters and decontamination already ran; exact dedup",
+             "# here is a cheap check that finds nothing (a source with dedup = \"none\" keeps \"none\")."]
     for source in stage.sources:
         if not sources[source.name]["kept"][0]:
             lines += ["", f"# {source.name}: every document was removed (see removed.json)"]
@@ -89,8 +89,8 @@ def note(stage, out: str, sources: dict) -> str:
             f"document came from). To train on them, replace the stage's [[stages.data]] tables with\n"
             f"recipe-fragment.toml (a `text` source per cleaned source, same names and mix), then run\n\n"
             f"    recipes prepare RECIPE --stage {stage.name}\n\n"
-            f"which tokenizes them into the token store (`recipes run` then reuses it). Its exact dedup finds\n"
-            f"nothing left to remove; decontamination runs there, as for any source.\n")
+            f"which tokenizes them into the token store (`recipes run` then reuses it). Its exact dedup and\n"
+            f"decontamination find nothing left to remove.\n")
 
 
 class Summary(PipelineStep):

@@ -4,7 +4,8 @@ normalisation folds), and near copies of others with 2-5% of their characters ch
 places (the way a reissued clause or a republished page differs), over several files and two sources.
 
 Controls: documents that share half their text with an earlier one (``half``: not near copies, they
-must stay) and a few too short for a ``length`` filter (``short``).
+must stay) and a few too short for a ``length`` filter (``short``). Beside them, ``eval.jsonl``, an
+evaluation set, one of whose paragraphs an English training document carries (``contaminated``).
 
 ``plant`` writes the files and returns the ground truth: per document its place (``file:line``) and
 what it is (``distinct``, ``half``, ``short``, ``exact`` or ``near`` copy, with its original's place).
@@ -113,6 +114,10 @@ def plant(folder: Path, seed: int = 0, distinct: int = 60, exact: int = 16, near
         put(files[language][1], text[:len(text) // 2] + other[len(other) // 2:], "half", language, place)
     for j in range(short):
         put(files["zh"][0], f"短文{j}。", "short", "zh")
+    evals = [english_document(rng), chinese_document(rng)]
+    (folder / "eval.jsonl").write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in evals),
+                                       encoding="utf-8")
+    put(files["en"][1], english_document(rng)[:600] + " " + evals[0][:300], "contaminated", "en")
     for path, lines in rows.items():
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return truth

@@ -46,6 +46,10 @@ path = "data/en-*.jsonl"
 format = "text"
 dedup = "near"
 weight = 2.0
+
+[[stages.eval_data]]
+path = "data/eval.jsonl"
+format = "text"
 """
 
 
@@ -100,11 +104,13 @@ def test_local_executor_removes_the_planted_copies_and_counts_them(cleaned):
     assert reasons[("exact", "exact")] == planted["exact"]  # every exact copy, some only equal once normalised
     assert reasons[("near", "near")] >= 0.9 * planted["near"]
     assert reasons[("short", "length")] == planted["short"]  # the registry's filter, run as a datatrove step
-    assert set(reasons) <= {("exact", "exact"), ("near", "near"), ("short", "length")}  # no distinct, no half copy
+    assert reasons[("contaminated", "contaminated")] == 1  # the stage's built-in check (the eval set's paragraph)
+    assert set(reasons) <= {("exact", "exact"), ("near", "near"), ("short", "length"),
+                            ("contaminated", "contaminated")}  # no distinct document, no half copy
     for place, row in removed.items():  # a near copy's detail names its original, as prepare's does
         if row["metadata"]["reason"] == "near":
             similarity, original = row["metadata"]["detail"].removeprefix("near duplicate (").split(") of ")
-            assert 0.8 <= float(similarity) < 1 and Path(original).name == Path(truth[place].original).name
+            assert 0.5 <= float(similarity) < 1 and Path(original).name == Path(truth[place].original).name
     # the shards hold the rest, as read, one folder per source; the counts add up and match the files
     kept = rows(out, "shards/*/*.jsonl.gz")
     assert {Path(r["metadata"]["place"]).name for r in kept} == set(truth) - set(removed)
@@ -133,7 +139,8 @@ def test_the_same_near_copies_as_the_builtin_path_and_prepare_reads_the_shards(c
     for name in ("zh", "en"):
         theirs = {reason: count["documents"] for reason, count in builtin["removed"][name].items()}
         mine = {reason: count["documents"] for reason, count in ours[name]["removed"].items()}
-        assert mine.get("exact") == theirs.get("exact") and mine.get("length") == theirs.get("length")
+        for reason in ("exact", "length", "contaminated"):
+            assert mine.get(reason) == theirs.get(reason), (name, reason, mine, theirs)
         assert abs(mine["near"] - theirs["near"]) <= max(1, 0.05 * theirs["near"]), (name, mine, theirs)
         near_places = {Path(r["metadata"]["place"]).name for r in rows(out, "removed/near/*.jsonl.gz")}
         examples = [Path(e["place"]).name for e in builtin["removed_examples"][name] if e["reason"] == "near"]
@@ -143,7 +150,8 @@ def test_the_same_near_copies_as_the_builtin_path_and_prepare_reads_the_shards(c
     tables = tomllib.loads(fragment)["stages"]["data"]
     assert [(t["name"], t.get("weight")) for t in tables] == [("zh", 1.0), ("en", 2.0)]
     cleaned_recipe = out.parent / "cleaned.toml"
-    cleaned_recipe.write_text(RECIPE.split("[[stages.data]]")[0] + fragment, encoding="utf-8")
+    head, evals = RECIPE.split("[[stages.data]]")[0], RECIPE[RECIPE.index("[[stages.eval_data]]"):]
+    cleaned_recipe.write_text(f"{head}{fragment}\n{evals}", encoding="utf-8")
     result = CliRunner().invoke(recipes, ["data", "inspect", str(cleaned_recipe), "--json", "-n", "0"])
     assert result.exit_code == 0, result.output
     stage = json.loads(result.stdout)["stages"][0]
@@ -226,13 +234,15 @@ def test_bad_input_is_one_line_with_exit_code_2(corpus, cleaned, tmp_path):
 
 def test_near_dedup_settings_match_the_builtin_ones():
     from recipes_near_dedup.minhash import choose_bands
+    from recipes_near_dedup.plugin import NearDedupOptions
     from recipes_near_dedup.minhash import shingles as builtin_shingles
 
-    from recipes_datatrove.lsh import bands_for
+    from recipes_datatrove.lsh import NearOptions, bands_for
     from recipes_datatrove.shingles import ScriptAwareTokenizer
 
     for threshold in (0.5, 0.7, 0.8, 0.9):
         assert bands_for(threshold) == choose_bands(threshold, 128)
+    assert NearOptions().model_dump() == NearDedupOptions().model_dump()  # the same table, the same defaults
     words = ScriptAwareTokenizer().word_tokenize
     assert words("蜂王 负责产卵") == list("蜂王负责产卵")  # mostly CJK: characters, spaces dropped
     assert words("the queen bee lays eggs") == ["the", "queen", "bee", "lays", "eggs"]
