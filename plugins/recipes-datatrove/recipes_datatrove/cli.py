@@ -14,8 +14,6 @@ from pathlib import Path
 
 import click
 
-from recipes_datatrove.executors import Cluster
-
 VERSION = 1  # of the output layout; part of the fingerprint
 
 
@@ -107,6 +105,8 @@ def clean(recipe, stage_name, out, executor, tasks, workers, partition, time_lim
           venv, sbatch_args, dry_run, verbose):
     """Clean and deduplicate the training sources of a stage of RECIPE into shards under OUT."""
     from recipes.api import RecipeError
+
+    from recipes_datatrove.executors import Cluster
 
     try:
         extra = dict(arg.split("=", 1) if "=" in arg else (arg, "") for arg in sbatch_args)
