@@ -68,7 +68,7 @@ def claim(out: Path, stage, tasks: int) -> None:
 def check_stage(stage, tasks: int) -> None:
     from recipes.api import RecipeError
 
-    from recipes_datatrove.dedup import MAX_TASKS
+    from recipes_datatrove.exact import MAX_TASKS
 
     if stage.records != "documents":
         raise RecipeError(f"stage {stage.name!r} trains on {stage.records}; recipes-datatrove cleans pre-training "

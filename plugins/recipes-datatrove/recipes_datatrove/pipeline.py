@@ -2,11 +2,12 @@
 
 1. ``clean`` (T tasks): read the sources (``reading``), normalise and filter (``cleaning``), then
    take the exact-dedup signatures.
-2. ``exact-find`` (T tasks, one hash range each): the exact duplicates among all signatures.
-3. ``exact-drop`` (T tasks): each task drops its exact copies (``dedup``); sources with ``dedup =
+2. ``exact-find`` (T tasks, one hash range each): the exact copies among all signatures (``exact``).
+3. ``exact-drop`` (T tasks): each task drops its exact copies; sources with ``dedup =
    "none"`` or ``"exact"`` are written out; ``"near"`` ones go on, with MinHash signatures.
 4. ``near-buckets`` (one task per LSH band): the candidate pairs of each band.
-5. ``near-clusters`` (one task): the pairs verified and joined into clusters, the first of each kept.
+5. ``near-clusters`` (one task): the pairs verified and joined into clusters, the first of each kept
+   (``near``).
 6. ``near-drop`` (T tasks): each task drops its near copies and writes out what is left.
 7. ``summary`` (one task): the counts, ``removed.json``, the note and the recipe fragment (``summary``).
 
@@ -18,19 +19,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from datatrove.pipeline.dedup.exact_dedup import ExactDedupSignature, ExactFindDedups
+from datatrove.pipeline.dedup.exact_dedup import ExactDedupSignature
 from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets
 
 from recipes_datatrove.cleaning import Clean
-from recipes_datatrove.dedup import ExactCopies, FirstKept, NearCopies, Signatures, exact_config
+from recipes_datatrove.exact import ExactCopies, ExactFind, exact_config
 from recipes_datatrove.lsh import NearOptions, minhash_config
+from recipes_datatrove.near import FirstKept, NearCopies, Signatures
+from recipes_datatrove.places import PlaceIndex
 from recipes_datatrove.reading import ReadSources
 from recipes_datatrove.shingles import ScriptAwareTokenizer
 from recipes_datatrove.summary import Summary
 from recipes_datatrove.writers import RankShard, Removed, Shards, SplitOff, intermediate
-
-
-EXACT_DETAIL = "the same text (normalised) as an earlier document"
 
 
 @dataclass
@@ -63,11 +63,12 @@ def build_steps(stage, out: str, tasks: int) -> list[Step]:
     summary = Step("summary", [Summary(stage, out)], 1)
     if not by_dedup["exact"] | by_dedup["near"]:
         return [Step("clean", clean + [Shards(out, counts, "clean")], tasks), summary]
-    config, signed, duplicates = exact_config(), f"{work}/exact/signatures", f"{work}/exact/duplicates"
-    clean += [intermediate(f"{work}/cleaned"), ExactDedupSignature(signed, config, tasks)]
-    steps = [Step("clean", clean, tasks), Step("exact-find", [ExactFindDedups(signed, duplicates, config)], tasks)]
+    config, signed, copies, places = (exact_config(), f"{work}/exact/signatures", f"{work}/exact/copies",
+                                      f"{work}/exact/places")
+    clean += [intermediate(f"{work}/cleaned"), PlaceIndex(places), ExactDedupSignature(signed, config, tasks)]
+    steps = [Step("clean", clean, tasks), Step("exact-find", [ExactFind(signed, copies, config)], tasks)]
     drop = [RankShard(f"{work}/cleaned"),
-            ExactCopies(duplicates, Removed(out, counts, "exact", "exact", EXACT_DETAIL), by_dedup["none"]),
+            ExactCopies(copies, places, Removed(out, counts, "exact"), by_dedup["none"]),
             SplitOff(by_dedup["none"] | by_dedup["exact"], Shards(out, counts, "exact"))]
     near = near_settings(stage)
     if near is None:
@@ -75,13 +76,14 @@ def build_steps(stage, out: str, tasks: int) -> list[Step]:
     minhash = minhash_config(near)
     signatures, pairs, clusters = f"{work}/near/signatures", f"{work}/near/pairs", f"{work}/near/clusters"
     whole = f"{work}/near/whole"
-    drop += [intermediate(f"{work}/unique"), Signatures(signatures, whole, minhash, ScriptAwareTokenizer(near.shingle))]
+    drop += [intermediate(f"{work}/unique"), PlaceIndex(f"{work}/near/places"),
+             Signatures(signatures, whole, minhash, ScriptAwareTokenizer(near.shingle))]
     return steps + [
         Step("exact-drop", drop, tasks),
         Step("near-buckets", [MinhashDedupBuckets(signatures, pairs, config=minhash)], minhash.num_buckets),
         Step("near-clusters", [FirstKept(pairs, whole, clusters, minhash.num_buckets * minhash.hashes_per_bucket,
                                          near.threshold)], 1),
-        Step("near-drop", [RankShard(f"{work}/unique"), NearCopies(clusters, whole, Removed(out, counts, "near")),
+        Step("near-drop", [RankShard(f"{work}/unique"), NearCopies(clusters, f"{work}/near/places", Removed(out, counts, "near")),
                            Shards(out, counts, "near")], tasks),
         summary,
     ]

@@ -45,16 +45,12 @@ class _Counted(JsonlWriter):
 
 
 class Removed(_Counted):
-    """Removed documents: under ``reason`` and ``detail`` when a step removes for one reason (datatrove's
-    exact dedup), else under the document's own ``metadata["reason"]`` and ``["detail"]``."""
+    """Removed documents, under their ``metadata["reason"]`` (with its ``["detail"]``)."""
 
-    def __init__(self, out: str, counts_folder: str, phase: str, reason: str | None = None, detail: str = ""):
+    def __init__(self, out: str, counts_folder: str, phase: str):
         super().__init__(f"{out}/removed", "${reason}/${rank}.jsonl.gz", counts_folder, f"removed-{phase}")
-        self.fixed, self.detail = reason, detail
 
     def reason(self, document: Document) -> str:
-        if self.fixed:
-            document.metadata.update(reason=self.fixed, detail=self.detail)
         return document.metadata["reason"]
 
 

@@ -107,10 +107,13 @@ def test_local_executor_removes_the_planted_copies_and_counts_them(cleaned):
     assert reasons[("contaminated", "contaminated")] == 1  # the stage's built-in check (the eval set's paragraph)
     assert set(reasons) <= {("exact", "exact"), ("near", "near"), ("short", "length"),
                             ("contaminated", "contaminated")}  # no distinct document, no half copy
-    for place, row in removed.items():  # a near copy's detail names its original, as prepare's does
+    for place, row in removed.items():  # a copy's detail names its original, as prepare's does
+        detail = row["metadata"]["detail"]
         if row["metadata"]["reason"] == "near":
-            similarity, original = row["metadata"]["detail"].removeprefix("near duplicate (").split(") of ")
+            similarity, original = detail.removeprefix("near duplicate (").split(") of ")
             assert 0.5 <= float(similarity) < 1 and Path(original).name == Path(truth[place].original).name
+        elif row["metadata"]["reason"] == "exact":
+            assert Path(detail.removeprefix("duplicate of ")).name == Path(truth[place].original).name, detail
     # the shards hold the rest, as read, one folder per source; the counts add up and match the files
     kept = rows(out, "shards/*/*.jsonl.gz")
     assert {Path(r["metadata"]["place"]).name for r in kept} == set(truth) - set(removed)
