@@ -17,8 +17,9 @@ Internal modules (``recipes.data.*``, ``recipes.training.*``, ...) may change in
   ``NoOptions`` for providers that take none.
 - Record helpers for data formats: ``read_table`` (json/jsonl/csv/parquet rows with their
   ``file:line`` places, streamed, compressed files too), ``convert_records`` (rows -> records with
-  the stage's bad-record policy), ``read_text_file``, ``field`` and ``json_field`` (typed fields, named
-  errors), ``RECORD_SUFFIXES``; for conversation formats ``ConversationOptions`` (the masking options
+  the stage's bad-record policy), ``bad_record`` (one malformed record or file: an error, or skipped
+  and counted, as the stage's ``on_bad_record`` says), ``read_text_file``, ``field`` and ``json_field``
+  (typed fields, named errors), ``RECORD_SUFFIXES``; for conversation formats ``ConversationOptions`` (the masking options
   every conversation format takes), ``conversation`` (builds a checked record) and ``tool_call``.
 - ``hold_out(examples, val_size, seed, stage)``: (train, held out) as a stage's ``val_size`` splits.
 - ``conversation_tokens``: one conversation's token ids and labels, chat-templated and masked as an
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from recipes.bad_records import bad_record
 from recipes.benchmarks.evaluate import benchmark_row
 from recipes.benchmarks.prompts import LETTER_PREFIX, prompt_header, question_text
 from recipes.data.conversations import ConversationOptions, conversation, tool_call
@@ -64,7 +66,7 @@ __all__ = [
     "DataFormat", "QuantizationBackend", "CallbackPlugin", "StageContext", "RunContext", "LossFunction", "Exporter", "ExportContext",
     "ModelFamily",
     "BundledModel", "NoOptions",
-    "read_table", "read_text_file", "convert_records", "field", "json_field", "RECORD_SUFFIXES",
+    "read_table", "read_text_file", "convert_records", "bad_record", "field", "json_field", "RECORD_SUFFIXES",
     "ConversationOptions", "conversation", "tool_call",
     "conversation_tokens", "IGNORE_INDEX", "hold_out",
     "StageKind", "KindData", "KindTraining", "KindTrainer", "sequence_log_probs",

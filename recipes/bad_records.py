@@ -54,6 +54,13 @@ def bad_record(error: Exception) -> None:
     policy.add(error)
 
 
+def skipped() -> int:
+    """How many bad records the policy in force has skipped so far (0 outside a preparation): a file
+    that gave no record is empty unless some were skipped while reading it."""
+    policy = _POLICY.get()
+    return policy.count if policy is not None else 0
+
+
 @contextmanager
 def policy(bad: BadRecords):
     token = _POLICY.set(bad)

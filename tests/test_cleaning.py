@@ -326,6 +326,11 @@ def test_near_dedup_is_one_corpus_filter_per_stage_fed_again_from_a_ready_store(
     from recipes.plugins import registry as registry_module
 
     plugin, made = _prefix_near_dedup()
+    from importlib.metadata import entry_points
+
+    # this stand-in, not plugins/recipes-near-dedup (which CI installs): every other installed plugin
+    others = [ep.name for ep in entry_points(group=registry_module.ENTRY_POINT_GROUP) if ep.name != "near_dedup"]
+    monkeypatch.setenv("RECIPES_PLUGINS", ",".join(others))
     monkeypatch.setattr(registry_module, "_cached", get_registry(extra_plugins=(plugin,)))
     folder, _ = corpus
     # near copies: an earlier document's first 40 characters with another ending, in both sources

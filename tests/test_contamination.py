@@ -1,6 +1,7 @@
 """Decontamination's index on its own: 13 shared words or 50 shared CJK characters match (whatever the
 case, spacing and punctuation), 12 words or 49 characters do not, the detail names the set; the index of
-a plan holds every stage's eval_data and the benchmarks' items, and its key follows their files."""
+a plan holds every stage's eval_data and the benchmarks' items, every training source (replay too) of a
+stage that decontaminates is checked, and the keys follow the reference files."""
 
 from __future__ import annotations
 
@@ -56,8 +57,14 @@ kind = "pretrain"
 [[stages.data]]
 path = "corpus.jsonl"
 format = "text"
+[[stages.data]]
+path = "corpus.jsonl"
+format = "text"
+name = "replay"
+dedup = "none"
 [[stages]]
 name = "chat"
+decontaminate = false
 kind = "sft"
 [[stages.data]]
 path = "chat.jsonl"
@@ -90,14 +97,23 @@ def test_the_plan_index_covers_every_stage_eval_set_and_benchmark_item(tmp_path)
     registry = get_registry()
     plan = make_plan(load_recipe(str(tmp_path / "recipe.toml"), registry), registry)
     said = []
-    references = plan.stages[0].references
-    assert references is plan.stages[1].references  # one for the plan: each stage's training data against all
+    references = plan.stages[0].references  # every stage's evaluation sets, the chat stage's too
     index = references.index(said.append)
     assert index.sets == ["eval set 'held' of stage 'chat'", "benchmark 'exam'"] and index.texts == 2
     assert said[0].startswith("data: decontamination: ") and "2 reference set(s)" in said[0]
     assert index.match("intro " + question + " outro") == "shares 13 words with benchmark 'exam'"
     assert index.match(CHINESE[:120]).endswith("with eval set 'held' of stage 'chat'")
     assert index.match(ENGLISH[:200]) is not None
-    key = references.key()
+    # every training source is checked, replay (dedup = "none") too; a stage with decontaminate = false not
+    from recipes.data.cleaning import stage_cleaning
+
+    checked = [[reason for reason, _, _ in c.checks] for c in stage_cleaning(plan.stages[0])]
+    assert checked == [["contaminated"], ["contaminated"]]
+    assert plan.stages[1].references is None
+    assert [c.checks for c in stage_cleaning(plan.stages[1])] == [()]
+    from recipes.data.ready import record_key
+
+    key, ready = references.key(), record_key(plan, plan.stages[0], registry)
     write(tmp_path / "exam.jsonl", json.dumps({**item, "question": question + " again"}) + "\n")
-    assert references.key() != key  # a changed benchmark file: another key
+    # a changed benchmark file: another key, and `recipes prepare` does not take the stage as ready
+    assert references.key() != key and record_key(plan, plan.stages[0], registry) != ready

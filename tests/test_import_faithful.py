@@ -129,14 +129,15 @@ def test_report_to_picks_the_callbacks(tmp_path, report_to, callbacks):
     assert recipe.callbacks == callbacks
 
 
-def test_report_to_tensorboard_keeps_the_default_wandb_is_added_and_swanlab_is_said(tmp_path):
+def test_report_to_tensorboard_keeps_the_default_wandb_and_swanlab_are_added(tmp_path):
     from recipes.plugins.registry import get_registry
 
-    code, output, _, recipe = imported(tmp_path, {"report_to": ["tensorboard", "wandb", "swanlab"]})
+    code, output, _, recipe = imported(tmp_path, {"report_to": ["tensorboard", "wandb", "swanlab", "clearml"]})
     assert code == 0, output
     default = [c.name for c in get_registry().callbacks.values() if c.default]
-    assert recipe.callbacks == [*default, "wandb"]  # the recipes-wandb plugin (installed beside the host)
-    assert "report_to swanlab: no equivalent" in output
+    # the recipes-wandb and recipes-swanlab plugins (installed beside the host)
+    assert recipe.callbacks == [*default, "wandb", "swanlab"]
+    assert "report_to clearml: no equivalent" in output and "report_to swanlab" not in output
 
 
 def test_liger_kernels_become_the_liger_loss(tmp_path):
@@ -178,20 +179,6 @@ def test_different_deepspeed_configs_take_the_strongest_and_name_the_stage_that_
     assert ("stage pt (c0.yaml): plain data parallel in its config, DeepSpeed ZeRO-3 here: the recipe's "
             "[distributed] applies to every stage") in output
     assert "stage x (c1.yaml)" not in output  # the SFT stage's own choice: nothing to say
-
-
-def test_quantization_in_one_config_only_imports_and_names_the_config_that_quantizes(tmp_path):
-    pt = {"stage": "pt", "dataset": "c4_demo", "output_dir": "saves/pt"}
-    sft = {"adapter_name_or_path": "saves/pt", "quantization_bit": 4}
-    code, output, _, recipe = imported(tmp_path, pt, sft)
-    assert code == 0, output
-    assert recipe.quantization.options()["bits"] == 4
-    assert ("stage pt (c0.yaml) trains LoRA on the full-precision model in LLaMA-Factory, but c1.yaml quantizes "
-            "it (4-bit bnb nf4, double quantization)") in output
-    assert "(" + "4, " not in output  # no Python tuples
-    code, output, _, _ = imported(tmp_path / "b", {**pt, "quantization_bit": 8}, sft)
-    assert code == 2 and "c1.yaml quantizes the model as 4-bit bnb nf4, double quantization, but c0.yaml as " \
-                          "8-bit bnb" in output
 
 
 def test_cosine_with_min_lr_is_written_as_cosine_with_a_check(tmp_path):

@@ -103,8 +103,12 @@ def recipe_reference(schema: dict | None = None) -> str:
 
 
 def _filter_sections(out: list[str], filters: dict, defs: dict):
-    """Each document filter a source's ``filters`` table may name, with its options."""
-    for name, prop in filters.get("properties", {}).items():
+    """Each document filter a source's ``filters`` table may name (a table of them, then each one's options)."""
+    named = filters.get("properties", {})
+    if named:
+        out.extend(["### Document filters", "", "| filter | description |", "|---|---|"]
+                   + [f"| `{name}` | {_cell(prop.get('description', ''))} |" for name, prop in named.items()] + [""])
+    for name, prop in named.items():
         body = next((b for b in prop.get("anyOf", []) if "properties" in b), {})
         out.extend([f"### filter `{name}`", "", _cell(prop.get("description", "")) + f" (`filters = {{{name} = "
                     "true}`, or a table of these options)", ""])

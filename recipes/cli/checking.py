@@ -40,9 +40,11 @@ def validate(recipes, strict, as_json):
     if as_json:
         click.echo(json.dumps({"ok": not error_lines, "recipes": reports}, indent=2, ensure_ascii=False))
         sys.exit(2 if error_lines else 0)
+    from rich.markup import escape
+
     console, err = _console(), _console(stderr=True)
     for line in warning_lines:
-        err.print(f"[yellow]warning:[/] {line}", markup=True, highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(line)}", markup=True, highlight=False)
     for report in reports:
         if report["plan"] is not None:
             console.print(f"[green]ok[/] {report['recipe']}")

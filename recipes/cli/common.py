@@ -30,9 +30,11 @@ def _quiet_console():
 
 
 def _fail(lines: list[str], code: int):
+    from rich.markup import escape  # a message may hold brackets (pip install 'pkg[extra]'), never markup
+
     err = _console(stderr=True)
     for line in lines:
-        err.print(f"[red]error:[/] {line}", markup=True, highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(line))}", markup=True, highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

@@ -57,8 +57,10 @@ def import_llamafactory(configs, output, dataset_dir, force):
     console.print(f"wrote {output}: {len(imported.stages)} stage(s), "
                   + ", ".join(f"{s.name} ({s.kind}, from {s.config.path})" for s in imported.stages))
     checked = check_recipe(str(output), get_registry())
+    from rich.markup import escape
+
     for warning in checked.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(str(warning))}", markup=True, highlight=False)
     console.print("check by hand:")
     for line in imported.checks:
         console.print(f"  - {line}", markup=False)

@@ -40,9 +40,11 @@ def run(recipe, output_dir, stage, until, restart, nproc, nnodes, node_rank, mas
     loaded = load_recipe(recipe, registry, preflight="run")  # validation and every stage's data first
     from recipes.training import distributed
 
+    from rich.markup import escape
+
     err = _console(stderr=True)
     for warning in (loaded.warnings if not distributed.launched() else []):  # said once, by the launcher
-        err.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(str(warning))}", markup=True, highlight=False)
     if stage and until and stage != until:
         raise RecipeError(f"--stage {stage} and --until {until}: give one of them")
     last = stage or until

@@ -13,6 +13,7 @@ from recipes.config.advice import advise, setting_path
 from recipes.config.cleaning import check_cleaning
 from recipes.config.collector import Collector
 from recipes.config.plugin_options import check_options
+from recipes.config.quantization_checks import check_quantization, check_sharding
 from recipes.config.counting import BYTES_PER_TOKEN, count_all
 from recipes.config.loaded import (BUNDLED_PREFIX, SOURCE_GROUPS, LoadedRecipe, ResolvedSource, match_files,
                           resolve_data_path)
@@ -25,6 +26,7 @@ from recipes.config.schema import FSDP2_RESHARD_AFTER_FORWARD, MODEL_REF, Recipe
 
 # Formats and stage kinds that a plugin package shipped with recipes (plugins/) provides, for an install hint
 PLUGIN_PACKAGES = {"dolly": "recipes-dolly-format", "qa_markdown": "recipes-qa-markdown",
+                   "documents": "recipes-documents",
                    **dict.fromkeys(("preference", "sharegpt_preference", "alpaca_preference", "kto", "sharegpt_kto",
                                     "alpaca_kto"), "recipes-trl")}
 KIND_PACKAGES = {"dpo": "recipes-trl", "kto": "recipes-trl"}
@@ -35,7 +37,7 @@ def _install_hint(name: str, packages: dict, known: list[str]) -> str:
     return (f"the plugin package {package} provides it: pip install -e plugins/{package}" if package
             else did_you_mean(name, known))
 # Callbacks (trackers) that a plugin package shipped with recipes provides
-CALLBACK_PACKAGES = {"mlflow": "recipes-mlflow", "wandb": "recipes-wandb"}
+CALLBACK_PACKAGES = {"mlflow": "recipes-mlflow", "wandb": "recipes-wandb", "swanlab": "recipes-swanlab"}
 
 
 def check(loaded: LoadedRecipe, registry: Registry, problems: Collector) -> None:
@@ -86,15 +88,7 @@ def _check_model(loaded: LoadedRecipe, base_dir: Path, problems: Collector) -> N
 
 
 def _check_plugins(recipe: Recipe, registry: Registry, problems: Collector) -> None:
-    if recipe.quantization is not None:
-        backend = registry.backends.get(recipe.quantization.backend)
-        if backend is None:
-            problems.add(("quantization", "backend"), f"unknown quantization backend "
-                         f"{recipe.quantization.backend!r}; "
-                         f"{did_you_mean(recipe.quantization.backend, sorted(registry.backends))}")
-        else:
-            check_options(backend.options_model, recipe.quantization.options(), ("quantization",), problems,
-                          flat=True)
+    check_quantization(recipe, registry, problems)
     for index, name in enumerate(recipe.callbacks or []):
         if name not in registry.callbacks:
             package = CALLBACK_PACKAGES.get(name)
@@ -138,7 +132,7 @@ def _check_stages(loaded: LoadedRecipe, registry: Registry, base_dir: Path, prob
         for group in SOURCE_GROUPS:
             for source_index, source in enumerate(getattr(stage, group)):
                 at = where + (group, source_index)
-                resolved = _resolve_source(source, base_dir, at, problems)
+                resolved = _resolve_source(source, base_dir, at, problems, registry)
                 if resolved is None:
                     continue
                 loaded.sources[(index, group, source_index)] = resolved
@@ -206,7 +200,8 @@ def check_raw_formats(data: dict, registry: Registry, problems: Collector) -> No
                     problems.add(("stages", index, group, j, "format"), unknown_format(name, registry))
 
 
-def _resolve_source(source, base_dir: Path, at: tuple, problems: Collector) -> ResolvedSource | None:
+def _resolve_source(source, base_dir: Path, at: tuple, problems: Collector,
+                    registry: Registry) -> ResolvedSource | None:
     """Files, format and options of a data source: given in the recipe, or by a dataset_info entry."""
     if source.dataset_info is not None:
         from recipes.config.dataset_info import resolve_dataset
@@ -220,9 +215,18 @@ def _resolve_source(source, base_dir: Path, at: tuple, problems: Collector) -> R
             return None
         return ResolvedSource(found.format_name, {**found.options, **source.options}, found.files)
     pattern = resolve_data_path(source.path, base_dir)
-    files = match_files(pattern)
+    fmt = registry.formats.get(source.format)
+    suffixes = fmt.suffixes if fmt is not None else ()
+    files = match_files(pattern, suffixes)
     if not files:
-        problems.add(at + ("path",), f"{source.path!r} matches no file (looked for {pattern})")
+        others = match_files(pattern) if suffixes else []
+        if others:
+            found = sorted({p.suffix.lower() or "no suffix" for p in others})
+            problems.add(at + ("path",), f"{source.path!r} holds no file that format {source.format!r} reads "
+                         f"({', '.join(suffixes)}); it has {len(others)} other file{'s' * (len(others) > 1)} "
+                         f"({', '.join(found[:8])}): point path at the documents, or pick another format")
+        else:
+            problems.add(at + ("path",), f"{source.path!r} matches no file (looked for {pattern})")
     return ResolvedSource(source.format, dict(source.options), files)
 
 
@@ -239,28 +243,12 @@ def _check_distributed(recipe: Recipe, problems: Collector) -> None:
                      "or \"shard_grad_op\"")
     if d.zero_stage is not None and d.strategy != "deepspeed":
         problems.add(where + ("zero_stage",), f"zero_stage applies to strategy \"deepspeed\", not {d.strategy!r}")
-    quantization = recipe.quantization
-    bits = None
-    if quantization is not None and quantization.backend == "bitsandbytes":
-        bits = quantization.options().get("bits", 4)
-    if d.strategy == "deepspeed":
-        if importlib.util.find_spec("deepspeed") is None:  # a warning: the recipe may run on another machine
-            problems.warn(where + ("strategy",), "strategy \"deepspeed\" needs the deepspeed package, not "
-                          "installed here: pip install deepspeed on the machine that runs it")
-        if (d.zero_stage or 2) == 3 and bits is not None:
-            problems.add(where + ("zero_stage",), f"ZeRO-3 shards every parameter, and bitsandbytes' {bits}-bit "
-                         "weights cannot be sharded by DeepSpeed: use zero_stage = 2, or strategy \"fsdp\" "
-                         "with 4-bit quant_storage = \"bf16\"")
+    if d.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        # a warning: the recipe may run on another machine
+        problems.warn(where + ("strategy",), "strategy \"deepspeed\" needs the deepspeed package, not "
+                      "installed here: pip install deepspeed on the machine that runs it")
+    check_sharding(recipe, problems)
     _check_sharded_head(recipe, problems)
-    if d.strategy == "fsdp" and bits is not None:
-        storage = quantization.options().get("quant_storage", "uint8")
-        if bits == 8:
-            problems.add(where + ("strategy",), "FSDP cannot shard bitsandbytes' 8-bit weights: use 4-bit "
-                         "(with quant_storage = \"bf16\"), or strategy \"ddp\"")
-        elif storage not in ("bf16", "bfloat16"):
-            problems.add(("quantization", "quant_storage") if "quant_storage" in quantization.options()
-                         else where + ("strategy",), "FSDP with 4-bit QLoRA needs quant_storage = \"bf16\" "
-                         "(FSDP flattens the packed 4-bit weights with the other bf16 parameters)")
 
 
 def _check_sharded_head(recipe: Recipe, problems: Collector) -> None:

@@ -46,14 +46,18 @@ def resolve_data_path(spec: str, base_dir: Path) -> str:
     return str(path if path.is_absolute() else base_dir / path)
 
 
-def match_files(pattern: str) -> list[Path]:
-    """Files named by a path, a folder (every file under it) or a glob, sorted."""
+def match_files(pattern: str, suffixes: tuple[str, ...] = ()) -> list[Path]:
+    """Files named by a path, a folder (every file under it, hidden ones aside) or a glob, sorted. With
+    ``suffixes`` (the ones a format reads), a folder or glob gives only the files that end in one of
+    them (case aside); a file named alone is given as it is, for its format to accept or refuse."""
     path = Path(pattern)
     if path.is_file():
         return [path]
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    return sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        found = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    else:
+        found = [Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()]
+    return sorted(p for p in found if not suffixes or p.name.lower().endswith(suffixes))
 
 
 def short(value) -> str:

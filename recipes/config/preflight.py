@@ -5,7 +5,8 @@ hours training. No torch, no transformers.
 
 Data: where a source's files are small (under ``FULL_PASS_BYTES`` in all) every record is read;
 where they are big, the first ``SAMPLE_RECORDS`` records of each file (the structure: columns,
-JSON, roles), so that validate stays quick on a 10 GB corpus. A file that gives no record at all
+JSON, roles), so that validate stays quick on a 10 GB corpus; a format with a ``check_file`` (one
+that converts documents) is given each file to look at instead. A file that gives no record at all
 (empty, or only blank lines) is an error naming it.
 """
 
@@ -88,14 +89,14 @@ def _check_data(loaded: LoadedRecipe, registry, problems: Collector) -> None:
         s = recipe.stages[index].settings(recipe.defaults)
         bad, read = BadRecords(s.on_bad_record == "skip", s.max_bad_records), 0
         for path in resolved.files:
-            records = fmt.read(Path(path), options)
             try:
                 with policy(bad):
-                    count = sum(1 for _ in (records if full else itertools.islice(records, SAMPLE_RECORDS)))
+                    skipped_before = bad.count
+                    count = _records_in(fmt, Path(path), options, full)
                 read += count
-                if not count:
-                    problems.add(at, f"{path}: no records in this file (empty, only blank lines, or every record "
-                                 "was skipped); remove it from the data or fix it")
+                if not count and bad.count == skipped_before:
+                    problems.add(at, f"{path}: no records in this file (empty, or only blank lines); remove it "
+                                 "from the data or fix it")
                     break
             except RecipeError as exc:
                 for problem in exc.problems:
@@ -104,10 +105,6 @@ def _check_data(loaded: LoadedRecipe, registry, problems: Collector) -> None:
             except (ValueError, OSError, KeyError, TypeError) as exc:
                 problems.add(at, f"{path}: cannot be read as {resolved.format!r}: {type(exc).__name__}: {exc}")
                 break
-            finally:
-                close = getattr(records, "close", None)
-                if close is not None:
-                    close()
         else:
             try:
                 bad.check_share(read + bad.count)
@@ -117,3 +114,21 @@ def _check_data(loaded: LoadedRecipe, registry, problems: Collector) -> None:
             if bad.count:
                 problems.warn(at, f"on_bad_record = \"skip\": {bad.describe()}"
                               + ("" if full else f" in the first {SAMPLE_RECORDS} records of each file"))
+
+
+def _records_in(fmt, path: Path, options, full: bool) -> int:
+    """The records of one file that validate reads (all, or the first ``SAMPLE_RECORDS``); a format
+    with a quick ``check_file`` (converting documents is slow) is looked at instead, as one record."""
+    if fmt.check_file is not None:
+        from recipes.bad_records import skipped
+
+        before = skipped()
+        fmt.check_file(path, options)
+        return int(skipped() == before)
+    records = fmt.read(path, options)
+    try:
+        return sum(1 for _ in (records if full else itertools.islice(records, SAMPLE_RECORDS)))
+    finally:
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()

@@ -235,6 +235,11 @@ class Stage(Settings):
     benchmarks: bool = Field(True, description="false: the recipe's [[benchmarks]] are not scored after this stage.")
     decontaminate: bool = Field(True, description="Remove training documents that share a long n-gram with an "
                                 "evaluation set of the plan or a benchmark item (counted as \"contaminated\").")
+    quantization: Optional[Union[Literal["none"], Quantization]] = Field(
+        None, description='This stage\'s own [stages.quantization] table (the fields of the '
+        'recipe\'s [quantization]), or "none" for unquantized weights; default: the recipe\'s [quantization]. '
+        "A stage whose quantization differs from its base stage's starts from that stage's merged model "
+        "(chaining \"merge\"), quantized as it loads.")
 
     @field_validator("name")
     @classmethod
@@ -355,6 +360,13 @@ class Recipe(Strict):
     def base_of(self, index: int) -> str:
         """What stage ``index`` starts from: its ``base``, else the previous stage, else the model."""
         return self.stages[index].base or (self.stages[index - 1].name if index else MODEL_REF)
+
+    def stage_quantization(self, index: int) -> Optional[Quantization]:
+        """How stage ``index`` loads its weights: its own table, else the recipe's (None: unquantized)."""
+        own = self.stages[index].quantization
+        if own is None:
+            return self.quantization
+        return None if own == "none" or own.backend == "none" else own
 
     def stage_samples(self, index: int) -> list[str]:
         """The prompts stage ``index`` answers: its own ``samples``, else the recipe's."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from recipes.data import batch_tokenize
-from recipes.bad_records import BadRecords, policy
+from recipes.bad_records import BadRecords, policy, skipped
 from recipes.data.store import finished_shard, write_json
 from recipes.errors import Problem, RecipeError
 
@@ -43,12 +43,12 @@ def default_workers() -> int:
 
 def read_chunks(sources, kind: str):
     """Chunks of records (about ``CHUNK_CHARACTERS`` of documents' text, or ``CHUNK_RECORDS``
-    conversations) of every file of every source, in recipe order; a file that gives no record at all
-    is an error naming it."""
+    conversations) of every file of every source, in recipe order; a file that gives no record at all,
+    none skipped either, is an error naming it (empty)."""
     chunk, size = [], 0
     for fmt, options, files in sources:
         for path in files:
-            before = 0
+            before, skipped_before = 0, skipped()
             for record in fmt.read(Path(path), options):
                 before += 1
                 chunk.append(record)
@@ -56,8 +56,8 @@ def read_chunks(sources, kind: str):
                 if size >= (CHUNK_CHARACTERS if kind == "documents" else CHUNK_RECORDS):
                     yield chunk
                     chunk, size = [], 0
-            if not before:
-                raise RecipeError(Problem("no records in this file (empty, or every record was skipped); "
+            if not before and skipped() == skipped_before:  # skipped ones are counted, and bounded
+                raise RecipeError(Problem("no records in this file (empty, or only blank lines); "
                                           "remove it from the data or fix it", file=str(path)))
     if chunk:
         yield chunk

@@ -20,6 +20,7 @@ from recipes.errors import RecipeError
 from recipes.config.counting import BYTES_PER_TOKEN
 from recipes.config.loaded import LoadedRecipe
 from recipes.config.mix_budget import repeat_warnings, targets
+from recipes.config.quantization_checks import quant_words
 from recipes.planning.memory import adapter_parameters, estimate_memory, shard
 from recipes.planning.plan import Plan, StagePlan
 
@@ -51,10 +52,13 @@ def recipe_estimate(loaded: LoadedRecipe, plan: Plan, device: str = "cuda", toke
     quantization = loaded.recipe.quantization
     quant = {"backend": plan.backend.name, **plan.backend_options.model_dump(mode="json")}
     tokenizer = _tokenizer(plan) if tokenize else None
-    width = plan.backend.bytes_per_weight
-    width = None if width is None else functools.partial(width, plan.backend_options)  # a plugin backend's count
-    stages = [stage_estimate(stage, shape, quant, device, tokenizer, plan.distributed, processes, width)
-              for stage in plan.stages]
+    stages = []
+    for stage in plan.stages:  # each with its own quantization (a stage's own, else the recipe's)
+        width = stage.backend.bytes_per_weight
+        width = None if width is None else functools.partial(width, stage.backend_options)  # a plugin's count
+        stages.append(stage_estimate(stage, shape, stage.quantization, device, tokenizer, plan.distributed,
+                                     processes, width))
+        stages[-1]["quantization"] = stage.quantization
     from recipes.planning.trainable import qwen1_translation, token_rows_estimate
 
     for stage, entry, written in zip(plan.stages, stages, loaded.recipe.stages):
@@ -241,16 +245,16 @@ def estimate_lines(estimate: dict) -> list[str]:
     """The estimate as text, for the terminal."""
     model, quant = estimate["model"], estimate["quantization"]
     where = "per GPU" if estimate["device"] == "cuda" else "CPU process growth"
-    quantized = "" if quant["backend"] == "none" else (
-        f", {quant['backend']}" + (f" {quant['bits']}-bit" if "bits" in quant else "")
-        + (f" {quant['quant_type']}" if quant.get("bits") == 4 else "") + (f" {quant['scheme']}" if "scheme" in quant else ""))
+    quantized = "" if quant["backend"] == "none" else ", " + quant_words(quant)
     lines = [f"model {model['path']} ({model['model_type']}, {model['total_parameters']:,} parameters, "
              f"{model['layers']} layers, hidden {model['hidden']}, vocab {model['vocab']:,}"
              f"{', tied embeddings' if model['tied_embeddings'] else ''}; config: {model['config']}){quantized}"]
     for number, stage in enumerate(estimate["stages"], start=1):
         p, m, d = stage["parameters"], stage["memory"], stage["data"]
         target = p["lora_target"] if isinstance(p["lora_target"], str) else ", ".join(p["lora_target"])
-        lines.append(f"{number}. {stage['name']} ({stage['kind']}) from {stage['base']}")
+        own = stage.get("quantization", quant)
+        lines.append(f"{number}. {stage['name']} ({stage['kind']}) from {stage['base']}"
+                     + ("" if own == quant else f", weights {quant_words(own)}"))
         lines.append(f"   parameters: {p['trainable']:,} trainable of {p['total']:,} = {100 * p['trainable_share']:.3f}% "
                      f"(LoRA r={p['lora_rank']} on {target}: {', '.join(p['lora_modules'])}; "
                      f"{p['lora_layers']} layers)")

@@ -64,8 +64,15 @@ class StagePlan:
     benchmarks: bool = True  # the plan's benchmarks are scored after this stage
     kind_provider: StageKind | None = None  # the stage kind's plugin provider
     kind_options: BaseModel | None = None  # the stage's kind_options, validated by its options model
+    backend: QuantizationBackend | None = None  # how the stage loads its weights: its own or the recipe's
+    backend_options: BaseModel | None = None  # [quantization]'s options, validated by the backend's model
     decontaminate: bool = True  # training documents sharing a long n-gram with an evaluation set go
     references: object = None  # what they are checked against (recipes.data.contamination.References)
+
+    @property
+    def quantization(self) -> dict:
+        """``{"backend": NAME, **options}``: for recipe.json, the fingerprint and the memory estimate."""
+        return {"backend": self.backend.name, **self.backend_options.model_dump(mode="json")}
 
     @property
     def records(self) -> str:
@@ -161,9 +168,7 @@ def run_folder(loaded: LoadedRecipe, output_dir: str | None = None) -> Path:
 def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None = None) -> Plan:
     recipe = loaded.recipe
     run_dir = run_folder(loaded, output_dir)
-    quantization = recipe.quantization
-    backend = registry.backends[quantization.backend if quantization else "none"]
-    backend_options = backend.options_model.model_validate(quantization.options() if quantization else {})
+    backend, backend_options = _loading(recipe.quantization, registry)
     if recipe.callbacks is None:
         callbacks = [c for c in registry.callbacks.values() if c.default]
     else:
@@ -187,7 +192,8 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
                                 run_dir / "stages" / stage.name, eval_sources, loss,
                                 loss.options_model.model_validate(settings.loss_options),
                                 tuple(recipe.stage_samples(index)), stage.benchmarks, kind,
-                                kind.options_model.model_validate(stage.kind_options), stage.decontaminate))
+                                kind.options_model.model_validate(stage.kind_options),
+                                *_loading(recipe.stage_quantization(index), registry), stage.decontaminate))
     model_path = recipe.model.path
     if not model_path.startswith("bundled:"):
         local = Path(model_path).expanduser()
@@ -201,7 +207,7 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
         "callbacks": [c.name for c in callbacks],
         "distributed": recipe.distributed.model_dump(mode="json"),
         "stages": [{"name": st.name, "kind": st.kind, "base": st.base, "settings": st.settings.as_dict(),
-                    "kind_options": st.kind_options.model_dump(mode="json"),
+                    "kind_options": st.kind_options.model_dump(mode="json"), "quantization": st.quantization,
                     "data": _sources_json(st.sources), "eval_data": _sources_json(st.eval_sources)}
                    for st in stages],
     }
@@ -215,6 +221,12 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
     for stage in stages:
         stage.references = references if stage.decontaminate else None
     return plan
+
+
+def _loading(quantization, registry: Registry) -> tuple:
+    """(the quantization backend, its validated options) of a ``[quantization]`` table (None: unquantized)."""
+    backend = registry.backends[quantization.backend if quantization else "none"]
+    return backend, backend.options_model.model_validate(quantization.options() if quantization else {})
 
 
 def _benchmarks(loaded: LoadedRecipe, registry: Registry) -> list:

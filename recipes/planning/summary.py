@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from recipes.config.counting import count_all
 from recipes.config.loaded import LoadedRecipe
+from recipes.config.schema import Quantization
 
 
 def summarize(loaded: LoadedRecipe) -> dict:
@@ -32,6 +33,7 @@ def summarize(loaded: LoadedRecipe) -> dict:
             "learning_rate": s.learning_rate, "cutoff_len": s.cutoff_len,
             "num_train_epochs": s.num_train_epochs, "max_steps": s.max_steps,
             "lora_rank": s.lora_rank, "lora_alpha": s.lora_alpha, "data": sources,
+            "quantization": (recipe.stage_quantization(index) or Quantization()).backend,
         })
     return {
         "name": loaded.name,
@@ -68,7 +70,8 @@ def summary_lines(summary: dict) -> list[str]:
         lines.append(f"{number}. {st['name']} ({st['kind']}) from {st['base']}: effective batch "
                      f"{st['effective_batch']} ({st['per_device_train_batch_size']} x "
                      f"{st['gradient_accumulation_steps']}), lr {st['learning_rate']:g}, cutoff_len "
-                     f"{st['cutoff_len']}, LoRA r={st['lora_rank']} alpha={st['lora_alpha']:g}, {length}")
+                     f"{st['cutoff_len']}, LoRA r={st['lora_rank']} alpha={st['lora_alpha']:g}, {length}"
+                     + (f", quantization {st['quantization']}" if st["quantization"] != summary["quantization"] else ""))
         for source in st["data"]:
             records = f", {source['records']:,} records" if source["records"] is not None else ""
             mix = f"; weight {source['weight']:g}: {source['share']:.0%} of the training tokens" if source["weight"] else ""

@@ -60,6 +60,17 @@ class DataFormat:
     instance of ``options_model`` (validated when the recipe is loaded), and returns an iterable of
     records. It raises ``recipes.errors.RecipeError`` for bad content, naming the file and record
     (``recipes.data.records`` reads .json/.jsonl/.csv/.parquet with those names and checks columns).
+    A malformed record goes through ``recipes.api.bad_record`` (an error, or skipped and counted under
+    ``on_bad_record = "skip"``); a file all of whose records were skipped is then no error.
+
+    ``suffixes`` (optional, lower case, e.g. ``(".pdf", ".docx")``): the files the format reads. A
+    source's folder or glob then takes only the files with one of them (every file when empty); a
+    file named alone is always given to ``read``.
+
+    ``check_file(path, options)`` (optional): a quick look at one file that ``recipes validate`` (and
+    the start of ``recipes run``) calls instead of reading every record, for a format whose reading is
+    slow or needs heavy libraries (converting documents). It raises ``RecipeError`` naming the file
+    for what it can see, through ``bad_record`` where the file would be a skipped record.
     """
 
     name: str
@@ -67,6 +78,8 @@ class DataFormat:
     read: Callable[[Any, BaseModel], Iterable[dict]]
     options_model: type[BaseModel] = NoOptions
     description: str = ""
+    suffixes: tuple[str, ...] = ()
+    check_file: Optional[Callable[[Any, BaseModel], None]] = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,12 @@ class StageContext:
     console: Any  # rich.console.Console the run prints to
     metrics_path: Any  # pathlib.Path of metrics.jsonl
 
+    def stage_metrics(self, logs: dict | None) -> dict:
+        """A Trainer log's numbers, each named ``<stage>/<key>`` (``domain/loss``, ``sft/eval_val_loss``),
+        as floats; what a tracker logs for the stage (strings and flags left out)."""
+        return {f"{self.stage_name}/{key}": float(value) for key, value in (logs or {}).items()
+                if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
 
 @dataclass(frozen=True)
 class RunContext:
@@ -118,6 +137,31 @@ class RunContext:
     run_name: str  # the recipe's name
     stage_names: tuple  # every stage of the plan, in order
     console: Any  # rich.console.Console the run prints to
+
+    def report_charts(self) -> list:
+        """The report's PNGs (loss.png, eval.png, ...), in name order."""
+        from pathlib import Path
+
+        return sorted(Path(self.report_dir).glob("*.png"))
+
+    def report_files(self) -> list:
+        """The report's text files (report.md, report.json), in name order."""
+        from pathlib import Path
+
+        return sorted(p for p in Path(self.report_dir).iterdir() if p.is_file() and p.suffix in (".md", ".json"))
+
+    def eval_matrix_rows(self) -> list:
+        """The report's evaluation matrix as rows ``[after, set, loss, perplexity]``: each evaluation set
+        on the starting model ("start") and after each stage; [] when the run has none."""
+        import json
+        from pathlib import Path
+
+        report = Path(self.report_dir) / "report.json"
+        if not report.is_file():
+            return []
+        matrix = json.loads(report.read_text(encoding="utf-8")).get("eval_matrix") or {}
+        return [[row["after"], name, value.get("loss"), value.get("perplexity")]
+                for row in matrix.get("rows") or [] for name, value in row["results"].items()]
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def stage_parts(plan, stage, base_fingerprint: str, registry, base_folder: str |
         "precision": resolved_precision(stage.settings.precision),
         "world_size": distributed.world_size(),
         "chat_template": chat_template_fallback(stage, base_folder),
-        "quantization": {"backend": plan.backend.name, **plan.backend_options.model_dump(mode="json")},
+        "quantization": stage.quantization,
         "versions": versions(registry),
     }
 

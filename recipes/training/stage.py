@@ -118,7 +118,7 @@ class StageRun:
             self.say(f"warning: {note}")
         d = self.plan.distributed
         sharded = d is not None and (d.strategy == "fsdp" or (d.strategy == "deepspeed" and (d.zero_stage or 2) == 3))
-        self.model = load_model(self.base_path, self.plan.backend, self.plan.backend_options, self.dtype,
+        self.model = load_model(self.base_path, self.stage.backend, self.stage.backend_options, self.dtype,
                                 self.load_kwargs, self.device, self.settings.gradient_checkpointing, attention,
                                 sharded=sharded)
 
@@ -145,7 +145,7 @@ class StageRun:
         self.trainable, self.total = self.model.get_nb_trainable_parameters()
         targets = "all-linear" if s.lora_target == "all" else ", ".join(s.lora_target)
         variant = "".join(f" {v}" for v, on in (("rsLoRA", s.use_rslora), ("DoRA", s.use_dora)) if on)
-        self.say(f"model: {self.base_path} ({self.plan.backend.name} backend) + LoRA{variant} r={s.lora_rank} "
+        self.say(f"model: {self.base_path} ({self.stage.backend.name} backend) + LoRA{variant} r={s.lora_rank} "
                  f"alpha={s.lora_alpha:g} on {targets}: {self.trainable:,} trainable of {self.total:,} parameters "
                  f"({100 * self.trainable / self.total:.3f}%)")
 
@@ -330,9 +330,9 @@ class StageRun:
         save_adapter(self.model, self.tokenizer, adapter_dir, getattr(self, "initial_adapter", None))
         if self.settings.chaining == "stack":  # the new adapter applies on the earlier stage's merged model
             point_adapter_at(adapter_dir, self.plan.stage(self.stage.base).merged_dir)
-        merged = merged_model(self.model, self.plan.backend, self.base_path, self.dtype, self.load_kwargs,
+        merged = merged_model(self.model, self.stage.backend, self.base_path, self.dtype, self.load_kwargs,
                               [*self.frozen, adapter_dir], self.device)
-        if self.plan.backend.quantizes and result is not None and self.stage.language_modelling:
+        if self.stage.backend.quantizes and result is not None and self.stage.language_modelling:
             self.evaluate_merged(merged, result)
         if self.stage.kind_provider.chat:
             end_turns(merged, self.tokenizer)
@@ -361,7 +361,7 @@ class StageRun:
             trainer.model = trained
         result.eval_loss_merged = loss
         result.eval_loss_merged_change = loss - after[name]["loss"]
-        self.say(f"merged model ({self.plan.backend.name} adapter merged into the {self.precision} base, as "
+        self.say(f"merged model ({self.stage.backend.name} adapter merged into the {self.precision} base, as "
                  f"published): {name} loss {loss:.4f}, {result.eval_loss_merged_change:+.4f} from the quantized "
                  f"model's {after[name]['loss']:.4f}")
 

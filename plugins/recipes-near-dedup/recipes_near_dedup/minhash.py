@@ -2,16 +2,16 @@
 
 Each document becomes a set of shingles: character 5-grams where the text is mostly CJK (Chinese has no
 spaces between words, and a word segmenter would be one more model to ship), word 5-grams otherwise.
-rensa computes the document's MinHash signature and looks it up in its LSH index (the signature cut
-into ``bands`` bands of ``rows`` values; two documents become candidates when one band is equal). A
-candidate is a duplicate only when the share of equal signature values, which estimates the Jaccard
-similarity of the two shingle sets, reaches ``threshold``: so ``threshold`` means what it says, and the
-bands only decide how many pairs get looked at. A document that is not a duplicate joins the index.
+rensa computes the document's MinHash signature; the LSH index (``recipes_near_dedup.bands``) looks up
+the earlier documents sharing one of its ``bands`` bands of ``rows`` values. A candidate is a duplicate
+only when the share of equal signature values, which estimates the Jaccard similarity of the two
+shingle sets, reaches ``threshold``: so ``threshold`` means what it says, and the bands only decide
+how many pairs get looked at. A document that is not a duplicate joins the index.
 
-Memory per kept document: rensa's LSH entries (one per band), 2 bytes per signature value kept for the
-verification (the low 16 bits: two different values agree there once in 65,536 draws, which moves the
-estimate by less than 0.0001), and about 12 bytes for its place. ``bench/near_dedup_memory.py`` measures
-the whole per million documents.
+Memory per kept document: its band entries (8 bytes each, in a table at most 60% full), 2 bytes per
+signature value kept for the verification (the low 16 bits: two different values agree there once in
+65,536 draws, which moves the estimate by less than 0.0001), and about 12 bytes for its place.
+``bench/near_dedup_memory.py`` measures the whole per million documents.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class NearDuplicates:
 
     def __init__(self, threshold: float = 0.5, num_perm: int = 128, bands: Optional[int] = None,
                  ngram: int = 5, unit: str = "auto"):
-        from recipes_near_dedup.bands import BandIndex
+        from recipes_near_dedup.bands import BandIndex  # numpy only: rensa is imported for the signatures
 
         if bands:
             self.bands, self.rows = bands, num_perm // bands

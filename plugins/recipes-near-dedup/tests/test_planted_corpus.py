@@ -109,3 +109,17 @@ def test_inspect_counts_each_reason_and_names_what_was_duplicated(prepared):
     contaminated = next(e for e in examples if e["reason"] == "contaminated")
     assert contaminated["place"] == planted.contaminated[0]
     assert contaminated["detail"] == "shares 13 words with eval set 'held' of stage 'domain'"
+
+
+def test_a_changed_evaluation_set_prepares_the_training_data_again(prepared):
+    planted, _, _ = prepared
+    recipe = planted.eval_file.parent / "recipe.toml"
+    runner = CliRunner()
+    again = runner.invoke(main, ["prepare", str(recipe)])
+    assert again.exit_code == 0 and "prepared into the store" not in again.output  # nothing changed: ready
+    rows = planted.eval_file.read_text(encoding="utf-8").splitlines()
+    planted.eval_file.write_text("\n".join(rows[1:]) + "\n", encoding="utf-8")  # the copied paragraph's set row gone
+    changed = runner.invoke(main, ["prepare", str(recipe)])
+    assert changed.exit_code == 0, changed.output
+    assert len(re.findall(r"prepared into the store", changed.output)) == 2
+    assert "contaminated" not in changed.output and "2 texts from 1 reference set(s)" in changed.output

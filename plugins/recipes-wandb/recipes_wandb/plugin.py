@@ -64,11 +64,8 @@ def build_tracker(context: StageContext):
             self.run.define_metric(f"{stage}/*", step_metric=f"{stage}/step")
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or not state.is_world_process_zero:
-                return
-            values = {f"{stage}/{key}": float(value) for key, value in logs.items()
-                      if isinstance(value, (int, float)) and not isinstance(value, bool)}
-            if values:
+            values = context.stage_metrics(logs)
+            if values and state.is_world_process_zero:
                 self.run.log({f"{stage}/step": state.global_step, **values})
 
         def on_train_end(self, args, state, control, **kwargs):
@@ -76,20 +73,6 @@ def build_tracker(context: StageContext):
                 self.run.summary[f"{stage}/trained_steps"] = state.global_step
 
     return WandbTracker()
-
-
-def matrix_table(report_json: Path):
-    """The report's evaluation matrix (after each stage, each set's loss) as a W&B table, or None."""
-    import wandb
-
-    if not report_json.is_file():
-        return None
-    matrix = json.loads(report_json.read_text(encoding="utf-8")).get("eval_matrix") or {}
-    rows = [[row["after"], name, value.get("loss"), value.get("perplexity")]
-            for row in matrix.get("rows") or [] for name, value in row["results"].items()]
-    if not rows:
-        return None
-    return wandb.Table(columns=["after", "set", "loss", "perplexity"], data=rows)
 
 
 def finish_run(context: RunContext) -> None:
@@ -100,16 +83,14 @@ def finish_run(context: RunContext) -> None:
     import wandb
 
     run = open_run(context.run_dir)
-    report = Path(context.report_dir)
-    images = {f"report/{png.stem}": wandb.Image(str(png)) for png in sorted(report.glob("*.png"))}
-    table = matrix_table(report / "report.json")
-    if table is not None:
-        images["report/eval_matrix_table"] = table
+    images = {f"report/{png.stem}": wandb.Image(str(png)) for png in context.report_charts()}
+    rows = context.eval_matrix_rows()
+    if rows:
+        images["report/eval_matrix_table"] = wandb.Table(columns=["after", "set", "loss", "perplexity"], data=rows)
     if images:
         run.log(images)
-    for path in sorted(report.iterdir()):
-        if path.is_file() and path.suffix in (".md", ".json"):
-            run.save(str(path), base_path=str(report.parent), policy="now")
+    for path in context.report_files():
+        run.save(str(path), base_path=str(Path(context.report_dir).parent), policy="now")
     run_id, where = run.id, run.dir
     run.finish()
     wandb.teardown()

@@ -6,42 +6,24 @@ and the evaluation matrix (read back from W&B's own record file)."""
 from __future__ import annotations
 
 import json
-import os
 import struct
+import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from recipes.cli import main
-from recipes.plugins.registry import get_registry
-
-# no conftest.py here: run beside the host's tests, a second module named conftest would shadow theirs
+# the checks every tracker plugin shares, in the host's tests folder (no conftest.py here: run beside
+# the host's tests, a second module named conftest would shadow theirs)
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+import tracker_support as tracker  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
 def private_caches(tmp_path_factory):
     """Private HF and recipes caches and W&B offline, restored afterwards."""
-    root = tmp_path_factory.mktemp("wandb_caches")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("WANDB_PROJECT", raising=False)
-        for key, value in dict(HF_HUB_OFFLINE="1", HF_HOME=str(root / "hf"), RECIPES_CACHE=str(root / "recipes"),
-                               WANDB_MODE="offline", WANDB_SILENT="true").items():
-            patch.setenv(key, value)
+    with tracker.private_caches(tmp_path_factory.mktemp("wandb_caches"), drop=("WANDB_PROJECT",),
+                                WANDB_MODE="offline", WANDB_SILENT="true"):
         yield
-
-
-def demo_recipe(tmp_path, steps: int = 3):
-    """The bundled two-stage demo at a few steps, with the tracker named."""
-    from qwen_recipes import bundled_recipes
-
-    text = bundled_recipes()["demo"].read_text(encoding="utf-8")
-    text = text.replace("[model]", 'callbacks = ["metrics_jsonl", "wandb"]\n\n[model]', 1)
-    text = text.replace("cutoff_len = 256", "cutoff_len = 64").replace(
-        "logging_steps = 2\n", f"logging_steps = 1\nmax_steps = {steps}\n")
-    recipe = tmp_path / "demo_wandb.toml"
-    recipe.write_text(text, encoding="utf-8")
-    return recipe
 
 
 def records(path: Path, block: int = 32768):
@@ -72,19 +54,12 @@ def records(path: Path, block: int = 32768):
 
 
 def test_the_tracker_is_loaded_from_its_entry_point():
-    registry = get_registry()
-    assert registry.info["wandb"].source == "recipes-wandb"
-    assert registry.callbacks["wandb"].finish is not None and not registry.callbacks["wandb"].default
-    result = CliRunner().invoke(main, ["plugins"])
-    assert "wandb 0.1.0 (recipes-wandb)" in result.output and "callback:wandb: Weights & Biases run" in result.output
+    tracker.check_entry_point("wandb", "recipes-wandb", "Weights & Biases run")
 
 
 def test_a_two_stage_run_leaves_both_stages_in_the_offline_run_folder(tmp_path):
-    run_dir = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", str(demo_recipe(tmp_path)), "--output-dir", str(run_dir)])
-    assert result.exit_code == 0, result.output + repr(result.exception)
+    run_dir = tracker.run_demo(tmp_path, "wandb")
     run_id = (run_dir / "wandb_run_id").read_text().strip()
-    assert f"wandb: run {run_id} (demo)" in result.output
     [folder] = (run_dir / "wandb").glob(f"offline-run-*-{run_id}")  # one W&B run for both stages
     history, config = [], {}
     for record in records(folder / f"run-{run_id}.wandb"):
@@ -96,12 +71,10 @@ def test_a_two_stage_run_leaves_both_stages_in_the_offline_run_folder(tmp_path):
             config.update({item.key: json.loads(item.value_json) for item in record.run.config.update})
     recipe = json.loads((run_dir / "recipe.json").read_text())
     assert config["recipe"]["name"] == recipe["recipe"]["name"] == "demo"
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for stage in ("domain", "sft"):
         logged = [(h[f"{stage}/step"], h[f"{stage}/loss"]) for h in history if f"{stage}/loss" in h]
         assert [step for step, _ in logged] == [1, 2, 3], stage
-        jsonl = [r["loss"] for r in rows if r.get("stage") == stage and "loss" in r]
-        assert [loss for _, loss in logged] == pytest.approx(jsonl), stage  # the host's own record
+        assert [loss for _, loss in logged] == pytest.approx(tracker.jsonl_losses(run_dir, stage)), stage
         evals = [h[f"{stage}/step"] for h in history if any(k.startswith(f"{stage}/eval_") for k in h)]
         assert {0, 3} <= set(evals), stage  # before and after training
     # the end of the run: media are logged as nested keys (report/loss/_type, report/loss/path, ...)
@@ -114,23 +87,8 @@ def test_a_two_stage_run_leaves_both_stages_in_the_offline_run_folder(tmp_path):
 
 
 def test_other_ranks_build_no_tracker(tmp_path, monkeypatch):
-    from recipes.api import StageContext
-
-    monkeypatch.setenv("RANK", "1")
-    context = StageContext(run_dir=tmp_path, stage_name="domain", stage_index=0, stage_count=2, console=None,
-                           metrics_path=tmp_path / "metrics.jsonl")
-    assert get_registry().callbacks["wandb"].build(context) is None
-    assert not list(tmp_path.iterdir())
+    tracker.check_other_ranks_build_nothing("wandb", tmp_path, monkeypatch)
 
 
 def test_without_the_plugin_validate_names_the_package(tmp_path, monkeypatch):
-    from importlib import metadata
-
-    from recipes.plugins import registry
-
-    others = [ep.name for ep in metadata.entry_points(group=registry.ENTRY_POINT_GROUP) if ep.name != "wandb"]
-    monkeypatch.setenv("RECIPES_PLUGINS", ",".join(others))  # every installed plugin but this one
-    monkeypatch.setattr(registry, "_cached", None)  # restored after the test
-    result = CliRunner().invoke(main, ["validate", str(demo_recipe(tmp_path))])
-    assert result.exit_code == 2, result.output
-    assert "unknown callback 'wandb'; the plugin package recipes-wandb provides it" in result.output
+    tracker.check_validate_names_the_package("wandb", "recipes-wandb", tmp_path, monkeypatch)

@@ -92,12 +92,14 @@ HANDLED: dict[str, str] = {
     "enable_liger_kernel": "stage `loss = \"liger\"` (the recipes-liger plugin: Liger's fused linear "
                            "cross-entropy; its other kernels have no equivalent)",
     "report_to": "top-level `callbacks`: none -> progress and metrics_jsonl; tensorboard: the default; mlflow, "
-                 "wandb: adds the recipes-mlflow / recipes-wandb plugin's callback; others: no equivalent",
+                 "wandb, swanlab: adds the recipes-mlflow / recipes-wandb / recipes-swanlab plugin's callback; "
+                 "others: no equivalent",
     "pissa_init": "stage `init_lora_weights = \"pissa_niter_N\"` (N: `pissa_iter`, default 16; -1: \"pissa\")",
     "pissa_iter": "with `pissa_init`: the N of `init_lora_weights = \"pissa_niter_N\"` (-1: an exact SVD, \"pissa\")",
     "pissa_convert": "always on: a PiSSA adapter is published converted to a plain LoRA of the original base",
     "quantization_bit": "`[quantization] backend = \"bitsandbytes\"`, `bits` (4-bit: `quant_storage` = the "
-                        "precision's dtype, as LLaMA-Factory loads it)",
+                        "precision's dtype, as LLaMA-Factory loads it); configs that differ: each stage's own "
+                        "`[stages.quantization]`",
     "quantization_method": "bnb / bitsandbytes; hqq and eetq are refused",
     "quantization_type": "`[quantization] quant_type`",
     "double_quantization": "`[quantization] double_quant`",
@@ -145,6 +147,12 @@ LEFT_OUT: dict[str, str] = {
     "lr_scheduler_kwargs": "a recipe cannot pass scheduler arguments",
     "fsdp_config": "decoder layers are wrapped; read beside fsdp",
     "fsdp_transformer_layer_cls_to_wrap": "decoder layers are wrapped",
+    "swanlab_project": "the SwanLab project and run are named after the recipe",
+    "swanlab_run_name": "the SwanLab run is named after the recipe",
+    "swanlab_workspace": "SwanLab's own login decides the workspace",
+    "swanlab_mode": "recipes-swanlab logs offline unless SwanLab's SWANLAB_MODE says otherwise",
+    "swanlab_logdir": "recipes-swanlab logs under <run>/swanlog unless SWANLAB_LOG_DIR says otherwise",
+    "swanlab_lark_webhook_url": "SwanLab's notifications are not set up by recipes",
 }
 
 # left-out keys that change what is trained: also listed among the things to check by hand
@@ -155,8 +163,8 @@ SECRETS: dict[str, str] = {
     "hf_hub_token": "nothing is downloaded",
     "ms_hub_token": "nothing is downloaded",
     "om_hub_token": "nothing is downloaded",
-    "swanlab_api_key": "no SwanLab",
-    "swanlab_lark_secret": "no SwanLab",
+    "swanlab_api_key": "SwanLab logs in with its own `swanlab login`",
+    "swanlab_lark_secret": "SwanLab's notifications are not set up by recipes",
 }
 
 # handled keys that mean nothing in a pre-training stage -> why (a comment in that stage)

@@ -52,6 +52,7 @@ class StageDraft:
     data: list = field(default_factory=list)
     eval_data: list = field(default_factory=list)
     comments: list = field(default_factory=list)
+    quantization: dict | None = None  # its own [stages.quantization], where the configs quantize differently
 
 
 @dataclass
@@ -114,12 +115,12 @@ def callbacks(stages: list[StageDraft], checks: list[str]) -> list[str] | None:
                 wanted += [n for n in default if n not in wanted]
             elif tracker in registry.callbacks:
                 wanted += [n for n in ("progress", "metrics_jsonl", tracker) if n not in wanted]
-            elif tracker in ("mlflow", "wandb"):
+            elif tracker in ("mlflow", "wandb", "swanlab"):
                 checks.append(f"{stage.config.path}: report_to {tracker}: install the recipes-{tracker} plugin (pip "
                               f"install -e plugins/recipes-{tracker}) and add \"{tracker}\" to the recipe's callbacks")
             else:
                 checks.append(f"{stage.config.path}: report_to {tracker}: no equivalent; recipes logs to "
-                              "metrics.jsonl (and TensorBoard, MLflow, W&B)")
+                              "metrics.jsonl (and TensorBoard, MLflow, W&B, SwanLab)")
     if not given:
         return None
     chosen = [n for n in ("progress", "metrics_jsonl") if n not in wanted] + wanted
@@ -128,45 +129,56 @@ def callbacks(stages: list[StageDraft], checks: list[str]) -> list[str] | None:
 
 
 def quantization(stages: list[StageDraft], checks: list[str], fsdp: bool = False) -> list[str]:
-    """The recipe quantizes every stage alike: the configs that quantize decide, and each stage whose
-    own config did not is named."""
-    def described(config: Config):
-        keys = config.keys
-        if keys.get("quantization_bit") is None:
-            return None
-        return (int(keys["quantization_bit"]), keys.get("quantization_method", "bnb"),
-                keys.get("quantization_type", "nf4"), bool(keys.get("double_quantization", True)))
-
-    kinds = {s.config.path: described(s.config) for s in stages}
-    quantizing = [s for s in stages if kinds[s.config.path] is not None]
+    """How each stage loads its weights, as its own config says: one [quantization] when every config
+    agrees; else each quantizing stage's own [stages.quantization] (the others train unquantized), and a
+    stage that LLaMA-Factory would continue across different weights starts from the merged model."""
+    kinds = {s.name: _quant_kind(s.config) for s in stages}
+    quantizing = [s for s in stages if kinds[s.name] is not None]
+    for stage in quantizing:
+        bits, method = kinds[stage.name][:2]
+        if method not in ("bnb", "bitsandbytes") or bits not in (4, 8):
+            raise RecipeError(stage.config.problem("quantization_method", f"{bits}-bit {method} quantization: "
+                                                   "recipes quantizes with bitsandbytes in 4 or 8 bits only"))
     if not quantizing:
         return []
-    first = quantizing[0]
-    bits, method, kind, double = kinds[first.config.path]
-    for other in quantizing[1:]:
-        if kinds[other.config.path] != kinds[first.config.path]:
-            raise RecipeError(other.config.problem("quantization_bit", f"{other.config.path.name} quantizes the model "
-                                                   f"as {quant_words(kinds[other.config.path])}, but "
-                                                   f"{first.config.path.name} as {quant_words(kinds[first.config.path])};"
-                                                   " a recipe quantizes every stage alike: make them agree"))
-    if method not in ("bnb", "bitsandbytes") or bits not in (4, 8):
-        raise RecipeError(first.config.problem("quantization_method", f"{bits}-bit {method} quantization: "
-                                               "recipes quantizes with bitsandbytes in 4 or 8 bits only"))
+    if len(set(kinds.values())) == 1:
+        return ["", "[quantization]", *assignments(_quant_values(kinds[quantizing[0].name], fsdp))]
     for stage in stages:
-        if kinds[stage.config.path] is None:
-            checks.append(f"stage {stage.name} ({stage.config.path.name}) trains LoRA on the full-precision model "
-                          f"in LLaMA-Factory, but {first.config.path.name} quantizes it "
-                          f"({quant_words(kinds[first.config.path])}), and a recipe quantizes every stage alike: "
-                          f"stage {stage.name} trains on the quantized model too (QLoRA)")
+        if kinds[stage.name] is not None:
+            stage.quantization = _quant_values(kinds[stage.name], fsdp)
+        if stage.base in kinds and kinds[stage.base] != kinds[stage.name] and stage.chaining != "merge":
+            checks.append(f"stage {stage.name} ({stage.config.path.name}) continues {stage.base}'s adapter in "
+                          f"LLaMA-Factory on {_quant_words(kinds[stage.name])} weights, and {stage.base} trained it on "
+                          f"{_quant_words(kinds[stage.base])} weights: here it starts from {stage.base}'s merged model "
+                          "(chaining = \"merge\"), quantized as it loads, with a new adapter")
+            stage.chaining = "merge"
+    checks.append("the configs quantize differently: " + ", ".join(
+        f"{s.name} {_quant_words(kinds[s.name])}" for s in stages) + "; each stage loads its weights as its own "
+        "config says ([stages.quantization])")
+    return []
+
+
+def _quant_kind(config: Config) -> tuple | None:
+    keys = config.keys
+    if keys.get("quantization_bit") is None:
+        return None
+    return (int(keys["quantization_bit"]), keys.get("quantization_method", "bnb"),
+            keys.get("quantization_type", "nf4"), bool(keys.get("double_quantization", True)))
+
+
+def _quant_values(kind: tuple, fsdp: bool) -> dict:
+    bits, _, quant_type, double = kind
     values = {"backend": "bitsandbytes", "bits": bits}
     if bits == 4:
-        values.update(quant_type=kind, double_quant=double)
+        values.update(quant_type=quant_type, double_quant=double)
         if fsdp:  # as LLaMA-Factory loads 4-bit weights, and as FSDP needs them: stored in the compute dtype
             values["quant_storage"] = "bf16"
-    return ["", "[quantization]", *assignments(values)]
+    return values
 
 
-def quant_words(kind) -> str:
+def _quant_words(kind) -> str:
+    if kind is None:
+        return "unquantized"
     bits, method, quant_type, double = kind
     return f"{bits}-bit {method}" + (f" {quant_type}" + (", double quantization" if double else "") if bits == 4 else "")
 
@@ -243,6 +255,8 @@ def stage_lines(stage: StageDraft) -> list[str]:
         lines.append(f"chaining = {toml_value(stage.chaining)}")
     lines += assignments(stage.settings)
     lines += comment_lines([f"from {stage.config.path}:", *stage.comments]) if stage.comments else []
+    if stage.quantization is not None:
+        lines += ["", "[stages.quantization]", *assignments(stage.quantization)]
     for table, sources in (("data", stage.data), ("eval_data", stage.eval_data)):
         for source in sources:
             lines += ["", f"[[stages.{table}]]", *assignments(source)]

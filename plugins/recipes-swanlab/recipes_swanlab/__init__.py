@@ -1,0 +1,1 @@
+"""SwanLab tracker for qwen-recipes."""
