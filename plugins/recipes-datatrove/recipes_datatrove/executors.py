@@ -14,7 +14,7 @@ that finished is not run again).
 from __future__ import annotations
 
 import contextlib
-import io
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,7 @@ class QuietLocalExecutor(LocalPipelineExecutor):
     record's error as one line."""
 
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
-        with contextlib.redirect_stderr(io.StringIO()):
+        with open(os.devnull, "w") as nowhere, contextlib.redirect_stderr(nowhere):  # the task's log file has it
             return super()._run_for_rank(rank, local_rank, node_rank)
 
 
