@@ -184,11 +184,16 @@ def record_text(record: dict) -> str:
     return "\n".join(m["content"] for m in record.get("messages", ()) if isinstance(m.get("content"), str))
 
 
-def _source_texts(source):
+def _source_texts(source, bad_records: tuple = (False, 0.0)):
+    """The texts of an evaluation source, its bad records under its stage's ``on_bad_record`` policy
+    (``bad_records``: skip, limit), as the stage's own reading of it."""
+    from recipes.bad_records import BadRecords, policy
+
     fmt, options, files = source
-    for path in files:
-        for record in fmt.read(Path(path), options):
-            yield record_text(record)
+    with policy(BadRecords(*bad_records)):
+        for path in files:
+            for record in fmt.read(Path(path), options):
+                yield record_text(record)
 
 
 def _benchmark_texts(files):
@@ -203,12 +208,13 @@ class References:
     (``(stage name, Source)``) and every benchmark (``BenchmarkPlan``). ``make_plan`` gives the same to
     each stage that decontaminates."""
 
-    eval_sets: tuple = ()
+    eval_sets: tuple = ()  # (stage name, Source, (skip bad records, their limit))
     benchmarks: tuple = ()
 
     @classmethod
     def of(cls, stages, benchmarks) -> "References":
-        return cls(tuple((stage.name, source) for stage in stages for source in stage.eval_sources), tuple(benchmarks))
+        return cls(tuple((stage.name, source, (stage.settings.on_bad_record == "skip", stage.settings.max_bad_records))
+                         for stage in stages for source in stage.eval_sources), tuple(benchmarks))
 
     def __bool__(self) -> bool:
         return bool(self.eval_sets or self.benchmarks)
@@ -219,8 +225,8 @@ class References:
         from recipes.benchmarks.layouts import read_benchmark
         from recipes.benchmarks.selection import scorer_of
 
-        found = [(f"eval set {source.name!r} of stage {stage!r}", _source_texts(source))
-                 for stage, source in self.eval_sets]
+        found = [(f"eval set {source.name!r} of stage {stage!r}", _source_texts(source, bad))
+                 for stage, source, bad in self.eval_sets]
         notes = []
         for bench in self.benchmarks:
             scorer, options = scorer_of(bench)
@@ -239,7 +245,7 @@ class References:
 
         sets = [{"stage": stage, "name": source.name, "format": source.format.name,
                  "options": source.options.model_dump(mode="json"), "files": [file_sha256(f) for f in source.files]}
-                for stage, source in self.eval_sets]
+                for stage, source, _ in self.eval_sets]
         benchmarks = []
         for bench in self.benchmarks:
             root = Path(bench.path)

@@ -53,19 +53,29 @@ class BandIndex:
 
     def candidates(self, fingerprints: np.ndarray) -> list[int]:
         """The numbers of the documents in the buckets of these band fingerprints (unique)."""
-        buckets = fingerprints.astype(np.int64) & self.mask
-        hit = self.fingerprints[buckets] == fingerprints[:, None]
-        found = set(self.numbers[buckets][hit].tolist())
-        if self.overflow:
-            found.update(n for n in map(self.overflow.get, fingerprints.tolist()) if n is not None)
-        return sorted(found)
+        return self.lookup(fingerprints)[0]
 
-    def add(self, fingerprints: np.ndarray, number: int) -> None:
-        if self.count + len(fingerprints) > MAX_LOAD * self.fingerprints.size:
-            self._grow()
+    def lookup(self, fingerprints: np.ndarray) -> tuple[list[int], tuple]:
+        """(``candidates``, what ``add`` can reuse if the document is then indexed)."""
         buckets = fingerprints.astype(np.int64) & self.mask
         rows = self.fingerprints[buckets]
-        new = ~(rows == fingerprints[:, None]).any(axis=1)
+        hit = rows == fingerprints[:, None]
+        found = set()
+        if hit.any():
+            where, column = np.nonzero(hit)
+            found.update(self.numbers[buckets[where], column].tolist())
+        if self.overflow:
+            found.update(n for n in map(self.overflow.get, fingerprints.tolist()) if n is not None)
+        return sorted(found), (self.mask, buckets, rows, hit)
+
+    def add(self, fingerprints: np.ndarray, number: int, looked: tuple | None = None) -> None:
+        """Index a document's band fingerprints (``looked``: its ``lookup``'s second value, if any)."""
+        if self.count + len(fingerprints) > MAX_LOAD * self.fingerprints.size:
+            self._grow()
+        if looked is None or looked[0] != self.mask:  # not looked up, or the table has grown since
+            looked = self.lookup(fingerprints)[1]
+        _, buckets, rows, hit = looked
+        new = ~hit.any(axis=1)
         empty = rows == 0
         if not self.overflow and empty[new].any(axis=1).all() and len(set(buckets[new].tolist())) == new.sum():
             # the common case: each new band has room in a bucket of its own: one write

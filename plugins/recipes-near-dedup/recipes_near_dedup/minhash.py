@@ -134,24 +134,25 @@ class NearDuplicates:
         digest = np.asarray(minhash.digest(), dtype=np.uint32)
         low, bands = digest.astype(np.uint16), self.lsh.fingerprints_of(digest)
         best, best_key = 0.0, -1
-        for key in self.lsh.candidates(bands):
+        candidates, looked = self.lsh.lookup(bands)
+        for key in candidates:
             similarity = float(np.count_nonzero(self._row(key) == low)) / self.perms
             if similarity > best:
                 best, best_key = similarity, key
         if best >= self.threshold:
             return f"near duplicate ({best:.2f}) of {self.places[best_key] or f'document {best_key + 1}'}"
-        self._add(bands, low, place)
+        self._add(bands, low, place, looked)
         return None
 
     def _row(self, key: int) -> np.ndarray:
         return self._blocks[key // CHUNK_ROWS][key % CHUNK_ROWS]
 
-    def _add(self, bands: np.ndarray, low: np.ndarray, place: str) -> None:
+    def _add(self, bands: np.ndarray, low: np.ndarray, place: str, looked: tuple) -> None:
         key = len(self.places)
         if key % CHUNK_ROWS == 0:
             self._blocks.append(np.empty((CHUNK_ROWS, self.perms), dtype=np.uint16))
         self._blocks[-1][key % CHUNK_ROWS] = low
-        self.lsh.add(bands, key)
+        self.lsh.add(bands, key, looked)
         self.places.add(place)
 
     def __len__(self) -> int:
