@@ -231,6 +231,12 @@ def test_bad_input_is_one_line_with_exit_code_2(corpus, cleaned, tmp_path):
     assert code == 2 and "it holds another cleaning" in output, output
     code, output = clean(str(folder / "recipe.toml"), "--stage", "sft", "--out", str(tmp_path / "o3"))
     assert code == 2 and "--stage sft: no such stage" in output, output
+    (tmp_path / "data" / "chat.jsonl").write_text('{"messages": [{"role": "user", "content": "Q"}, '
+                                                  '{"role": "assistant", "content": "A"}]}\n', encoding="utf-8")
+    recipe.write_text(recipe.read_text(encoding="utf-8") + '\n[[stages]]\nname = "sft"\nkind = "sft"\n\n'
+                      '[[stages.data]]\npath = "data/chat.jsonl"\nformat = "messages"\n', encoding="utf-8")
+    code, output = clean(str(recipe), "--stage", "sft", "--out", str(tmp_path / "o5"))
+    assert code == 2 and "trains on conversations; recipes-datatrove cleans pre-training documents" in output, output
     code, output = clean(str(folder / "recipe.toml"), "--stage", "cpt", "--out", str(tmp_path / "o4"), "--dry-run")
     assert code == 2 and "add --executor slurm" in output, output
 
