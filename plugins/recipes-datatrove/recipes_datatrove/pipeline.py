@@ -83,7 +83,8 @@ def build_steps(stage, out: str, tasks: int) -> list[Step]:
         Step("near-buckets", [MinhashDedupBuckets(signatures, pairs, config=minhash)], minhash.num_buckets),
         Step("near-clusters", [FirstKept(pairs, whole, clusters, minhash.num_buckets * minhash.hashes_per_bucket,
                                          near.threshold)], 1),
-        Step("near-drop", [RankShard(f"{work}/unique"), NearCopies(clusters, f"{work}/near/places", Removed(out, counts, "near")),
+        Step("near-drop", [RankShard(f"{work}/unique"),
+                           NearCopies(clusters, f"{work}/near/places", Removed(out, counts, "near")),
                            Shards(out, counts, "near")], tasks),
         summary,
     ]

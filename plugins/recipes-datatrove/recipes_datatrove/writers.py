@@ -1,13 +1,13 @@
 """Where documents go between and after the steps, each write counted (``tally``).
 
 - ``Removed``: a removed document, with its reason and detail, into ``removed/<reason>/<rank>.jsonl.gz``
-  (nothing disappears without a trace: the summary counts these, ``--removed`` examples come from them).
+  (nothing disappears without a trace: the summary counts these, and they are the examples to read).
 - ``Shards``: a kept document, into ``shards/<source>/<rank>-<phase>.jsonl.gz``, what ``recipes prepare``
   then tokenizes (one folder per source, so the recipe keeps its sources, names and weights).
-- ``Intermediate`` and ``RankShard``: the documents between two steps that must see the same stream
-  (a dedup's signature step and its filter step), one file per task, read back by the same task.
-- ``SplitOff``: sends the documents of some sources to a writer and passes the others on (a source
-  with ``dedup = "none"`` skips dedup; one with ``"exact"`` skips the near-duplicate steps).
+- ``intermediate`` and ``RankShard``: the documents between two steps that must see the same stream
+  (a dedup's signature step and its dropping step), one file per task, read back by the same task.
+- ``SplitOff``: sends the documents of some sources to a writer and passes the others on (after exact
+  dedup, the sources with ``dedup = "none"`` or ``"exact"`` are written out; ``"near"`` ones go on).
 """
 
 from __future__ import annotations
@@ -21,9 +21,15 @@ from datatrove.pipeline.writers.jsonl import JsonlWriter
 from recipes_datatrove.tally import Tally
 
 
+def row(writer, document: Document) -> dict:
+    """A document as a line (datatrove's own adapter leaves out empty values, an empty text among them,
+    which a `text` source could then not read)."""
+    return {"text": document.text, "id": document.id, "metadata": document.metadata}
+
+
 class _Counted(JsonlWriter):
     def __init__(self, folder: str, filename: str, counts_folder: str, phase: str):
-        super().__init__(folder, output_filename=filename)
+        super().__init__(folder, output_filename=filename, adapter=row)
         self.counts_folder, self.phase = counts_folder, phase
         self.tally: Tally | None = None
 
@@ -63,7 +69,7 @@ class Shards(_Counted):
 
 
 def intermediate(folder: str) -> JsonlWriter:
-    return JsonlWriter(folder, output_filename="${rank}.jsonl.gz")
+    return JsonlWriter(folder, output_filename="${rank}.jsonl.gz", adapter=row)
 
 
 class RankShard(PipelineStep):
@@ -83,9 +89,9 @@ class RankShard(PipelineStep):
             return
         with folder.open(name, "rt", compression="gzip") as handle:
             for line in handle:
-                row = orjson.loads(line)
+                values = orjson.loads(line)
                 self.stat_update("read")
-                yield Document(text=row["text"], id=row["id"], metadata=row.get("metadata", {}))
+                yield Document(text=values["text"], id=values["id"], metadata=values["metadata"])
 
 
 class SplitOff(PipelineStep):
