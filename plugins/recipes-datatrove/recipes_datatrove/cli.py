@@ -69,6 +69,7 @@ def check_stage(stage, tasks: int) -> None:
     from recipes.api import RecipeError
 
     from recipes_datatrove.exact import MAX_TASKS
+    from recipes_datatrove.pipeline import near_settings
 
     if stage.records != "documents":
         raise RecipeError(f"stage {stage.name!r} trains on {stage.records}; recipes-datatrove cleans pre-training "
@@ -78,6 +79,7 @@ def check_stage(stage, tasks: int) -> None:
             raise RecipeError(f"source {source.name!r}: the filter {source.corpus_filters[0]!r} keeps state over the "
                               "whole stage in one process (scope \"corpus\"); the datatrove pipeline runs in parallel "
                               "tasks: leave it to `recipes prepare`, or remove it here")
+    near_settings(stage)  # one MinHash index: the near sources' settings agree
     if tasks >= MAX_TASKS:
         raise RecipeError(f"--tasks {tasks}: at most {MAX_TASKS - 1} (datatrove's exact dedup ranks copies by task)")
 

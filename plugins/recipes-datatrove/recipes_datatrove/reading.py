@@ -49,8 +49,8 @@ class ReadSources(PipelineStep):
                     text = record["text"]
                     tally.add(source.name, "read", text)
                     self.stat_update("read")
-                    yield Document(text=text, id=place, metadata={"source": source.name, "place": place,
-                                                                         "task": rank})
+                    metadata = {"source": source.name, "place": place, "task": rank}
+                    yield Document(text=text, id=place, metadata=metadata)
             bad.check_share(sum(docs for docs, _ in tally.counts_of("read")) + bad.count)
         tally.bad_records(bad.count, bad.first)
         tally.save()
