@@ -237,6 +237,11 @@ def test_bad_input_is_one_line_with_exit_code_2(corpus, cleaned, tmp_path):
                       '[[stages.data]]\npath = "data/chat.jsonl"\nformat = "messages"\n', encoding="utf-8")
     code, output = clean(str(recipe), "--stage", "sft", "--out", str(tmp_path / "o5"))
     assert code == 2 and "trains on conversations; recipes-datatrove cleans pre-training documents" in output, output
+    differing = folder / "differing.toml"
+    differing.write_text(RECIPE.replace('weight = 2.0', 'weight = 2.0\nnear_threshold = 0.7'), encoding="utf-8")
+    code, output = clean(str(differing), "--stage", "cpt", "--out", str(tmp_path / "o6"))
+    assert code == 2 and "differ in near_threshold or their near_dedup table" in output, output
+    assert not (tmp_path / "o6").exists()  # refused before anything was written
     code, output = clean(str(folder / "recipe.toml"), "--stage", "cpt", "--out", str(tmp_path / "o4"), "--dry-run")
     assert code == 2 and "add --executor slurm" in output, output
 
