@@ -107,15 +107,18 @@ def _private_cache(cache: Path, tiny_model, monkeypatch) -> Path:
     return cache
 
 
-def _recipe(folder: Path, tiny_model, source_keys: str = "", name: str = "r.toml") -> Path:
-    return write(folder / name, f"""
+DOMAIN = """
 [model]
-path = "{tiny_model}"
+path = "{model}"
 [[stages]]
 name = "domain"
 kind = "pretrain"
 cutoff_len = 64
-max_steps = 1
+"""
+
+
+def _recipe(folder: Path, tiny_model, source_keys: str = "", name: str = "r.toml") -> Path:
+    return write(folder / name, DOMAIN.format(model=tiny_model) + f"""max_steps = 1
 per_device_train_batch_size = 1
 gradient_accumulation_steps = 1
 [[stages.data]]
@@ -264,14 +267,7 @@ def test_the_documented_filter_removes_what_it_names_through_recipes_prepare(cor
     chats = [{"messages": [{"role": "user", "content": f"How many eggs on day {i % 5}?"},
                            {"role": "assistant", "content": f"About {1000 + i % 5} eggs."}]} for i in range(10)]
     write(folder / "chat.jsonl", "".join(json.dumps(c) + "\n" for c in chats))
-    recipe = write(folder / "doc.toml", f"""
-[model]
-path = "{tiny_model}"
-[[stages]]
-name = "domain"
-kind = "pretrain"
-cutoff_len = 64
-[[stages.data]]
+    recipe = write(folder / "doc.toml", DOMAIN.format(model=tiny_model) + f"""[[stages.data]]
 path = "notes.jsonl"
 format = "text"
 filters = {{boilerplate = {{phrases = ["all rights reserved", "subscribe to"]}}}}

@@ -103,15 +103,18 @@ def recipe_reference(schema: dict | None = None) -> str:
 
 
 def _filter_sections(out: list[str], filters: dict, defs: dict):
-    """Each document filter a source's ``filters`` table may name (a table of them, then each one's options)."""
+    """The document filters a source's ``filters`` table may name (a row each), then each one's options."""
     named = filters.get("properties", {})
-    if named:
-        out.extend(["### Document filters", "", "| filter | description |", "|---|---|"]
-                   + [f"| `{name}` | {_cell(prop.get('description', ''))} |" for name, prop in named.items()] + [""])
+    if not named:
+        return
+    out.extend(["### filters", "", "The keys of a data source's `filters` table: `NAME = true` (its default options), "
+                "a table of its options, or `false`.", "", "| key | type | default | description |",
+                "|---|---|---|---|"])
+    out.extend(f"| `{name}` | boolean or table |  | {_cell(prop.get('description', ''))} |" for name, prop in named.items())
+    out.append("")
     for name, prop in named.items():
         body = next((b for b in prop.get("anyOf", []) if "properties" in b), {})
-        out.extend([f"### filter `{name}`", "", _cell(prop.get("description", "")) + f" (`filters = {{{name} = "
-                    "true}`, or a table of these options)", ""])
+        out.extend([f"### filter `{name}`", "", f"The options of `filters = {{{name} = {{...}}}}`.", ""])
         rows = list(body.get("properties", {}).items())
         if not rows:
             out.extend(["(no options)", ""])

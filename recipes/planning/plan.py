@@ -193,7 +193,8 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
                                 loss.options_model.model_validate(settings.loss_options),
                                 tuple(recipe.stage_samples(index)), stage.benchmarks, kind,
                                 kind.options_model.model_validate(stage.kind_options),
-                                *_loading(recipe.stage_quantization(index), registry), stage.decontaminate))
+                                *_loading(recipe.stage_quantization(index), registry),
+                                decontaminate=stage.decontaminate))
     model_path = recipe.model.path
     if not model_path.startswith("bundled:"):
         local = Path(model_path).expanduser()
