@@ -29,8 +29,8 @@ HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
 def test_every_hook_is_implemented_by_a_builtin():
     # (each hook's docstring and documentation: tests/test_hook_docs.py)
     assert sorted(HOOKS) == ["register_benchmark_scorers", "register_callbacks", "register_data_formats",
-                             "register_exporters", "register_loss_functions", "register_model_families",
-                             "register_quantization_backends", "register_stage_kinds"]
+                             "register_exporters", "register_filters", "register_loss_functions",
+                             "register_model_families", "register_quantization_backends", "register_stage_kinds"]
     registry = get_registry()
     implemented = {hook for name in registry.info for hook in registry.hooks_of(name)}
     for name in HOOKS:
@@ -39,6 +39,7 @@ def test_every_hook_is_implemented_by_a_builtin():
     assert {"none", "bitsandbytes"} <= set(registry.backends)
     assert {"progress", "metrics_jsonl"} <= set(registry.callbacks)
     assert {"chunked", "standard"} <= set(registry.losses)
+    assert {"length", "script", "repeated_lines", "repeated_ngrams"} <= set(registry.filters)
     assert "builtin" in registry.scorers
 
 

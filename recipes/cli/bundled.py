@@ -65,7 +65,8 @@ def plugins():
                     **{f"loss:{k}": v.description for k, v in registry.losses.items()},
                     **{f"exporter:{k}": v.description for k, v in registry.exporters.items()},
                     **{f"scorer:{k}": v.description for k, v in registry.scorers.items()},
-                    **{f"kind:{k}": v.description for k, v in registry.kinds.items()}}
+                    **{f"kind:{k}": v.description for k, v in registry.kinds.items()},
+                    **{f"filter:{k}": v.description for k, v in registry.filters.items()}}
     for name, info in registry.info.items():
         console.print(f"[bold]{name}[/] {info.version} ({info.source})")
         console.print(f"  hooks: {', '.join(registry.hooks_of(name)) or 'none'}")

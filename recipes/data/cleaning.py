@@ -11,10 +11,11 @@ tokenizing worker processes (``screen``):
    the record, under its reason;
 3. the 8-byte digest of the normalised text.
 
-Then in the main process, in recipe order (``recipes.data.build``): exact dedup on the digests
-against everything the stage's earlier sources and this source kept (``recipes.data.dedup``), and
-the corpus-scope filters (``dedup = "near"``: the filter ``near_dedup``, one instance per stage).
-The first occurrence is kept. A removed record's tokens are counted (tokenized like a kept one).
+Then in the main process, in recipe order (``recipes.data.removals.settle``): exact dedup on the
+digests against everything the stage's earlier sources and this source kept (``recipes.data.dedup``),
+and the corpus-scope filters (``dedup = "near"``: the filter ``near_dedup``, one instance per stage;
+``recipes.data.replay`` feeds it an earlier source whose store was found ready). The first
+occurrence is kept. A removed record's tokens are counted (tokenized like a kept one).
 
 Adding a built-in document check (decontamination, say) is one call where the stage's cleaning is
 made (``stage_cleaning`` below): ``cleaning.with_check(reason, check, identity)``,

@@ -13,9 +13,11 @@ import hashlib
 import re
 import unicodedata
 
-_SPACES = re.compile(r"[^\S\n]+")  # runs of whitespace other than newlines
-_LINE_EDGES = re.compile(r" ?\n ?")
+# only what changes matches (a plain space or line end between words is left alone: most of a text)
+_SPACES = re.compile(r"[^\S\n]{2,}|[^\S \n]")  # runs of whitespace other than newlines, or a tab alone
+_LINE_EDGES = re.compile(r" \n ?|\n ")
 _BLANK_LINES = re.compile(r"\n{3,}")
+_ASCII_SPACES = "\t\x0b\x0c\x1c\x1d\x1e\x1f"  # ASCII whitespace other than a space and a line end
 
 
 def normalize(text: str) -> str:
@@ -23,8 +25,16 @@ def normalize(text: str) -> str:
     most one empty line in a row, no whitespace at the ends."""
     if not unicodedata.is_normalized("NFKC", text):
         text = unicodedata.normalize("NFKC", text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return _BLANK_LINES.sub("\n\n", _LINE_EDGES.sub("\n", _SPACES.sub(" ", text))).strip()
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # each substitution runs only where a fast substring test finds something for it to change
+    if not text.isascii() or "  " in text or any(space in text for space in _ASCII_SPACES):
+        text = _SPACES.sub(" ", text)
+    if " \n" in text or "\n " in text:
+        text = _LINE_EDGES.sub("\n", text)
+    if "\n\n\n" in text:
+        text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip()
 
 
 def digest(text: str) -> int:

@@ -48,12 +48,15 @@ class Ledger:
         if meta:
             self.merge(meta)
 
-    def add(self, reason: str, detail: str, place: str, preview: str, tokens: int, **extra) -> None:
+    def add(self, reason: str, detail: str, place: str, preview, tokens: int, **extra) -> None:
+        """Count one removal; keep it as an example while its reason has fewer than ``EXAMPLES``
+        (``preview``: its text, or a function giving it)."""
         count = self.counts.setdefault(reason, {"documents": 0, "tokens": 0})
         count["documents"] += 1
         count["tokens"] += int(tokens)
         if sum(e["reason"] == reason for e in self.examples) < EXAMPLES:
-            self.examples.append({"reason": reason, "detail": detail, "place": place, "text": preview, **extra})
+            text = preview() if callable(preview) else preview  # decoded only for the examples kept
+            self.examples.append({"reason": reason, "detail": detail, "place": place, "text": text, **extra})
 
     def merge(self, meta: dict) -> None:
         for reason, count in meta.get("removed", {}).items():
@@ -85,8 +88,9 @@ def settle(folder: Path, done: Tokenized, cleaning, seen, corpus: list, preview)
             seen.first_seen(digests)
     starts = np.concatenate([[0], np.cumsum(chunk.lengths, dtype=np.int64)])
     for i in np.flatnonzero(~keep):
-        ledger.add(EXACT, "duplicate", done.places[origin[i]], preview(chunk.ids[starts[i]:starts[i + 1]]),
-                   int(chunk.lengths[i]), digest=f"{int(digests[i]):016x}")
+        ids = chunk.ids[starts[i]:starts[i + 1]]
+        ledger.add(EXACT, "duplicate", done.places[origin[i]], lambda ids=ids: preview(ids), int(chunk.lengths[i]),
+                   digest=f"{int(digests[i]):016x}")
     for i in np.flatnonzero(keep) if corpus else ():
         record = origin[i]
         for reason, check in corpus:
