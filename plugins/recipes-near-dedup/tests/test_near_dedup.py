@@ -119,3 +119,18 @@ def test_the_band_index_keeps_every_first_entry_through_growth_and_full_buckets(
     assert index.candidates(documents[1234]) == [1234]  # a bucket keeps its first document
     assert 4000 in index.candidates(np.array([11], dtype=np.uint32))
     assert index.candidates(np.array([5, 6], dtype=np.uint32)) == []
+
+
+def test_a_threshold_in_the_options_table_beside_near_threshold_is_refused(tmp_path):
+    from recipes.config.load import load_recipe
+    from recipes.errors import RecipeError
+
+    (tmp_path / "corpus.jsonl").write_text('{"text": "bees"}\n', encoding="utf-8")
+    recipe = tmp_path / "r.toml"
+    source = ('[model]\npath = "bundled:tiny-qwen2"\n[[stages]]\nname = "s"\nkind = "pretrain"\n[[stages.data]]\n'
+              'path = "corpus.jsonl"\nformat = "text"\ndedup = "near"\nfilters = {near_dedup = {%s}}\n')
+    recipe.write_text(source % 'shingle = "chars"', encoding="utf-8")
+    load_recipe(str(recipe))  # the other options are taken
+    recipe.write_text(source % 'threshold = 0.6, shingle = "chars"', encoding="utf-8")
+    with pytest.raises(RecipeError, match=r"filters\.near_dedup\.threshold: with dedup = \"near\" the threshold is"):
+        load_recipe(str(recipe))
