@@ -288,6 +288,7 @@ def test_the_spawned_tokenizing_pool_prepares_what_the_forked_one_does(tokenizer
 
     monkeypatch.setattr(build, "CHUNK_CHARACTERS", 3000)
     monkeypatch.setattr(build, "CHUNK_RECORDS", 7)
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # as recipes run sets it: documents go to processes
     path = _recipe(tmp_path, "pretrain", str(BUNDLED / "domain_corpus.jsonl"), "text", "val_size = 0.1\n")
     stores = []
     for name, live in (("fork", False), ("spawn", True)):

@@ -55,6 +55,8 @@ CONTRACT = {
         "tests/test_stage_kinds.py::test_the_builtin_kinds_are_plugins_and_plugins_lists_them",
         "plugins/recipes-trl/tests/test_preference_run.py::test_pretrain_sft_dpo_runs_on_llamafactory_ranking_data"]),
     "register_filters": ("filters", "boilerplate", [
+        "tests/test_cleaning.py::test_the_documented_filter_removes_what_it_names_through_recipes_prepare",
+        "tests/test_cleaning.py::test_near_dedup_is_one_corpus_filter_per_stage_fed_again_from_a_ready_store",
         "tests/test_cleaning.py::test_each_builtin_filter_removes_its_case_and_keeps_a_control"]),
 }
 

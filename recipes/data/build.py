@@ -133,9 +133,11 @@ def build_store(folder: Path, sources, kind: str, tokenizer, settings: tuple, ba
 
     started = time.monotonic()
     metas, reused = [], 0
-    pool, pending = None, deque()
+    pool, pending, width = None, deque(), 1
     ledger = Ledger()
-    preview = lambda ids: tokenizer.decode(np.asarray(ids[:100]).tolist(), skip_special_tokens=True)  # noqa: E731
+    # a removed example's text (a prepared tokenizer without transformers decodes through its Rust one)
+    decode = tokenizer.decode if hasattr(tokenizer, "decode") else tokenizer._tokenizer.decode
+    preview = lambda ids: decode(np.asarray(ids[:100]).tolist(), skip_special_tokens=True)  # noqa: E731
 
     def collect(meta: dict) -> None:
         for message in meta["bad"]:
@@ -148,8 +150,8 @@ def build_store(folder: Path, sources, kind: str, tokenizer, settings: tuple, ba
         with policy(bad):
             chunks = read_chunks(sources, kind)
             ahead = [c for c in (next(chunks, None), next(chunks, None)) if c is not None]
-            if workers > 1 and len(ahead) > 1:  # one chunk only: not worth starting processes
-                pool = _pool(workers, tokenizer, kind, settings, cleaning, bool(corpus))
+            if len(ahead) > 1:  # one chunk only: not worth starting processes or a thread
+                pool, width = _pool(workers, tokenizer, kind, settings, cleaning, bool(corpus))
             for index, chunk in enumerate(chain(ahead, chunks)):
                 done = finished_shard(folder, index) if not corpus else None
                 if done is not None:
@@ -163,8 +165,10 @@ def build_store(folder: Path, sources, kind: str, tokenizer, settings: tuple, ba
                     collect(settle(folder, tokenize_chunk(index, chunk, tokenizer, kind, settings, cleaning,
                                                           bool(corpus)), cleaning, seen, corpus, preview))
                 else:
-                    pending.append(pool.apply_async(tokenize_chunk, (index, chunk)))
-                    while len(pending) > 2 * workers:  # bounded: reading never runs far ahead
+                    # a thread gets what to tokenize with; a process has its own
+                    shared = (tokenizer, kind, settings, cleaning, bool(corpus)) if _threaded(pool) else ()
+                    pending.append(pool.apply_async(tokenize_chunk, (index, chunk, *shared)))
+                    while len(pending) > 2 * width:  # bounded: reading never runs far ahead
                         collect(settle(folder, pending.popleft().get(), cleaning, seen, corpus, preview))
                 while pending and pending[0].ready():
                     collect(settle(folder, pending.popleft().get(), cleaning, seen, corpus, preview))
@@ -182,7 +186,8 @@ def build_store(folder: Path, sources, kind: str, tokenizer, settings: tuple, ba
             "label_tokens": sum(m["label_tokens"] for m in metas),
             "truncated": sum(m["truncated"] for m in metas), "dropped": sum(m["dropped"] for m in metas),
             "examples": sum(m["examples"] for m in metas), "bad": bad.count, "bad_first": bad.first,
-            "seconds": round(time.monotonic() - started, 2), "reused_shards": reused, "workers": workers if pool is not None else 1,
+            "seconds": round(time.monotonic() - started, 2), "reused_shards": reused,
+            "workers": workers if pool is not None else 1, "threads": pool is not None and _threaded(pool),
             **_removals(ledger, [*earlier, folder])}
     return info
 
@@ -211,12 +216,38 @@ def start_method(available: list[str], cuda_live: bool) -> str:
     return "fork" if "fork" in available and not cuda_live else "spawn"
 
 
-def _pool(workers: int, tokenizer, kind: str, settings: tuple, cleaning=None, texts: bool = False):
-    import multiprocessing
+def _threaded(pool) -> bool:
+    from multiprocessing.pool import ThreadPool
 
+    return isinstance(pool, ThreadPool)
+
+
+def _pool(workers: int, tokenizer, kind: str, settings: tuple, cleaning=None, texts: bool = False):
+    """(pool, its width). Documents through a direct Rust tokenizer: two threads of this process call
+    it while this thread reads the next chunk; the call releases the GIL and spreads the batch over
+    the tokenizer's own ``workers`` threads, and while one thread turns its encodings into arrays
+    (holding the GIL) the other's batch keeps the tokenizer's threads busy. Measured on a 50 MB
+    corpus, 2 cores: 33.5 CPU-seconds for the whole command, against 41.9 with two processes of one
+    tokenizer thread each (the same batch costs a single-threaded tokenizer more CPU). Else
+    ``workers`` processes, one tokenizer thread each (none for one worker), as for conversations,
+    whose chat template renders in Python."""
+    import multiprocessing
+    from multiprocessing.pool import ThreadPool
+
+    if kind == "documents" and batch_tokenize.backend(tokenizer) is not None and _tokenizer_threads():
+        os.environ.setdefault("RAYON_NUM_THREADS", str(workers))  # read when the tokenizer first spreads a batch
+        return ThreadPool(2), 2
+    if workers == 1:
+        return None, 1
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread per worker process
     context = multiprocessing.get_context(start_method(multiprocessing.get_all_start_methods(), cuda_initialized()))
-    return context.Pool(workers, initializer=_init_worker, initargs=(tokenizer, kind, settings, cleaning, texts))
+    return context.Pool(workers, initializer=_init_worker, initargs=(tokenizer, kind, settings, cleaning, texts)), workers
+
+
+def _tokenizer_threads() -> bool:
+    """Whether the Rust tokenizer may use its thread pool here (``recipes run`` turns it off before
+    its DataLoader and checkpoint processes fork)."""
+    return os.environ.get("TOKENIZERS_PARALLELISM", "true").strip().lower() not in ("false", "0", "off", "no", "")
 
 
 def finish(folder: Path, info: dict) -> None:

@@ -48,4 +48,12 @@ class Progress:
         unit = "documents" if info["kind"] == "documents" else "sequences"
         return (f"{info['records']:,} records -> {info['examples']:,} {unit}, {info['tokens']:,} tokens in "
                 f"{seconds:.1f} s ({info['records'] / seconds:,.0f} records/s, {info['tokens'] / seconds:,.0f} "
-                f"tokens/s, {info['workers']} process{'es' if info['workers'] > 1 else ''}{reused})")
+                f"tokens/s, {_parallel(info)}{reused})")
+
+
+def _parallel(info: dict) -> str:
+    """How the tokenizing ran: processes, or one process with the tokenizer's own threads."""
+    count = info["workers"]
+    if info.get("threads"):
+        return f"1 process, {count} tokenizer thread{'s' if count > 1 else ''}"
+    return f"{count} process{'es' if count > 1 else ''}"

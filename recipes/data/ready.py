@@ -26,7 +26,7 @@ from recipes.hashing import digest, file_sha256
 SMALL_FILES = (".json", ".txt", ".model", ".tiktoken", ".jinja", ".py")
 
 
-def _model_identity(model_path: str) -> dict | None:
+def model_identity(model_path: str) -> dict | None:
     """The model's files that decide its tokenizer, by content; None where only the full path knows
     (a hub id resolved through the HF cache)."""
     if model_path.startswith("bundled:"):
@@ -51,7 +51,7 @@ def record_key(plan, stage, registry) -> str | None:
     from recipes import __version__
     from recipes.versions import versions
 
-    model = _model_identity(plan.model_path)
+    model = model_identity(plan.model_path)
     if model is None:
         return None
     return digest({"model": model, "revision": plan.revision, "trust_remote_code": plan.trust_remote_code,

@@ -6,7 +6,9 @@ Every stage is prepared with the base model's tokenizer: a later stage's run loa
 earlier stage saved, which is the same one (same vocabulary, merges and chat template: the same key).
 
 When every stage's data is prepared already, the command says so without loading transformers
-(``recipes.data.ready``): a ready store takes the time of ``recipes validate``.
+(``recipes.data.ready``): a ready store takes the time of ``recipes validate``. A stage of documents
+is prepared without transformers too once transformers has built the model's tokenizer
+(``recipes.data.known_tokenizer``).
 """
 
 from __future__ import annotations
@@ -33,15 +35,31 @@ def prepare_recipe(recipe: str, stage_name: str | None, workers: int | None, say
     return [prepare_stage(plan, stage, registry, workers, say) for stage in stages]
 
 
-def prepare_stage(plan, stage, registry, workers: int | None, say) -> dict:
+def stage_tokenizer(path: str, plan, stage):
+    """The tokenizer a stage's preparation tokenizes with: for documents only, the one transformers
+    built for this model before, loaded without transformers (``recipes.data.known_tokenizer``)."""
+    from recipes.data.known_tokenizer import known_tokenizer, remember_tokenizer
+
+    documents = stage.records == "documents" and all(s.format.yields == "documents" for s in stage.eval_sources)
+    if documents:
+        known = known_tokenizer(path, plan.trust_remote_code)
+        if known is not None:
+            return known
     from transformers import AutoTokenizer
 
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=plan.trust_remote_code)
+    if documents:
+        remember_tokenizer(path, plan.trust_remote_code, tokenizer)
+    return tokenizer
+
+
+def prepare_stage(plan, stage, registry, workers: int | None, say) -> dict:
     from recipes.data.prepare import prepare, store_line
     from recipes.data.ready import remember
     from recipes.planning.resolve import resolve_model
 
     path = resolve_model(plan.model_path, plan.revision, None, plan.recipe_path)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=plan.trust_remote_code)
+    tokenizer = stage_tokenizer(path, plan, stage)
     heading = f"stage {stage.name} ({stage.kind})"
     say(heading)
     data = prepare(stage, tokenizer, say, workers)
