@@ -28,6 +28,11 @@ Internal modules (``recipes.data.*``, ``recipes.training.*``, ...) may change in
   ``build`` receives and the ``KindTrainer`` it returns; ``sequence_log_probs`` (each sequence's
   answer log-probability from the chunked loss path, never the full logits).
 - Document filters: ``DocumentFilter`` (with the ``FilterContext`` its ``make`` receives).
+- Cleaning outside ``recipes prepare`` (a pipeline on a cluster): ``stage_cleaning(recipe, stage)``
+  (a ``StageCleaning``: the stage's training sources as ``CleaningSource``s, each with its files,
+  format, options, cleaning and mix), ``document_checks(cleaning, work_dir)`` (a source's document
+  checks, in the order prepare runs them), ``normalize_text`` (what the checks and exact dedup see)
+  and ``bad_record_policy`` (the stage's ``on_bad_record`` around reading).
 - ``file_sha256(path)``: a file's sha256 (hex), for a plugin checking what it downloaded.
 - Benchmark scorers: ``BenchmarkScorer`` (with the ``BenchmarkRequest`` its ``score`` receives),
   ``benchmark_row`` (a row as the report reads it), and the built-in prompt's parts for a scorer that
@@ -37,6 +42,8 @@ Internal modules (``recipes.data.*``, ``recipes.training.*``, ...) may change in
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 from recipes.bad_records import bad_record
 from recipes.benchmarks.evaluate import benchmark_row
@@ -48,6 +55,7 @@ from recipes.data.records import RECORD_SUFFIXES, convert_records, field, json_f
 from recipes.errors import Problem, RecipeError
 from recipes.family import BundledModel, ModelFamily
 from recipes.hashing import file_sha256
+from recipes.planning.stage_cleaning import CleaningSource, StageCleaning, stage_cleaning
 from recipes.plugins.hookspecs import (API_VERSION, BenchmarkRequest, BenchmarkScorer, CallbackPlugin, DataFormat,
                                        DocumentFilter, Exporter, ExportContext, FilterContext, KindData, KindTrainer,
                                        KindTraining, LossFunction, NoOptions, QuantizationBackend, RunContext,
@@ -64,6 +72,7 @@ __all__ = [
     "StageKind", "KindData", "KindTraining", "KindTrainer", "sequence_log_probs",
     "BenchmarkScorer", "BenchmarkRequest", "benchmark_row", "question_text", "prompt_header", "LETTER_PREFIX",
     "DocumentFilter", "FilterContext",
+    "StageCleaning", "CleaningSource", "stage_cleaning", "document_checks", "normalize_text", "bad_record_policy",
     "RecipeError", "Problem", "file_sha256",
 ]
 
@@ -80,3 +89,31 @@ def sequence_log_probs(model, input_ids, attention_mask, completion_mask, chunk_
 
     with chunk_precision(input_ids.device.type, compute_dtype):
         return compute(model, input_ids, attention_mask, completion_mask, chunk_size)
+
+
+def normalize_text(text: str) -> str:
+    """The text a source's checks and exact dedup see (NFKC and whitespace), as ``recipes prepare`` makes it."""
+    from recipes.data.normalize import normalize
+
+    return normalize(text)
+
+
+def document_checks(cleaning, work_dir) -> list:
+    """(reason, check) of a source's document-scope checks (its filters, then the stage's built-in
+    checks), in the order ``recipes prepare`` runs them; ``check(text, place)`` returns None to keep
+    the document or a detail. ``work_dir``: a folder the filters may write to."""
+    from dataclasses import replace
+
+    from recipes.data.cleaning import document_checks as checks
+
+    return checks(replace(cleaning, work_dir=work_dir))
+
+
+@contextmanager
+def bad_record_policy(on_bad_record: str, max_bad_records: float):
+    """Around reading records: a malformed record raises (``"error"``) or is skipped and counted
+    (``"skip"``, up to ``max_bad_records``); yields the count (``.count``, ``.first``, ``.check_share(n)``)."""
+    from recipes.bad_records import BadRecords, policy
+
+    with policy(BadRecords(on_bad_record == "skip", max_bad_records)) as bad:
+        yield bad

@@ -40,7 +40,9 @@ def test_each_builtin_filter_removes_its_case_and_keeps_a_control():
     assert "repeated character 10-grams" in ngrams(chinese * 3, "")  # CJK: characters, no spaces needed
 
 
-def test_cleaning_mistakes_are_located_by_line_and_field(recipe_dir):
+def test_cleaning_mistakes_are_located_by_line_and_field(recipe_dir, monkeypatch):
+    # as without plugins/recipes-near-dedup installed (CI installs it)
+    monkeypatch.delitem(get_registry().filters, "near_dedup", raising=False)
     text = GOOD.replace('path = "corpus.jsonl"\nformat = "text"',
                         'path = "corpus.jsonl"\nformat = "text"\ndedup = "near"\n'
                         'filters = {lenght = true, length = {min_chars = -1}, script = true}')
@@ -320,6 +322,11 @@ def test_near_dedup_is_one_corpus_filter_per_stage_fed_again_from_a_ready_store(
     from recipes.plugins import registry as registry_module
 
     plugin, made = _prefix_near_dedup()
+    from importlib.metadata import entry_points
+
+    # this stand-in, not plugins/recipes-near-dedup (which CI installs): every other installed plugin
+    others = [ep.name for ep in entry_points(group=registry_module.ENTRY_POINT_GROUP) if ep.name != "near_dedup"]
+    monkeypatch.setenv("RECIPES_PLUGINS", ",".join(others))
     monkeypatch.setattr(registry_module, "_cached", get_registry(extra_plugins=(plugin,)))
     folder, _ = corpus
     # near copies: an earlier document's first 40 characters with another ending, in both sources

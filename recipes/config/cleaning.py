@@ -53,6 +53,10 @@ def _check_source(loaded: LoadedRecipe, registry: Registry, source, at: tuple, p
             except ValidationError as exc:
                 problems.add(at + ("near_threshold",), f"the {NEAR_DEDUP} filter refuses it: "
                              f"{exc.errors()[0]['msg']}")
+        table = source.filters.get(NEAR_DEDUP)
+        if isinstance(table, dict) and "threshold" in table:  # near_threshold would silently win
+            problems.add(at + ("filters", NEAR_DEDUP, "threshold"), "with dedup = \"near\" the threshold is the "
+                         "source's near_threshold: set near_threshold instead")
     elif "near_threshold" in source.model_fields_set:
         problems.add(at + ("near_threshold",), "near_threshold applies to dedup = \"near\": remove it, or set dedup")
     resolved = loaded.sources.get((at[1], "data", at[3]))

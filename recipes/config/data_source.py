@@ -44,7 +44,7 @@ class DataSource(Strict):
         "exact", description="Remove repeated documents (conversations), keeping the first: \"exact\" (the same "
         "text after normalisation, within this source and against the stage's earlier sources), \"near\" "
         "(MinHash LSH near-duplicates too: needs plugins/recipes-near-dedup), or \"none\". Every removal is counted.")
-    near_threshold: float = Field(0.8, gt=0, lt=1, description="dedup = \"near\": the estimated Jaccard "
+    near_threshold: float = Field(0.5, gt=0, lt=1, description="dedup = \"near\": the estimated Jaccard "
                                   "similarity of two documents' 5-grams above which the later one goes.")
     normalize: Literal["checks", "text", "none"] = Field(
         "checks", description="Unicode NFKC and whitespace normalisation: \"checks\" for what the filters and "

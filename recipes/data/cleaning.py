@@ -46,7 +46,7 @@ class Cleaning:
     stage: str
     source: str
     dedup: str = EXACT  # "none", "exact", "near"
-    near_threshold: float = 0.8
+    near_threshold: float = 0.5
     normalize: str = "checks"  # "checks", "text", "none"
     script: Optional[str] = None  # "cjk", "latin", None
     filters: tuple = ()  # (name, options as a dict), the filters turned on, in the recipe's order
@@ -105,9 +105,11 @@ def corpus_checks(cleaning: Cleaning, registry, shared: dict) -> list[tuple[str,
     every source with ``dedup = "near"`` goes through the same ``near_dedup``)."""
     from recipes.plugins.hookspecs import CORPUS
 
-    wanted = [(name, options) for name, options in cleaning.filters if registry.filters[name].scope == CORPUS]
-    if cleaning.dedup == "near":
-        wanted.append(("near_dedup", {"threshold": cleaning.near_threshold}))
+    near = cleaning.dedup == "near"
+    wanted = [(name, options) for name, options in cleaning.filters
+              if registry.filters[name].scope == CORPUS and not (near and name == "near_dedup")]
+    if near:  # its other options (shingle, num_perm...) from a filters.near_dedup table, when given
+        wanted.append(("near_dedup", {**dict(cleaning.filters).get("near_dedup", {}), "threshold": cleaning.near_threshold}))
     checks = []
     for name, options in wanted:
         reason = "near" if name == "near_dedup" else name
@@ -153,10 +155,13 @@ def screen(records: list, kind: str, cleaning: Cleaning | None, checks: list) ->
     return out
 
 
-def stage_cleaning(stage) -> list:
+def stage_cleaning(stage, say=None) -> list:
     """Each training source's ``Cleaning`` (None where it is kept whole). The place to add a stage-wide
-    built-in document check: ``[c.with_check(reason, check, identity) for c in cleanings]``."""
-    return [getattr(source, "cleaning", None) for source in stage.sources]
+    built-in document check: ``[c.with_check(reason, check, identity) for c in cleanings]``. Built in:
+    decontamination (``recipes.data.contamination``, reason ``contaminated``)."""
+    from recipes.data.contamination import decontaminated
+
+    return decontaminated(stage, [getattr(source, "cleaning", None) for source in stage.sources], say)
 
 
 @contextmanager

@@ -60,7 +60,7 @@ def prepare(stage, tokenizer, say, workers: int | None = None) -> StageData:
     stores, infos, keys, hits = [], [], [], []
     with stage_work(stage.name) as work:
         corpus = {"work": work}  # the stage's corpus-scope filters, made once, by name
-        for source, cleaning in zip(stage.sources, stage_cleaning(stage)):
+        for source, cleaning in zip(stage.sources, stage_cleaning(stage, say)):
             earlier = (list(keys), [store.folder for store in stores])
             store, info, key, cached = prepared_store([source], kind, tokenizer, identity, s, say, workers,
                                                       cleaning, earlier, corpus)

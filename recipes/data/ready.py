@@ -57,7 +57,9 @@ def record_key(plan, stage, registry) -> str | None:
     return digest({"model": model, "revision": plan.revision, "trust_remote_code": plan.trust_remote_code,
                    "libraries": versions(registry), "recipes": __version__, "stage": stage.name, "kind": stage.kind,
                    "settings": stage.settings.model_dump(mode="json"), "sources": _sources(stage.sources),
-                   "eval_sources": _sources(stage.eval_sources), "decontaminate": stage.decontaminate})
+                   "eval_sources": _sources(stage.eval_sources), "decontaminate": stage.decontaminate,
+                   # what decontamination compares against: every stage's evaluation sets and the benchmarks
+                   "references": stage.references.key() if stage.references else None})
 
 
 def _folder() -> Path:

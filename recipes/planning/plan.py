@@ -67,6 +67,7 @@ class StagePlan:
     backend: QuantizationBackend | None = None  # how the stage loads its weights: its own or the recipe's
     backend_options: BaseModel | None = None  # [quantization]'s options, validated by the backend's model
     decontaminate: bool = True  # training documents sharing a long n-gram with an evaluation set go
+    references: object = None  # what they are checked against (recipes.data.contamination.References)
 
     @property
     def quantization(self) -> dict:
@@ -211,10 +212,16 @@ def make_plan(loaded: LoadedRecipe, registry: Registry, output_dir: str | None =
                     "data": _sources_json(st.sources), "eval_data": _sources_json(st.eval_sources)}
                    for st in stages],
     }
-    return Plan(loaded.name, loaded.path, run_dir, model_path, recipe.model.revision,
+    plan = Plan(loaded.name, loaded.path, run_dir, model_path, recipe.model.revision,
                 recipe.model.trust_remote_code, backend, backend_options, callbacks, stages,
                 json.dumps(resolved, indent=2, ensure_ascii=False), recipe.distributed, dict(registry.losses),
                 recipe.samples_max_new_tokens, recipe.eval_matrix, _benchmarks(loaded, registry))
+    from recipes.data.contamination import References
+
+    references = References.of(stages, plan.benchmarks)  # every stage's evaluation sets, whatever --until says
+    for stage in stages:
+        stage.references = references if stage.decontaminate else None
+    return plan
 
 
 def _loading(quantization, registry: Registry) -> tuple:

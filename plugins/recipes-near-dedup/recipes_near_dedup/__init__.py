@@ -1,0 +1,1 @@
+"""Near-duplicate removal for recipes: MinHash LSH (rensa) as the ``near_dedup`` document filter."""
