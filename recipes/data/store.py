@@ -26,7 +26,7 @@ import numpy as np
 
 from recipes.data.tokenization import IGNORE_INDEX
 
-STORE_VERSION = 2  # bump when what a shard holds changes
+STORE_VERSION = 3  # bump when what a shard holds changes (3: the digests and places of the kept documents)
 
 
 def write_json(path: Path, value) -> None:
