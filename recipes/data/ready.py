@@ -49,13 +49,14 @@ def _sources(sources) -> list:
 
 def record_key(plan, stage, registry) -> str | None:
     from recipes import __version__
+    from recipes.data.store import STORE_VERSION
     from recipes.versions import versions
 
     model = model_identity(plan.model_path)
     if model is None:
         return None
     return digest({"model": model, "revision": plan.revision, "trust_remote_code": plan.trust_remote_code,
-                   "libraries": versions(registry), "recipes": __version__, "stage": stage.name, "kind": stage.kind,
+                   "libraries": versions(registry), "recipes": __version__, "store": STORE_VERSION, "stage": stage.name, "kind": stage.kind,
                    "settings": stage.settings.model_dump(mode="json"), "sources": _sources(stage.sources),
                    "eval_sources": _sources(stage.eval_sources), "decontaminate": stage.decontaminate,
                    # what decontamination compares against: every stage's evaluation sets and the benchmarks
