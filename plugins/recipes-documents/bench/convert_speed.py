@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import documents_support as make  # noqa: E402 (the tests' writers of each type)
 
-from recipes.plugins.registry import get_registry  # noqa: E402
+from recipes_documents.plugin import register_data_formats  # noqa: E402 (the plugin's own provider)
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
         "html": lambda path: make.html(path, "Rules", [(f"Section {i}", line) for i, line in enumerate(lines)]),
         "md": lambda path: make.markdown(path, "# Rules\n\n" + "\n\n".join(lines)),
     }
-    fmt = get_registry().formats["documents"]
+    fmt = next(f for f in register_data_formats() if f.name == "documents")
     options = fmt.options_model()
     with tempfile.TemporaryDirectory() as folder:
         for kind, write in writers.items():
